@@ -1,0 +1,96 @@
+"""Command-line interface: a thin layer over the Python API (every command is also a function)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+import click
+
+from .backbones import BACKBONES, DEFAULT_BACKBONE, WeightsUnavailable
+from .discover import DATASETS, VOC_SPLITS
+from .extract import DTYPES, extract as extract_api
+from .pyramid import POOLS
+
+
+class UserError(click.ClickException):
+    """A one-line error, exit code 2 (bad input, missing weights, mismatched files)."""
+
+    exit_code = 2
+
+
+def user_errors(fn):
+    """Turn the API's ValueError / WeightsUnavailable / OSError into one-line errors with exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, WeightsUnavailable, FileNotFoundError, PermissionError) as exc:
+            raise UserError(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("sppfeat: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sppfeat")
+def main():
+    """Fixed-length SPP descriptors from images of any size, and linear SVMs on them."""
+    logging.basicConfig(format="sppfeat: %(message)s", level=logging.INFO, stream=sys.stderr)
+
+
+@main.command()
+@click.argument("images", type=click.Path(file_okay=False, path_type=str))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, type=click.Choice(sorted(BACKBONES)))
+@click.option("--weights", type=click.Path(dir_okay=False), help="Local state dict instead of the registry's weights.")
+@click.option("--levels", default="6,3,2,1", show_default=True, help="Pyramid levels n (n×n bins each).")
+@click.option("--pool", default="max", show_default=True, type=click.Choice(POOLS))
+@click.option("--scale", default=224, show_default=True, type=click.IntRange(min=0),
+              help="Shorter side in pixels (0 = native size). Aspect ratio is always kept.")
+@click.option("--max-side", default=2048, show_default=True, type=click.IntRange(min=1), help="Cap on the longer side.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", default=None, type=click.IntRange(min=0), help="Decode processes [default: cores - 1].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES))
+@click.option("--dataset", default="auto", show_default=True, type=click.Choice(DATASETS))
+@click.option("--split", type=click.Choice(VOC_SPLITS), help="VOC 2007 image set [default: trainval].")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--strict", is_flag=True, help="Fail on the first file that is not a readable image.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+@user_errors
+def extract(images, output, quiet, **options):
+    """Write one SPP vector per image under IMAGES to the HDF5 file OUTPUT."""
+    result = extract_api(images, output, quiet=quiet, **options)
+    if not quiet:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(result.skip_reasons.items()))
+        click.echo(f"{result.path}: {result.n_images} images × {result.dim} dims in {result.seconds:.1f} s "
+                   f"({result.images_per_second:.1f} images/s); {result.n_skipped} skipped"
+                   + (f" ({reasons})" if reasons else ""), err=True)
+
+
+@main.command()
+def backbones():
+    """List the backbones, their output and normalisation, and whether weights are available offline."""
+    rows = [("name", "channels", "stride", "normalization", "weights", "offline")]
+    for name, spec in sorted(BACKBONES.items()):
+        offline = "yes" if spec.weights.cached_path() is not None else "no"
+        rows.append((name + (" (default)" if name == DEFAULT_BACKBONE else ""), str(spec.channels),
+                     str(spec.stride), spec.normalization.describe(), spec.weights.source(), offline))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@user_errors
+def info(path):
+    """Summarise a feature or model file."""
+    from .report import describe_file
+
+    click.echo(describe_file(path))
