@@ -9,6 +9,7 @@ import sys
 import click
 
 from .backbones import BACKBONES, DEFAULT_BACKBONE, WeightsUnavailable
+from .classify import DEFAULT_POWER, PROTOCOLS, evaluate as evaluate_api, train_svm as train_api
 from .discover import DATASETS, VOC_SPLITS
 from .extract import DTYPES, extract as extract_api
 from .pyramid import POOLS
@@ -94,3 +95,62 @@ def info(path):
     from .report import describe_file
 
     click.echo(describe_file(path))
+
+
+def parse_c(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        c = float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a positive number or 'auto', got {value!r}") from None
+    if c <= 0:
+        raise click.BadParameter(f"C must be positive, got {value}")
+    return c
+
+
+@main.command("train-svm")
+@click.argument("features", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--C", "C", default="auto", show_default=True, help="SVM penalty, or 'auto' (cross-validated).")
+@click.option("--protocol", default="auto", show_default=True, type=click.Choice(PROTOCOLS),
+              help="per-class (Caltech 101), stratified, all (multi-label / separate test file).")
+@click.option("--train-per-class", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--test-per-class", default=50, show_default=True, type=click.IntRange(min=0),
+              help="0 = all remaining images.")
+@click.option("--test-fraction", default=0.25, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--power", default=DEFAULT_POWER, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Signed power normalisation before L2 (0.5 = signed square root).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--folds", default=3, show_default=True, type=click.IntRange(min=2))
+@click.option("--overwrite", is_flag=True)
+@user_errors
+def train_svm(features, model, C, **options):
+    """Train linear SVMs on FEATURES (an extract output) and write MODEL."""
+    result = train_api(features, model, C=parse_c(C), **options)
+    click.echo(f"{result.path}: C = {result.C:g}, {result.n_train} training / {result.n_test} test images, "
+               f"{result.seconds:.1f} s", err=True)
+
+
+@main.command("eval")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("features", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--report", type=click.Path(dir_okay=False), help="Write the scores as JSON.")
+@click.option("--show", default=10, show_default=True, type=click.IntRange(min=0), help="Per-class rows to print.")
+@user_errors
+def eval_(model, features, report, show):
+    """Score MODEL on FEATURES: accuracy and per-class accuracy, or VOC 11-point AP and mAP."""
+    result = evaluate_api(model, features, report)
+    if "mAP" in result:
+        click.echo(f"mAP {100 * result['mAP']:.2f} % over {len(result['ap'])} classes, {result['n_test']} images "
+                   f"({result['evaluated_on']})")
+        for name, ap in sorted(result["ap"].items(), key=lambda kv: kv[1]):
+            click.echo(f"  {name:<20}{100 * ap:6.2f}")
+        return
+    click.echo(f"accuracy {100 * result['accuracy']:.2f} %, mean per-class accuracy "
+               f"{100 * result['mean_class_accuracy']:.2f} % on {result['n_test']} images ({result['evaluated_on']})")
+    worst = sorted(result["per_class"].items(), key=lambda kv: kv[1]["accuracy"])[:show]
+    if worst:
+        click.echo("worst classes:")
+    for name, row in worst:
+        click.echo(f"  {name:<24}{100 * row['accuracy']:6.1f} %  ({row['n']} images)")

@@ -87,6 +87,8 @@ def _walk_sorted(root: str, skipped: list[tuple[str, str]]):
                 yield from walk(entry.path)
             elif os.path.islink(entry.path) and not os.path.exists(entry.path):
                 skipped.append((display_path(os.path.relpath(entry.path, root)), "broken symlink"))
+            elif not entry.is_file():  # FIFOs, sockets, devices: opening one could block forever
+                skipped.append((display_path(os.path.relpath(entry.path, root)), "not a regular file"))
             else:
                 yield entry.path
 

@@ -1,0 +1,152 @@
+"""extract end to end on real photos: schema, ordering, batching, bad files, CLI errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import DEMO
+from sppfeat import extract
+from sppfeat.backbones import load_backbone
+from sppfeat.cli import main
+from sppfeat.decode import ResizePolicy, decode_image
+from sppfeat.descriptor import SPPDescriptor
+from sppfeat.store import open_features
+
+
+def cosine(a, b):
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_schema_round_trip(demo_features):
+    ff = open_features(demo_features)
+    expected_paths = sorted(p.relative_to(DEMO).as_posix() for p in DEMO.rglob("*.jpg"))
+    assert ff.paths == expected_paths
+    assert ff.class_names == sorted(p.name for p in DEMO.iterdir() if p.is_dir())
+    assert ff.labels.tolist() == [ff.class_names.index(p.split("/")[0]) for p in ff.paths]
+    assert ff.dim == 1280 * 50 and ff.dtype == "float32" and ff.targets is None and ff.skipped == []
+    with h5py.File(demo_features, "r") as f:
+        assert f["features"].shape == (60, 64000) and f["features"].chunks[1] == 64000
+        assert f["features"].maxshape == (None, 64000)
+        assert f.attrs["complete"] and f.attrs["n_images"] == 60
+        config = json.loads(f.attrs["config"])
+        features = f["features"][()]
+    for key in ("backbone", "weights_sha256", "levels", "pool", "scale", "max_side", "normalization",
+                "feature_dim", "sppfeat_version", "torch_version", "created"):
+        assert key in config
+    assert config["levels"] == [6, 3, 2, 1] and config["feature_dim"] == 64000
+    assert len(config["weights_sha256"]) == 64
+    from PIL import Image
+
+    for row in (0, 33):
+        with Image.open(DEMO / ff.paths[row]) as im:
+            assert ff.image_sizes[row].tolist() == [im.height, im.width]
+    assert np.isfinite(features).all() and (features >= 0).all()  # ReLU6 maps, max pooled
+
+
+def test_vectors_equal_a_hand_written_single_image_pipeline(demo_features):
+    """Row k equals: decode -> normalise -> unfused network -> brute-force-layout SPP, one image."""
+    ff = open_features(demo_features)
+    net = load_backbone("efficientnet_lite0").net
+    rows = [0, 17, 59]
+    expected = []
+    for row in rows:
+        pixels = decode_image(str(DEMO / ff.paths[row]), ResizePolicy(224, 2048)).pixels
+        x = (torch.from_numpy(pixels).permute(2, 0, 1)[None].float() - 127) / 128
+        with torch.no_grad():
+            fmap = net.forward_features(x)[0]
+        assert fmap.shape[1:] == (-(-pixels.shape[0] // 32), -(-pixels.shape[1] // 32))
+        levels = []
+        for n in (6, 3, 2, 1):
+            levels.append(torch.nn.functional.adaptive_max_pool2d(fmap, n).flatten())
+        expected.append(torch.cat(levels).numpy())
+    assert (cosine(ff.read_features(np.array(rows)), np.stack(expected)) >= 0.9999).all()
+
+
+def test_batched_run_equals_one_image_at_a_time(tmp_path, demo_features):
+    """Same shapes are stacked in a batch: vectors must not depend on the neighbours."""
+    folder = tmp_path / "same"
+    folder.mkdir()
+    for k, path in enumerate(sorted(DEMO.rglob("*.jpg"))[:6]):
+        shutil.copy(path, folder / f"{k}.jpg")
+    single = tmp_path / "single.h5"
+    batched = tmp_path / "batched.h5"
+    extract(folder, single, batch_size=1, workers=0, quiet=True, scale=96, max_side=96)
+    extract(folder, batched, batch_size=6, workers=2, quiet=True, scale=96, max_side=96)
+    a, b = open_features(single), open_features(batched)
+    assert a.paths == b.paths
+    assert (cosine(a.read_features(), b.read_features()) >= 0.9999).all()
+
+
+def test_bad_files_are_skipped_with_reasons_and_strict_fails(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = sorted(DEMO.rglob("*.jpg"))[:2]
+    for path in good:
+        shutil.copy(path, folder / path.name)
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "trunc.jpg").write_bytes(good[0].read_bytes()[:300])
+    (folder / "readme.txt").write_text("hello")
+    result = extract(folder, tmp_path / "out.h5", quiet=True, workers=1)
+    assert result.n_images == 2 and result.n_skipped == 3
+    ff = open_features(tmp_path / "out.h5")
+    reasons = dict(ff.skipped)
+    assert set(reasons) == {"zero.jpg", "trunc.jpg", "readme.txt"}
+    assert reasons["trunc.jpg"].startswith("cannot decode")
+    with pytest.raises(ValueError, match="--strict"):
+        extract(folder, tmp_path / "strict.h5", quiet=True, strict=True, workers=0)
+    assert not (tmp_path / "strict.h5").exists() and not (tmp_path / "strict.h5.partial").exists()
+
+
+def test_float16_levels_and_avg_pool(tmp_path):
+    folder = tmp_path / "few"
+    shutil.copytree(DEMO / "pizza", folder)
+    extract(folder, tmp_path / "o.h5", dtype="float16", levels="3,1", pool="avg", quiet=True, workers=0, scale=64)
+    ff = open_features(tmp_path / "o.h5")
+    assert ff.dtype == "float16" and ff.dim == 1280 * 10 and ff.config["pool"] == "avg"
+    assert ff.labels.tolist() == [-1] * 10
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_cli_end_to_end_and_info(tmp_path):
+    folder = tmp_path / "two"
+    for cls in ("pizza", "starfish"):
+        shutil.copytree(DEMO / cls, folder / cls)
+    out = tmp_path / "f.h5"
+    result = run_cli("extract", folder, out, "--scale", "128", "--levels", "2,1", "--workers", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    info = run_cli("info", out)
+    assert info.exit_code == 0 and "20 × 6400" in info.output and "efficientnet_lite0" in info.output
+    again = run_cli("extract", folder, out, "--quiet")
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert run_cli("extract", folder, out, "--quiet", "--overwrite", "--scale", "64").exit_code == 0
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for args in (["extract", tmp_path / "missing", tmp_path / "o.h5"],
+                 ["extract", tmp_path / "empty", tmp_path / "o.h5"],
+                 ["extract", DEMO, tmp_path / "o.h5", "--levels", "3,x"],
+                 ["extract", DEMO, tmp_path / "o.h5", "--device", "cuda:7"],
+                 ["info", tmp_path / "nothing.h5"]):
+        proc = subprocess.run([sys.executable, "-m", "sppfeat", *map(str, args)], capture_output=True, text=True)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1, proc.stderr
+
+
+def test_backbones_command_lists_offline_weights():
+    result = run_cli("backbones")
+    assert result.exit_code == 0
+    line = next(line for line in result.output.splitlines() if line.startswith("efficientnet_lite0"))
+    assert "1280" in line and "(x - 127) / 128" in line and line.rstrip().endswith("yes")
+    assert "resnet50" in result.output and "vgg16" in result.output
