@@ -71,17 +71,28 @@ def test_vectors_equal_a_hand_written_single_image_pipeline(demo_features):
 
 def test_batched_run_equals_one_image_at_a_time(tmp_path, demo_features):
     """Same shapes are stacked in a batch: vectors must not depend on the neighbours."""
+    from PIL import Image
+
+    from sppfeat.extract import ImageFiles, describe_batches
+    from sppfeat.discover import list_images
+
     folder = tmp_path / "same"
     folder.mkdir()
-    for k, path in enumerate(sorted(DEMO.rglob("*.jpg"))[:6]):
-        shutil.copy(path, folder / f"{k}.jpg")
+    for k, path in enumerate(sorted(DEMO.rglob("*.jpg"))[::7]):  # 9 photos, two shapes
+        with Image.open(path) as im:
+            im.convert("RGB").resize((160, 120) if k % 3 else (120, 150)).save(folder / f"{k}.png")
     single = tmp_path / "single.h5"
     batched = tmp_path / "batched.h5"
-    extract(folder, single, batch_size=1, workers=0, quiet=True, scale=96, max_side=96)
-    extract(folder, batched, batch_size=6, workers=2, quiet=True, scale=96, max_side=96)
+    extract(folder, single, batch_size=1, workers=0, quiet=True, scale=0)
+    extract(folder, batched, batch_size=9, workers=2, quiet=True, scale=0)
     a, b = open_features(single), open_features(batched)
-    assert a.paths == b.paths
-    assert (cosine(a.read_features(), b.read_features()) >= 0.9999).all()
+    assert a.paths == b.paths == sorted(a.paths, key=lambda p: p.encode())
+    va, vb = a.read_features(), b.read_features()
+    assert (cosine(va, vb) >= 0.9999).all()
+    assert (cosine(va[:-1], va[1:]) < 0.99).all()  # rows really differ, so a swap would show
+    dataset = ImageFiles(list_images(folder), ResizePolicy(scale=0))
+    groups = describe_batches([dataset[i] for i in range(len(dataset))])
+    assert sorted(len(g) for g in groups.values()) == [3, 6]  # the batched run did stack images
 
 
 def test_bad_files_are_skipped_with_reasons_and_strict_fails(tmp_path):
