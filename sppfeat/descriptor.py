@@ -32,8 +32,12 @@ class SPPDescriptor(nn.Module):
         self.register_buffer("inv_std", 1.0 / torch.tensor(norm.std).reshape(1, 3, 1, 1))
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 N×H×W×3 -> last conv map N×C×h×w (channels-last memory layout)."""
-        x = images.permute(0, 3, 1, 2).float()
+        """uint8 N×H×W×3 -> last conv map N×C×h×w.
+
+        The NHWC pixels become an NCHW tensor in channels-last memory layout, which the CPU
+        convolutions run faster on (measured: +14 % images/s with one thread, README).
+        """
+        x = images.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
         x = (x - self.mean) * self.inv_std
         return self.trunk(x)
 

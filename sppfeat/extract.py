@@ -6,8 +6,9 @@ import logging
 import os
 import sys
 import time
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,13 +46,15 @@ class ExtractResult:
 
 @dataclass
 class DecodedItem:
-    """One file after the decode stage: pixels H×W×3 uint8 or the reason it failed."""
+    """One file through the pipeline: pixels H×W×3 uint8 after decoding, then its SPP vector
+    (D float32) after the model; `error` is the skip reason when the file could not be decoded."""
 
     index: int
     pixels: torch.Tensor | None
     original_size: tuple[int, int]
     upsampled: bool
     error: str | None
+    vector: np.ndarray | None = None
 
 
 class ImageFiles(Dataset):
@@ -73,8 +76,49 @@ class ImageFiles(Dataset):
         return DecodedItem(index, torch.from_numpy(image.pixels), image.original_size, image.upsampled, None)
 
 
+def group_by_shape(items: list[DecodedItem]) -> dict[tuple[int, ...], list[DecodedItem]]:
+    """Group decoded images by shape; every group runs as one forward pass (no padding)."""
+    groups: dict[tuple[int, ...], list[DecodedItem]] = defaultdict(list)
+    for item in items:
+        if item.error is None:
+            groups[tuple(item.pixels.shape)].append(item)
+    return groups
+
+
+@torch.inference_mode()
+def describe(model: SPPDescriptor, items: list[DecodedItem], device: torch.device) -> list[DecodedItem]:
+    """Fill in the SPP vector of every decoded item (each shape group is one batch); drop the pixels."""
+    for group in group_by_shape(items).values():
+        batch = torch.stack([item.pixels for item in group]).to(device, non_blocking=True)
+        for item, vector in zip(group, model(batch).cpu().numpy()):
+            item.vector = vector
+    for item in items:
+        item.pixels = None
+    return items
+
+
 def _as_list(items: list[DecodedItem]) -> list[DecodedItem]:
     return items
+
+
+def describe_stream(model: SPPDescriptor, batches: Iterable[list[DecodedItem]], device: torch.device,
+                    model_threads: int) -> Iterator[list[DecodedItem]]:
+    """Describe decoded batches in order. With model_threads > 1 (CPU), that many batches run through
+    the network at once in Python threads (PyTorch releases the GIL inside its ops), each with
+    cores / model_threads intra-op threads: whole images in parallel instead of splitting small
+    convolutions across cores. Output order is input order."""
+    if model_threads <= 1:
+        for items in batches:
+            yield describe(model, items, device)
+        return
+    with ThreadPoolExecutor(model_threads, thread_name_prefix="sppfeat-model") as pool:
+        pending: deque = deque()
+        for items in batches:
+            pending.append(pool.submit(describe, model, items, device))
+            if len(pending) > model_threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -92,29 +136,14 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def default_workers() -> int:
-    """Decode processes: one per core beyond the first, at least one, at most 8."""
+def default_workers(device: torch.device) -> int:
+    """Decode processes: one per core beyond the first (at least one, at most 8)."""
     return max(1, min(8, (os.cpu_count() or 1) - 1))
 
 
-def describe_batches(items: list[DecodedItem]) -> dict[tuple[int, ...], list[DecodedItem]]:
-    """Group decoded images by shape; every group runs as one forward pass (no padding)."""
-    groups: dict[tuple[int, ...], list[DecodedItem]] = defaultdict(list)
-    for item in items:
-        groups[tuple(item.pixels.shape)].append(item)
-    return groups
-
-
-@torch.inference_mode()
-def describe(model: SPPDescriptor, items: list[DecodedItem], device: torch.device) -> dict[int, np.ndarray]:
-    """SPP vectors of decoded images, keyed by item index; each shape group is one batch."""
-    out: dict[int, np.ndarray] = {}
-    for group in describe_batches(items).values():
-        batch = torch.stack([item.pixels for item in group]).to(device, non_blocking=True)
-        vectors = model(batch).cpu().numpy()
-        for item, vector in zip(group, vectors):
-            out[item.index] = vector
-    return out
+def default_model_threads(device: torch.device) -> int:
+    """Images in flight through the network at once: one per core on the CPU, one on a GPU."""
+    return max(1, os.cpu_count() or 1) if device.type == "cpu" else 1
 
 
 def extract(
@@ -150,8 +179,7 @@ def extract(
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    workers = default_workers() if workers is None else workers
-    if workers < 0:
+    if workers is not None and workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     output = Path(output)
     if output.exists() and not overwrite:
@@ -159,6 +187,7 @@ def extract(
     if not output.parent.is_dir():
         raise ValueError(f"output folder does not exist: {output.parent}")
     torch_device = resolve_device(device)
+    workers = default_workers(torch_device) if workers is None else workers
     spec = get_backbone_spec(backbone)
     policy = ResizePolicy(scale, max_side, spec.min_input, spec.interpolation)
 
@@ -167,6 +196,8 @@ def extract(
         raise ValueError(f"no images found in {images}" + (
             f" ({len(image_list.skipped)} files skipped, e.g. {image_list.skipped[0][0]}: "
             f"{image_list.skipped[0][1]})" if image_list.skipped else ""))
+    if strict and image_list.skipped:
+        raise ValueError(f"--strict: {image_list.skipped[0][0]}: {image_list.skipped[0][1]}")
 
     loaded = load_backbone(backbone, weights)
     model = SPPDescriptor(loaded, levels, pool).to(torch_device)
@@ -196,6 +227,10 @@ def extract(
                            config=config, n_targets=None if image_list.targets is None else image_list.targets.shape[1])
     for path, reason in image_list.skipped:
         writer.skip(path, reason)
+    model_threads = default_model_threads(torch_device)
+    caller_threads = torch.get_num_threads()
+    if torch_device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // model_threads))
     loader = DataLoader(ImageFiles(image_list, policy), batch_size=batch_size, shuffle=False,
                         num_workers=workers, collate_fn=_as_list, pin_memory=torch_device.type == "cuda",
                         prefetch_factor=4 if workers else None, persistent_workers=False)
@@ -204,9 +239,8 @@ def extract(
     progress = tqdm(total=len(image_list.paths), unit="img", disable=quiet or not sys.stderr.isatty(),
                     desc="extract", smoothing=0.05)
     try:
-        for items in loader:
+        for items in describe_stream(model, loader, torch_device, model_threads):
             good = [item for item in items if item.error is None]
-            vectors = describe(model, good, torch_device) if good else {}
             for item in items:
                 if item.error is not None:
                     writer.skip(image_list.paths[item.index], item.error)
@@ -218,12 +252,10 @@ def extract(
             writer.append([image_list.paths[i] for i in rows],
                           [image_list.labels[i] for i in rows],
                           [item.original_size for item in good],
-                          np.stack([vectors[i] for i in rows]) if rows else np.zeros((0, model.dim)),
+                          np.stack([item.vector for item in good]) if good else np.zeros((0, model.dim)),
                           image_list.targets[rows] if image_list.targets is not None else None)
             n_written += len(rows)
             progress.update(len(items))
-        if strict and image_list.skipped:
-            raise ValueError(f"--strict: {image_list.skipped[0][0]}: {image_list.skipped[0][1]}")
         if n_written == 0:
             raise ValueError(f"no image of {images} could be decoded ({dict(skip_reasons)})")
     except BaseException:
@@ -232,6 +264,7 @@ def extract(
         raise
     finally:
         progress.close()
+        torch.set_num_threads(caller_threads)
     writer.close()
     seconds = time.perf_counter() - start
     if n_upsampled:

@@ -73,7 +73,7 @@ def test_batched_run_equals_one_image_at_a_time(tmp_path, demo_features):
     """Same shapes are stacked in a batch: vectors must not depend on the neighbours."""
     from PIL import Image
 
-    from sppfeat.extract import ImageFiles, describe_batches
+    from sppfeat.extract import ImageFiles, group_by_shape
     from sppfeat.discover import list_images
 
     folder = tmp_path / "same"
@@ -91,7 +91,7 @@ def test_batched_run_equals_one_image_at_a_time(tmp_path, demo_features):
     assert (cosine(va, vb) >= 0.9999).all()
     assert (cosine(va[:-1], va[1:]) < 0.99).all()  # rows really differ, so a swap would show
     dataset = ImageFiles(list_images(folder), ResizePolicy(scale=0))
-    groups = describe_batches([dataset[i] for i in range(len(dataset))])
+    groups = group_by_shape([dataset[i] for i in range(len(dataset))])
     assert sorted(len(g) for g in groups.values()) == [3, 6]  # the batched run did stack images
 
 
