@@ -108,7 +108,8 @@ def describe_model(path: str) -> str:
     lines = [f"{path}: sppfeat SVM model",
              f"  classes     {len(model.class_names)}" + (" (multi-label)" if model.multilabel else " (one-vs-rest)"),
              f"  weights     {model.coef.shape[0]} × {model.coef.shape[1]}",
-             f"  C           {model.C:g}" + (f"  (cross-validated: {', '.join(f'{k}: {v:.4f}' for k, v in model.cv_scores.items())})" if model.cv_scores else ""),
+             f"  C           {model.C:g}" + (f"  (cross-validated: {', '.join(f'{float(k):g}: {v:.4f}' for k, v in model.cv_scores.items())})"
+                                          if model.cv_scores else ""),
              f"  features    power {model.power:g}, then L2; {cfg.get('backbone')} levels {cfg.get('levels')} "
              f"{cfg.get('pool')} pooling, scale {cfg.get('scale')}",
              f"  split       {json.dumps(model.split)}",
