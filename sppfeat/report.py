@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-import h5py
-
-from .store import open_features
+from .store import open_features, open_hdf5
 
 
 def describe_features(path: str) -> str:
@@ -35,11 +33,8 @@ def describe_features(path: str) -> str:
 
 def describe_file(path: str) -> str:
     """Summary of an sppfeat feature file or SVM model file; ValueError for anything else."""
-    try:
-        with h5py.File(path, "r") as f:
-            kind = f.attrs.get("sppfeat_kind", "features")
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from None
+    with open_hdf5(path, "file") as f:
+        kind = f.attrs.get("sppfeat_kind", "features")
     if kind == "svm_model":
         from .svm_file import describe_model
 

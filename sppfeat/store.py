@@ -140,16 +140,21 @@ class FeatureFile:
             return out
 
 
+def open_hdf5(path: str | os.PathLike, what: str) -> h5py.File:
+    """Open an existing HDF5 file read-only; ValueError naming `what` was expected otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} not found: {path}")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"not an HDF5 file: {path} ({str(exc).splitlines()[0]})") from None
+
+
 def open_features(path: str | os.PathLike) -> FeatureFile:
     """Read a feature file's metadata; ValueError with a one-line reason if it is not one."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"feature file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"not an HDF5 file: {path} ({exc})") from None
-    with f:
+    with open_hdf5(path, "feature file") as f:
         missing = [k for k in ("features", "paths", "labels", "class_names") if k not in f]
         if missing or "config" not in f.attrs:
             raise ValueError(f"{path} is not an sppfeat feature file (missing {missing or 'config'})")

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .store import STR
+from .store import STR, open_hdf5
 
 KIND = "svm_model"
 # feature-file settings that change the meaning of a vector: a model trained on one refuses the other
@@ -70,14 +70,7 @@ def save_model(path: str | Path, model: SVMModel) -> None:
 
 def load_model(path: str | Path) -> SVMModel:
     """Read a model file; ValueError with a one-line reason if it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"model file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"not an HDF5 file: {path} ({exc})") from None
-    with f:
+    with open_hdf5(path, "model file") as f:
         if f.attrs.get("sppfeat_kind") != KIND:
             raise ValueError(f"{path} is not an sppfeat SVM model file")
         return SVMModel(
