@@ -19,7 +19,7 @@ from .svm_file import SVMModel, check_compatible, load_model, save_model
 
 log = logging.getLogger("sppfeat")
 PROTOCOLS = ("auto", "per-class", "stratified", "all")
-DEFAULT_POWER = 1.0
+DEFAULT_POWER = 0.5  # signed square root before L2: +0.2 points on Caltech 101 (README)
 
 
 def fingerprint(features: FeatureFile) -> str:

@@ -51,8 +51,9 @@ def main():
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local state dict instead of the registry's weights.")
 @click.option("--levels", default="6,3,2,1", show_default=True, help="Pyramid levels n (n×n bins each).")
 @click.option("--pool", default="max", show_default=True, type=click.Choice(POOLS))
-@click.option("--scale", default=224, show_default=True, type=click.IntRange(min=0),
-              help="Shorter side in pixels (0 = native size). Aspect ratio is always kept.")
+@click.option("--scale", default="224", show_default=True,
+              help="Shorter side in pixels (0 = native size); several, e.g. 224,288, give one vector "
+                   "pooled over all scales. Aspect ratio is always kept.")
 @click.option("--max-side", default=2048, show_default=True, type=click.IntRange(min=1), help="Cap on the longer side.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", default=None, type=click.IntRange(min=0), help="Decode processes [default: cores - 1].")

@@ -46,11 +46,11 @@ class ExtractResult:
 
 @dataclass
 class DecodedItem:
-    """One file through the pipeline: pixels H×W×3 uint8 after decoding, then its SPP vector
-    (D float32) after the model; `error` is the skip reason when the file could not be decoded."""
+    """One file through the pipeline: after decoding, its pixels at each scale (H×W×3 uint8 each);
+    after the model, its SPP vector (D float32). `error` is the skip reason of a bad file."""
 
     index: int
-    pixels: torch.Tensor | None
+    pixels: list[torch.Tensor] | None
     original_size: tuple[int, int]
     upsampled: bool
     error: str | None
@@ -58,41 +58,52 @@ class DecodedItem:
 
 
 class ImageFiles(Dataset):
-    """Decodes the images of an ImageList; never raises for a bad file (the item carries the error)."""
+    """Decodes the images of an ImageList at every scale; never raises for a bad file (the item
+    carries the error)."""
 
-    def __init__(self, image_list: ImageList, policy: ResizePolicy):
+    def __init__(self, image_list: ImageList, policies: Sequence[ResizePolicy]):
         self.root = str(image_list.root)
         self.paths = image_list.paths
-        self.policy = policy
+        self.policies = policies
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> DecodedItem:
+        path = os.path.join(self.root, self.paths[index])
         try:
-            image = decode_image(os.path.join(self.root, self.paths[index]), self.policy)
+            images = [decode_image(path, policy) for policy in self.policies]
         except DecodeError as exc:
             return DecodedItem(index, None, (0, 0), False, str(exc))
-        return DecodedItem(index, torch.from_numpy(image.pixels), image.original_size, image.upsampled, None)
+        return DecodedItem(index, [torch.from_numpy(image.pixels) for image in images], images[0].original_size,
+                           any(image.upsampled for image in images), None)
 
 
-def group_by_shape(items: list[DecodedItem]) -> dict[tuple[int, ...], list[DecodedItem]]:
-    """Group decoded images by shape; every group runs as one forward pass (no padding)."""
-    groups: dict[tuple[int, ...], list[DecodedItem]] = defaultdict(list)
+def group_by_shape(items: list[DecodedItem]) -> dict[tuple[int, ...], list[tuple[DecodedItem, int]]]:
+    """Group (item, scale index) pairs by pixel shape; every group runs as one forward pass."""
+    groups: dict[tuple[int, ...], list[tuple[DecodedItem, int]]] = defaultdict(list)
     for item in items:
         if item.error is None:
-            groups[tuple(item.pixels.shape)].append(item)
+            for k, pixels in enumerate(item.pixels):
+                groups[tuple(pixels.shape)].append((item, k))
     return groups
 
 
 @torch.inference_mode()
 def describe(model: SPPDescriptor, items: list[DecodedItem], device: torch.device) -> list[DecodedItem]:
-    """Fill in the SPP vector of every decoded item (each shape group is one batch); drop the pixels."""
+    """Fill in the SPP vector of every decoded item and drop its pixels. Each shape group is one
+    batch (no padding). With several scales, an image's vectors are combined bin by bin: maximum
+    for max pooling, mean for average pooling."""
+    per_scale: dict[int, list[np.ndarray]] = defaultdict(list)
     for group in group_by_shape(items).values():
-        batch = torch.stack([item.pixels for item in group]).to(device, non_blocking=True)
-        for item, vector in zip(group, model(batch).cpu().numpy()):
-            item.vector = vector
+        batch = torch.stack([item.pixels[k] for item, k in group]).to(device, non_blocking=True)
+        for (item, _), vector in zip(group, model(batch).cpu().numpy()):
+            per_scale[item.index].append(vector)
     for item in items:
+        vectors = per_scale.get(item.index)
+        if vectors:
+            combine = np.maximum.reduce if model.pool == "max" else lambda v: np.mean(v, axis=0)
+            item.vector = vectors[0] if len(vectors) == 1 else combine(vectors)
         item.pixels = None
     return items
 
@@ -119,6 +130,20 @@ def describe_stream(model: SPPDescriptor, batches: Iterable[list[DecodedItem]], 
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def parse_scales(scale: int | str | Sequence[int]) -> tuple[int, ...]:
+    """224, '224', '224,288' or [224, 288] -> a tuple of shorter sides (0 = native size)."""
+    if isinstance(scale, str):
+        try:
+            scales = tuple(int(p) for p in scale.split(",") if p.strip())
+        except ValueError:
+            raise ValueError(f"scale must be an integer or comma-separated integers, got {scale!r}") from None
+    else:
+        scales = (int(scale),) if isinstance(scale, (int, np.integer)) else tuple(int(s) for s in scale)
+    if not scales or any(s < 0 for s in scales) or len(set(scales)) != len(scales):
+        raise ValueError(f"scales must be distinct integers >= 0, got {scale!r}")
+    return scales
 
 
 def resolve_device(device: str) -> torch.device:
@@ -154,7 +179,7 @@ def extract(
     weights: str | os.PathLike | None = None,
     levels: str | Sequence[int] = DEFAULT_LEVELS,
     pool: str = "max",
-    scale: int = 224,
+    scale: int | str | Sequence[int] = 224,
     max_side: int = 2048,
     batch_size: int = 16,
     workers: int | None = None,
@@ -189,7 +214,8 @@ def extract(
     torch_device = resolve_device(device)
     workers = default_workers(torch_device) if workers is None else workers
     spec = get_backbone_spec(backbone)
-    policy = ResizePolicy(scale, max_side, spec.min_input, spec.interpolation)
+    scales = parse_scales(scale)
+    policies = [ResizePolicy(s, max_side, spec.min_input, spec.interpolation) for s in scales]
 
     image_list = list_images(images, dataset, split)
     if not image_list.paths:
@@ -207,7 +233,7 @@ def extract(
         "weights_sha256": loaded.weights_sha256,
         "levels": list(levels),
         "pool": pool,
-        "scale": scale,
+        "scale": scales[0] if len(scales) == 1 else list(scales),
         "max_side": max_side,
         "min_side": spec.min_input,
         "interpolation": spec.interpolation,
@@ -231,7 +257,7 @@ def extract(
     caller_threads = torch.get_num_threads()
     if torch_device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // model_threads))
-    loader = DataLoader(ImageFiles(image_list, policy), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(ImageFiles(image_list, policies), batch_size=batch_size, shuffle=False,
                         num_workers=workers, collate_fn=_as_list, pin_memory=torch_device.type == "cuda",
                         prefetch_factor=4 if workers else None, persistent_workers=False)
     skip_reasons = Counter(reason.split(" (")[0] for _, reason in image_list.skipped)

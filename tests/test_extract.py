@@ -90,9 +90,23 @@ def test_batched_run_equals_one_image_at_a_time(tmp_path, demo_features):
     va, vb = a.read_features(), b.read_features()
     assert (cosine(va, vb) >= 0.9999).all()
     assert (cosine(va[:-1], va[1:]) < 0.99).all()  # rows really differ, so a swap would show
-    dataset = ImageFiles(list_images(folder), ResizePolicy(scale=0))
+    dataset = ImageFiles(list_images(folder), [ResizePolicy(scale=0)])
     groups = group_by_shape([dataset[i] for i in range(len(dataset))])
     assert sorted(len(g) for g in groups.values()) == [3, 6]  # the batched run did stack images
+
+
+def test_multi_scale_vector_is_the_binwise_max_of_the_single_scales(tmp_path):
+    folder = tmp_path / "few"
+    shutil.copytree(DEMO / "starfish", folder)
+    runs = {}
+    for scale in ("64", "96", "64,96"):
+        out = tmp_path / f"s{scale.replace(',', '_')}.h5"
+        extract(folder, out, scale=scale, levels="2,1", quiet=True, workers=1)
+        runs[scale] = open_features(out).read_features()
+    np.testing.assert_allclose(runs["64,96"], np.maximum(runs["64"], runs["96"]), rtol=1e-5, atol=1e-6)
+    assert open_features(tmp_path / "s64_96.h5").config["scale"] == [64, 96]
+    with pytest.raises(ValueError, match="distinct"):
+        extract(folder, tmp_path / "bad.h5", scale="64,64", quiet=True)
 
 
 def test_bad_files_are_skipped_with_reasons_and_strict_fails(tmp_path):
