@@ -178,10 +178,10 @@ def cross_validate_c(gram: np.ndarray, y: np.ndarray, n_classes: int, grid=DEFAU
         sub_gram = gram[np.ix_(train, train)]
         cross = gram[np.ix_(held_out, train)]
         alpha = None
+        signs, _ = _targets_matrix(y[train], n_classes)
         for c in sorted(grid):
             svm = LinearSVM(C=c, tol=tol, seed=seed)
             alpha = svm.fit_dual(sub_gram, y[train], n_classes, alpha)
-            signs, _ = _targets_matrix(y[train], n_classes)
             decision = cross @ (alpha * signs).T  # the gram already holds the +1 of the bias
             scores[c] += score(decision, y[held_out]) / folds
     best = max(sorted(grid), key=lambda c: scores[c])
