@@ -99,10 +99,10 @@ def describe(model: SPPDescriptor, items: list[DecodedItem], device: torch.devic
         batch = torch.stack([item.pixels[k] for item, k in group]).to(device, non_blocking=True)
         for (item, _), vector in zip(group, model(batch).cpu().numpy()):
             per_scale[item.index].append(vector)
+    combine = np.maximum.reduce if model.pool == "max" else lambda v: np.mean(v, axis=0)
     for item in items:
         vectors = per_scale.get(item.index)
         if vectors:
-            combine = np.maximum.reduce if model.pool == "max" else lambda v: np.mean(v, axis=0)
             item.vector = vectors[0] if len(vectors) == 1 else combine(vectors)
         item.pixels = None
     return items
@@ -161,7 +161,7 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def default_workers(device: torch.device) -> int:
+def default_workers() -> int:
     """Decode processes: one per core beyond the first (at least one, at most 8)."""
     return max(1, min(8, (os.cpu_count() or 1) - 1))
 
@@ -212,7 +212,7 @@ def extract(
     if not output.parent.is_dir():
         raise ValueError(f"output folder does not exist: {output.parent}")
     torch_device = resolve_device(device)
-    workers = default_workers(torch_device) if workers is None else workers
+    workers = default_workers() if workers is None else workers
     spec = get_backbone_spec(backbone)
     scales = parse_scales(scale)
     policies = [ResizePolicy(s, max_side, spec.min_input, spec.interpolation) for s in scales]
