@@ -78,11 +78,12 @@ def extract(images, output, quiet, **options):
 @main.command()
 def backbones():
     """List the backbones, their output and normalisation, and whether weights are available offline."""
-    rows = [("name", "channels", "stride", "normalization", "weights", "offline")]
+    rows = [("name", "channels", "stride", "trained at", "normalization", "weights", "offline")]
     for name, spec in sorted(BACKBONES.items()):
         offline = "yes" if spec.weights.cached_path() is not None else "no"
         rows.append((name + (" (default)" if name == DEFAULT_BACKBONE else ""), str(spec.channels),
-                     str(spec.stride), spec.normalization.describe(), spec.weights.source(), offline))
+                     str(spec.stride), f"{spec.native_size} px", spec.normalization.describe(),
+                     spec.weights.source(), offline))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

@@ -9,7 +9,7 @@ import hashlib
 import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -121,9 +121,8 @@ class BackboneSpec:
     stride: int
     min_input: int  # smallest input side that still gives a 1×1 map
     interpolation: str = "bicubic"
-    native_size: int = 224
+    native_size: int = 224  # training resolution of the weights, shown by `sppfeat backbones`
     description: str = ""
-    aliases: tuple[str, ...] = field(default=())
 
 
 BACKBONES: dict[str, BackboneSpec] = {}
