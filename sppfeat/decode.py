@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,20 @@ def sniff_format(header: bytes) -> str | None:
     if header[:4] == b"RIFF" and header[8:12] == b"WEBP":
         return "webp"
     return None
+
+
+def parse_scales(scale: int | str | Sequence[int]) -> tuple[int, ...]:
+    """224, '224', '224,288' or [224, 288] -> a tuple of shorter sides (0 = native size)."""
+    if isinstance(scale, str):
+        try:
+            scales = tuple(int(p) for p in scale.split(",") if p.strip())
+        except ValueError:
+            raise ValueError(f"scale must be an integer or comma-separated integers, got {scale!r}") from None
+    else:
+        scales = (int(scale),) if isinstance(scale, (int, np.integer)) else tuple(int(s) for s in scale)
+    if not scales or any(s < 0 for s in scales) or len(set(scales)) != len(scales):
+        raise ValueError(f"scales must be distinct integers >= 0, got {scale!r}")
+    return scales
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .backbones import DEFAULT_BACKBONE, get_backbone_spec, load_backbone
-from .decode import DecodeError, ResizePolicy, decode_image
+from .decode import DecodeError, ResizePolicy, decode_image, parse_scales
 from .descriptor import SPPDescriptor
 from .discover import ImageList, list_images
 from .pyramid import DEFAULT_LEVELS, POOLS, parse_levels
@@ -130,20 +130,6 @@ def describe_stream(model: SPPDescriptor, batches: Iterable[list[DecodedItem]], 
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-def parse_scales(scale: int | str | Sequence[int]) -> tuple[int, ...]:
-    """224, '224', '224,288' or [224, 288] -> a tuple of shorter sides (0 = native size)."""
-    if isinstance(scale, str):
-        try:
-            scales = tuple(int(p) for p in scale.split(",") if p.strip())
-        except ValueError:
-            raise ValueError(f"scale must be an integer or comma-separated integers, got {scale!r}") from None
-    else:
-        scales = (int(scale),) if isinstance(scale, (int, np.integer)) else tuple(int(s) for s in scale)
-    if not scales or any(s < 0 for s in scales) or len(set(scales)) != len(scales):
-        raise ValueError(f"scales must be distinct integers >= 0, got {scale!r}")
-    return scales
 
 
 def resolve_device(device: str) -> torch.device:

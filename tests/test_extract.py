@@ -16,7 +16,6 @@ from sppfeat import extract
 from sppfeat.backbones import load_backbone
 from sppfeat.cli import main
 from sppfeat.decode import ResizePolicy, decode_image
-from sppfeat.descriptor import SPPDescriptor
 from sppfeat.store import open_features
 
 
