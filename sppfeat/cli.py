@@ -10,8 +10,9 @@ import click
 
 from .backbones import BACKBONES, DEFAULT_BACKBONE, WeightsUnavailable
 from .classify import DEFAULT_POWER, PROTOCOLS, evaluate as evaluate_api, train_svm as train_api
+from .decode import DEFAULT_DECODE_TIMEOUT
 from .discover import DATASETS, VOC_SPLITS
-from .extract import DTYPES, extract as extract_api
+from .extract import DTYPES, ExtractionInterrupted, extract as extract_api, parse_shard, shard_path
 from .pyramid import POOLS
 
 
@@ -30,6 +31,9 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except (ValueError, WeightsUnavailable, FileNotFoundError, PermissionError) as exc:
             raise UserError(str(exc)) from None
+        except ExtractionInterrupted as exc:
+            click.echo(f"sppfeat: {exc}", err=True)
+            sys.exit(128 + exc.signum)
         except KeyboardInterrupt:
             click.echo("sppfeat: interrupted", err=True)
             sys.exit(130)
@@ -61,18 +65,53 @@ def main():
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES))
 @click.option("--dataset", default="auto", show_default=True, type=click.Choice(DATASETS))
 @click.option("--split", type=click.Choice(VOC_SPLITS), help="VOC 2007 image set [default: trainval].")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (same arguments).")
+@click.option("--shard", help="i/n: extract only the i-th of n parts of the image list, into "
+                              "OUTPUT's stem + .shard-i-of-n.h5 (join them with sppfeat merge).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--strict", is_flag=True, help="Fail on the first file that is not a readable image.")
+@click.option("--decode-timeout", default=DEFAULT_DECODE_TIMEOUT, show_default=True,
+              type=click.FloatRange(min=0), help="Seconds per image before it is skipped (0 = no limit).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @user_errors
-def extract(images, output, quiet, **options):
-    """Write one SPP vector per image under IMAGES to the HDF5 file OUTPUT."""
-    result = extract_api(images, output, quiet=quiet, **options)
+def extract(images, output, quiet, shard, **options):
+    """Write one SPP vector per image under IMAGES to the HDF5 file OUTPUT.
+
+    Under torchrun (WORLD_SIZE > 1) every rank extracts one shard and rank 0 writes OUTPUT as a
+    virtual file over the shard files."""
+    from .distributed import extract_distributed, launch_info
+
+    launch = launch_info()
+    if launch is not None:
+        if shard:
+            raise click.BadParameter("--shard cannot be combined with torchrun (the ranks are the shards)")
+        result = extract_distributed(images, output, launch, quiet=quiet, **options)
+        if launch.rank == 0 and not quiet:
+            click.echo(f"{output}: merged {launch.world_size} shards", err=True)
+    else:
+        if shard:
+            index, count = parse_shard(shard)
+            output = str(shard_path(output, index, count))
+        result = extract_api(images, output, shard=shard, quiet=quiet, **options)
     if not quiet:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(result.skip_reasons.items()))
         click.echo(f"{result.path}: {result.n_images} images × {result.dim} dims in {result.seconds:.1f} s "
                    f"({result.images_per_second:.1f} images/s); {result.n_skipped} skipped"
                    + (f" ({reasons})" if reasons else ""), err=True)
+
+
+@main.command("merge")
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--consolidate", is_flag=True, help="Copy the rows into one ordinary file instead of a virtual one.")
+@click.option("--overwrite", is_flag=True)
+@user_errors
+def merge_(shards, output, consolidate, overwrite):
+    """Join the shard files of one extraction (--shard i/n) into OUTPUT, in single-run row order."""
+    from .merge import merge
+
+    merge(list(shards), output, consolidate=consolidate, overwrite=overwrite)
+    click.echo(f"{output}: {len(shards)} shards {'copied' if consolidate else 'linked (virtual datasets)'}", err=True)
 
 
 @main.command()

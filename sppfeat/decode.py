@@ -8,13 +8,17 @@ Colour conversions (documented in the README):
 - P (palette), CMYK, YCbCr, LAB, HSV: Pillow's conversion to RGB (CMYK without ICC profile).
 - Animated images (GIF, APNG, WebP): the first frame.
 The EXIF orientation tag is applied first, so a rotated photo gives the vector of its upright pixels.
+A file that takes longer than a time limit to decode is given up (SIGALRM; main thread of a process).
 """
 
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +36,7 @@ SNIFF_BYTES = 16
 _INTERPOLATION = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
                   "lanczos": Image.Resampling.LANCZOS}
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
+DEFAULT_DECODE_TIMEOUT = 60.0  # seconds per file and scale; the largest accepted image takes a few
 
 
 class DecodeError(Exception):
@@ -127,8 +132,41 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def decode_image(path: str, policy: ResizePolicy) -> DecodedImage:
-    """Read `path` and return its resized RGB pixels; raises DecodeError with a one-line reason."""
+class _TimeUp(BaseException):
+    """Raised by the alarm inside Pillow; a BaseException so no `except Exception` swallows it."""
+
+
+@contextmanager
+def time_limit(seconds: float | None):
+    """Raise _TimeUp in the block after `seconds` (no limit for 0/None or outside the main thread,
+    where signals cannot be handled)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise _TimeUp
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def decode_image(path: str, policy: ResizePolicy, timeout: float | None = None) -> DecodedImage:
+    """Read `path` and return its resized RGB pixels; raises DecodeError with a one-line reason,
+    also when decoding takes longer than `timeout` seconds."""
+    try:
+        with time_limit(timeout):
+            return _decode_file(path, policy)
+    except _TimeUp:
+        raise DecodeError(f"decoding took longer than {timeout:g} s") from None
+
+
+def _decode_file(path: str, policy: ResizePolicy) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF and palette warnings are not the user's business

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,14 +23,16 @@ from tqdm import tqdm
 
 from . import __version__
 from .backbones import DEFAULT_BACKBONE, get_backbone_spec, load_backbone
-from .decode import DecodeError, ResizePolicy, decode_image, parse_scales
+from .checkpoint import RESUME_KEYS, ProgressFolder, Segment, listing_fingerprint, missing_ranges
+from .decode import DEFAULT_DECODE_TIMEOUT, DecodeError, ResizePolicy, decode_image, parse_scales
 from .descriptor import SPPDescriptor
 from .discover import ImageList, list_images
 from .pyramid import DEFAULT_LEVELS, POOLS, parse_levels
-from .store import FeatureWriter, partial_path
+from .store import FeatureWriter, open_features, partial_path
 
 log = logging.getLogger("sppfeat")
 DTYPES = ("float32", "float16")
+SEGMENT_BYTES = 1 << 26  # vectors kept per progress segment: a kill -9 loses at most this much work
 
 
 @dataclass
@@ -58,21 +63,25 @@ class DecodedItem:
 
 
 class ImageFiles(Dataset):
-    """Decodes the images of an ImageList at every scale; never raises for a bad file (the item
-    carries the error)."""
+    """Decodes the images `indices` of an ImageList at every scale; never raises for a bad file
+    (the item carries the error). Item k is image indices[k]."""
 
-    def __init__(self, image_list: ImageList, policies: Sequence[ResizePolicy]):
+    def __init__(self, image_list: ImageList, policies: Sequence[ResizePolicy], indices: np.ndarray,
+                 timeout: float = DEFAULT_DECODE_TIMEOUT):
         self.root = str(image_list.root)
         self.paths = image_list.paths
         self.policies = policies
+        self.indices = indices
+        self.timeout = timeout
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.indices)
 
-    def __getitem__(self, index: int) -> DecodedItem:
+    def __getitem__(self, k: int) -> DecodedItem:
+        index = int(self.indices[k])
         path = os.path.join(self.root, self.paths[index])
         try:
-            images = [decode_image(path, policy) for policy in self.policies]
+            images = [decode_image(path, policy, self.timeout) for policy in self.policies]
         except DecodeError as exc:
             return DecodedItem(index, None, (0, 0), False, str(exc))
         return DecodedItem(index, [torch.from_numpy(image.pixels) for image in images], images[0].original_size,
@@ -147,14 +156,120 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def default_workers() -> int:
+def default_workers(cores: int) -> int:
     """Decode processes: one per core beyond the first (at least one, at most 8)."""
-    return max(1, min(8, (os.cpu_count() or 1) - 1))
+    return max(1, min(8, cores - 1))
 
 
-def default_model_threads(device: torch.device) -> int:
+def default_model_threads(device: torch.device, cores: int) -> int:
     """Images in flight through the network at once: one per core on the CPU, one on a GPU."""
-    return max(1, os.cpu_count() or 1) if device.type == "cpu" else 1
+    return max(1, cores) if device.type == "cpu" else 1
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
+    """'i/n' or (i, n) -> (i, n) with 0 <= i < n; None -> (0, 1). ValueError otherwise."""
+    if shard is None:
+        return 0, 1
+    try:
+        index, count = (int(v) for v in shard.split("/")) if isinstance(shard, str) else (int(v) for v in shard)
+    except (ValueError, TypeError):
+        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {shard!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"shard i/n needs 0 <= i < n, got {index}/{count}")
+    return index, count
+
+
+def shard_bounds(n_images: int, index: int, count: int) -> tuple[int, int]:
+    """Shard `index` of `count` takes images [lo, hi) of the sorted list: contiguous, no padding,
+    no duplicates, sizes differing by at most one."""
+    return index * n_images // count, (index + 1) * n_images // count
+
+
+def shard_path(output: str | os.PathLike, index: int, count: int) -> Path:
+    """OUT.h5 -> OUT.shard-00001-of-00004.h5, next to OUT.h5."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.shard-{index:05d}-of-{count:05d}{output.suffix}")
+
+
+class SegmentBuffer:
+    """Collects described images in index order and writes them as segments of at most
+    `max_images` consecutive images (a gap in the indices also ends a segment)."""
+
+    def __init__(self, progress: ProgressFolder, dim: int, dtype: str, max_images: int):
+        self.progress, self.dim, self.dtype, self.max_images = progress, dim, dtype, max_images
+        self.items: list[DecodedItem] = []
+        self.n_saved = 0
+
+    def add(self, item: DecodedItem) -> None:
+        if self.items and item.index != self.items[-1].index + 1:
+            self.flush()
+        self.items.append(item)
+        if len(self.items) >= self.max_images:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.items:
+            return
+        good = [item for item in self.items if item.error is None]
+        bad = [item for item in self.items if item.error is not None]
+        features = np.stack([item.vector for item in good]) if good else np.zeros((0, self.dim))
+        self.progress.write(Segment(
+            start=self.items[0].index, end=self.items[-1].index + 1,
+            indices=np.array([item.index for item in good], dtype=np.int64),
+            features=features.astype(self.dtype, copy=False),
+            image_sizes=np.array([item.original_size for item in good], dtype=np.int32).reshape(-1, 2),
+            skipped_indices=np.array([item.index for item in bad], dtype=np.int64),
+            skipped_reasons=[item.error for item in bad]))
+        self.n_saved += len(self.items)
+        self.items = []
+
+
+class StopSignals:
+    """While active (main thread only): SIGINT and SIGTERM raise ExtractionInterrupted, except inside
+    `critical()` sections (a segment being written), where the stop waits for the section's end."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.in_critical = False
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        if not self.in_critical:
+            raise ExtractionInterrupted(signum)
+
+    @contextmanager
+    def critical(self):
+        self.in_critical = True
+        try:
+            yield
+        finally:
+            self.in_critical = False
+        if self.signum is not None:
+            raise ExtractionInterrupted(self.signum)
+
+
+class ExtractionInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped an extraction; the finished images are saved for ``resume=True``."""
+
+    def __init__(self, signum: int, message: str = ""):
+        super().__init__(message or signal.Signals(signum).name)
+        self.signum = signum
+
+
+def segment_size(dim: int, dtype: str) -> int:
+    """Images per progress segment: about SEGMENT_BYTES of vectors, at most 512 images."""
+    return max(1, min(512, SEGMENT_BYTES // (dim * np.dtype(dtype).itemsize)))
 
 
 def extract(
@@ -173,14 +288,24 @@ def extract(
     dtype: str = "float32",
     dataset: str = "auto",
     split: str | None = None,
+    shard: str | tuple[int, int] | None = None,
+    resume: bool = False,
     overwrite: bool = False,
     strict: bool = False,
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT,
+    cores: int | None = None,
     quiet: bool = False,
 ) -> ExtractResult:
     """Write one SPP vector per image of `images` to the HDF5 file `output`.
 
-    Raises ValueError (bad arguments, no images, output exists without `overwrite`, `strict` and a
-    file was skipped) and WeightsUnavailable (weights cannot be found offline).
+    Finished images are kept in ``output.parts/`` until the end (see :mod:`sppfeat.checkpoint`);
+    after an interruption, ``resume=True`` with the same arguments continues the run. `shard`
+    ('i/n') extracts only the i-th of n contiguous parts of the sorted image list (merge the
+    shard files with :func:`sppfeat.merge.merge`).
+    Raises ValueError (bad arguments, no images, output exists without `overwrite` or `resume`,
+    `strict` and a file was skipped, a resume with other settings), WeightsUnavailable (weights
+    cannot be found offline) and ExtractionInterrupted (SIGINT / SIGTERM; work saved).
+    `cores`: CPU cores this run may use (default: all), which sets the decode workers and threads.
     """
     start = time.perf_counter()
     levels = parse_levels(levels)
@@ -192,13 +317,17 @@ def extract(
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if workers is not None and workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    if decode_timeout < 0:
+        raise ValueError(f"decode timeout must be >= 0 seconds (0 = none), got {decode_timeout}")
+    shard_index, shard_count = parse_shard(shard)
     output = Path(output)
-    if output.exists() and not overwrite:
+    if output.exists() and not (overwrite or resume):
         raise ValueError(f"{output} exists; pass --overwrite to replace it")
     if not output.parent.is_dir():
         raise ValueError(f"output folder does not exist: {output.parent}")
     torch_device = resolve_device(device)
-    workers = default_workers() if workers is None else workers
+    cores = cores or os.cpu_count() or 1
+    workers = default_workers(cores) if workers is None else workers
     spec = get_backbone_spec(backbone)
     scales = parse_scales(scale)
     policies = [ResizePolicy(s, max_side, spec.min_input, spec.interpolation) for s in scales]
@@ -210,6 +339,7 @@ def extract(
             f"{image_list.skipped[0][1]})" if image_list.skipped else ""))
     if strict and image_list.skipped:
         raise ValueError(f"--strict: {image_list.skipped[0][0]}: {image_list.skipped[0][1]}")
+    lo, hi = shard_bounds(len(image_list.paths), shard_index, shard_count)
 
     loaded = load_backbone(backbone, weights)
     model = SPPDescriptor(loaded, levels, pool).to(torch_device)
@@ -235,51 +365,136 @@ def extract(
         "device": str(torch_device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    writer = FeatureWriter(output, dim=model.dim, dtype=dtype, class_names=image_list.class_names,
-                           config=config, n_targets=None if image_list.targets is None else image_list.targets.shape[1])
-    for path, reason in image_list.skipped:
-        writer.skip(path, reason)
-    model_threads = default_model_threads(torch_device)
+    manifest = {"config": config, "n_images": len(image_list.paths), "shard": [shard_index, shard_count],
+                "n_listed": len(image_list.paths) + len(image_list.skipped),
+                "listing_sha256": listing_fingerprint(image_list.paths, image_list.labels, image_list.skipped,
+                                                      image_list.targets)}
+    if output.exists() and resume and not overwrite:
+        return finished_result(output, manifest)
+
+    progress = ProgressFolder(output)
+    if progress.exists() and resume:
+        progress.check_resumable(manifest)
+    elif progress.exists() and not overwrite:
+        raise ValueError(f"an interrupted extraction left {progress.path}; pass --resume to continue it "
+                         "or --overwrite to start over")
+    else:
+        progress.create(manifest)
+    done, dropped = progress.segments(model.dim, lo, hi)
+    if resume and (done or dropped):
+        log.info("resuming: %d of %d images already done%s", sum(s.end - s.start for s in done), hi - lo,
+                 f" ({dropped} damaged or unfinished segment files discarded)" if dropped else "")
+    todo = [np.arange(a, b) for a, b in missing_ranges(done, lo, hi)]
+    todo = np.concatenate(todo) if todo else np.zeros(0, dtype=np.int64)
+
+    with StopSignals() as stop:
+        try:
+            run_model(model, image_list, policies, todo, progress, stop, torch_device, cores, batch_size, workers,
+                      dtype, strict, decode_timeout, quiet, done=hi - lo - len(todo), total=hi - lo)
+            with stop.critical():
+                n_written, skip_reasons = assemble(output, progress, image_list, config, manifest, lo, hi,
+                                                   model.dim)
+        except ExtractionInterrupted as exc:
+            n_done = sum(s.end - s.start for s in progress.segments(model.dim, lo, hi)[0])
+            raise ExtractionInterrupted(exc.signum, (
+                f"interrupted by {signal.Signals(exc.signum).name} after {n_done} of {hi - lo} images; they are "
+                f"saved in {progress.path} - rerun the same command with --resume to continue")) from None
+    progress.remove()
+    seconds = time.perf_counter() - start
+    return ExtractResult(output, n_written, sum(skip_reasons.values()), model.dim, seconds, dict(skip_reasons))
+
+
+def run_model(model: SPPDescriptor, image_list: ImageList, policies: Sequence[ResizePolicy], todo: np.ndarray,
+              progress: ProgressFolder, stop: StopSignals, device: torch.device, cores: int, batch_size: int,
+              workers: int,
+              dtype: str, strict: bool, decode_timeout: float, quiet: bool, done: int, total: int) -> None:
+    """Decode and describe the images `todo` (global indices, ascending) into progress segments.
+    On any exception the images described so far are saved first."""
+    if len(todo) == 0:
+        return
+    buffer = SegmentBuffer(progress, model.dim, dtype, segment_size(model.dim, dtype))
+    model_threads = default_model_threads(device, cores)
     caller_threads = torch.get_num_threads()
-    if torch_device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // model_threads))
-    loader = DataLoader(ImageFiles(image_list, policies), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=_as_list, pin_memory=torch_device.type == "cuda",
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, cores // model_threads))
+    loader = DataLoader(ImageFiles(image_list, policies, todo, decode_timeout), batch_size=batch_size,
+                        shuffle=False, num_workers=workers, collate_fn=_as_list, pin_memory=device.type == "cuda",
                         prefetch_factor=4 if workers else None, persistent_workers=False)
-    skip_reasons = Counter(reason.split(" (")[0] for _, reason in image_list.skipped)
-    n_written = n_upsampled = 0
-    progress = tqdm(total=len(image_list.paths), unit="img", disable=quiet or not sys.stderr.isatty(),
-                    desc="extract", smoothing=0.05)
+    bar = tqdm(total=total, initial=done, unit="img", disable=quiet or not sys.stderr.isatty(), desc="extract",
+               smoothing=0.05)
+    n_upsampled = 0
     try:
-        for items in describe_stream(model, loader, torch_device, model_threads):
-            good = [item for item in items if item.error is None]
+        for items in describe_stream(model, loader, device, model_threads):
             for item in items:
-                if item.error is not None:
-                    writer.skip(image_list.paths[item.index], item.error)
-                    skip_reasons[item.error.split(" (")[0]] += 1
-                    if strict:
-                        raise ValueError(f"--strict: {image_list.paths[item.index]}: {item.error}")
-            rows = [item.index for item in good]
-            n_upsampled += sum(item.upsampled for item in good)
-            writer.append([image_list.paths[i] for i in rows],
-                          [image_list.labels[i] for i in rows],
-                          [item.original_size for item in good],
-                          np.stack([item.vector for item in good]) if good else np.zeros((0, model.dim)),
+                if strict and item.error is not None:
+                    raise ValueError(f"--strict: {image_list.paths[item.index]}: {item.error}")
+                n_upsampled += item.upsampled
+                with stop.critical():
+                    buffer.add(item)
+            bar.update(len(items))
+    finally:
+        with stop.critical():
+            buffer.flush()
+        bar.close()
+        torch.set_num_threads(caller_threads)
+    if n_upsampled:
+        log.warning("%d image(s) smaller than the network's minimum input (%d px) were upsampled",
+                    n_upsampled, policies[0].min_side)
+
+
+def shard_attributes(manifest: dict, lo: int) -> dict:
+    """What a feature file records about its place in the full image list."""
+    shard_index, shard_count = manifest["shard"]
+    return {"listing_sha256": manifest["listing_sha256"], "n_listed_images": manifest["n_images"],
+            "shard_index": shard_index, "shard_count": shard_count, "shard_start": lo}
+
+
+def assemble(output: Path, progress: ProgressFolder, image_list: ImageList, config: dict, manifest: dict,
+             lo: int, hi: int, dim: int) -> tuple[int, Counter]:
+    """Copy the segments covering [lo, hi), in order, into the feature file `output`.
+    Files refused while listing go to the `skipped` list of shard 0. Returns (rows, skip reasons)."""
+    segments, _ = progress.segments(dim, lo, hi)
+    if missing_ranges(segments, lo, hi):
+        raise ValueError(f"{progress.path} lost segments during the run; rerun with --resume")
+    writer = FeatureWriter(output, dim=dim, dtype=config["dtype"], class_names=image_list.class_names,
+                           config=config, n_targets=None if image_list.targets is None else image_list.targets.shape[1],
+                           attributes=shard_attributes(manifest, lo))
+    reasons: Counter = Counter()
+    try:
+        listing_skips = image_list.skipped if lo == 0 else []
+        for path, reason in listing_skips:
+            writer.skip(path, reason)
+            reasons[reason.split(" (")[0]] += 1
+        for info in segments:
+            segment = progress.load(info.name, dim)
+            if segment is None:
+                raise ValueError(f"{progress.path / info.name} was damaged during the run; rerun with --resume")
+            rows = segment.indices
+            writer.append([image_list.paths[i] for i in rows], [image_list.labels[i] for i in rows],
+                          segment.image_sizes, segment.features,
                           image_list.targets[rows] if image_list.targets is not None else None)
-            n_written += len(rows)
-            progress.update(len(items))
-        if n_written == 0:
-            raise ValueError(f"no image of {images} could be decoded ({dict(skip_reasons)})")
+            for index, reason in zip(segment.skipped_indices, segment.skipped_reasons):
+                writer.skip(image_list.paths[index], reason)
+                reasons[reason.split(" (")[0]] += 1
+        n_rows = writer.n_rows
+        if n_rows == 0:
+            raise ValueError(f"no image of {config['image_root']} could be decoded ({dict(reasons)})")
     except BaseException:
         writer.abort()
         partial_path(output).unlink(missing_ok=True)
         raise
-    finally:
-        progress.close()
-        torch.set_num_threads(caller_threads)
     writer.close()
-    seconds = time.perf_counter() - start
-    if n_upsampled:
-        log.warning("%d image(s) smaller than the network's minimum input (%d px) were upsampled",
-                    n_upsampled, spec.min_input)
-    return ExtractResult(output, n_written, sum(skip_reasons.values()), model.dim, seconds, dict(skip_reasons))
+    return n_rows, reasons
+
+
+def finished_result(output: Path, manifest: dict) -> ExtractResult:
+    """resume=True and `output` exists: it must be the finished result of the same run."""
+    features = open_features(output)
+    config = manifest["config"]
+    changed = [k for k in RESUME_KEYS if features.config.get(k) != config.get(k)]
+    if changed or features.attributes.get("listing_sha256") != manifest["listing_sha256"]:
+        raise ValueError(f"{output} exists and was made with other settings or images "
+                         f"({', '.join(changed) or 'image list'}); pass --overwrite to replace it")
+    log.info("%s is already complete", output)
+    reasons = Counter(reason.split(" (")[0] for _, reason in features.skipped)
+    return ExtractResult(output, len(features.paths), len(features.skipped), features.dim, 0.0, dict(reasons))

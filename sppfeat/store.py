@@ -9,8 +9,10 @@ Layout (one row per image, in the order of ``paths``):
     class_names  K UTF-8 strings
     skipped      M×2 UTF-8 strings (path, reason)
 File attributes: the extraction configuration (``config``, JSON) and each of its keys as a plain
-attribute, plus ``n_images``, ``n_skipped``, ``complete``.
+attribute, plus ``n_images``, ``n_skipped``, ``complete`` and the file's place in the full image
+list: ``listing_sha256``, ``n_listed_images``, ``shard_index``, ``shard_count``, ``shard_start``.
 The file is written as ``OUT.h5.partial`` and renamed to ``OUT.h5`` only when complete.
+A merged file (``sppfeat merge``) has the same datasets as HDF5 virtual datasets over its shards.
 """
 
 from __future__ import annotations
@@ -48,11 +50,20 @@ def _append(dataset: h5py.Dataset, rows) -> None:
     dataset[start:start + n] = rows
 
 
+def write_attributes(f: h5py.File, config: dict, attributes: dict) -> None:
+    """The configuration as JSON (``config``) and key by key, plus plain attributes."""
+    f.attrs["config"] = json.dumps(config, sort_keys=True)
+    for key, value in config.items():
+        f.attrs[key] = json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
+    for key, value in attributes.items():
+        f.attrs[key] = value
+
+
 class FeatureWriter:
     """Append rows to a new feature file; ``close()`` marks it complete and renames it into place."""
 
     def __init__(self, path: str | os.PathLike, *, dim: int, dtype: str, class_names: list[str],
-                 config: dict, n_targets: int | None = None):
+                 config: dict, n_targets: int | None = None, attributes: dict | None = None):
         self.path = Path(path)
         self.tmp = partial_path(self.path)
         self.file = h5py.File(self.tmp, "w")
@@ -64,10 +75,12 @@ class FeatureWriter:
         self.targets = _growable(self.file, "targets", n_targets, np.int8, 1024) if n_targets else None
         self.skipped = _growable(self.file, "skipped", 2, STR, 256)
         self.file.create_dataset("class_names", data=list(class_names), dtype=STR)
-        self.file.attrs["config"] = json.dumps(config, sort_keys=True)
-        for key, value in config.items():
-            self.file.attrs[key] = json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
+        write_attributes(self.file, config, attributes or {})
         self.file.attrs["complete"] = False
+
+    @property
+    def n_rows(self) -> int:
+        return self.features.shape[0]
 
     def append(self, paths: list[str], labels, image_sizes, features: np.ndarray, targets=None) -> None:
         """Add len(paths) rows: features is n×D, image_sizes n×2, targets n×K (multi-label only)."""
@@ -118,6 +131,7 @@ class FeatureFile:
     skipped: list[tuple[str, str]]
     dim: int
     dtype: str
+    attributes: dict
 
     @property
     def multilabel(self) -> bool:
@@ -151,6 +165,22 @@ def open_hdf5(path: str | os.PathLike, what: str) -> h5py.File:
         raise ValueError(f"not an HDF5 file: {path} ({str(exc).splitlines()[0]})") from None
 
 
+def missing_sources(f: h5py.File) -> list[str]:
+    """Source files of the virtual datasets of `f` that do not exist (a merged file without its shards
+    would silently read zeros)."""
+    folder = Path(f.filename).parent
+    missing = []
+    for name in ("features", "paths"):
+        if name in f and f[name].is_virtual:
+            for source in f[name].virtual_sources():
+                if not (folder / source.file_name).is_file() and not Path(source.file_name).is_file():
+                    missing.append(source.file_name)
+    return sorted(set(missing))
+
+
+ATTRIBUTES = ("listing_sha256", "n_listed_images", "shard_index", "shard_count", "shard_start", "complete")
+
+
 def open_features(path: str | os.PathLike) -> FeatureFile:
     """Read a feature file's metadata; ValueError with a one-line reason if it is not one."""
     path = Path(path)
@@ -158,6 +188,10 @@ def open_features(path: str | os.PathLike) -> FeatureFile:
         missing = [k for k in ("features", "paths", "labels", "class_names") if k not in f]
         if missing or "config" not in f.attrs:
             raise ValueError(f"{path} is not an sppfeat feature file (missing {missing or 'config'})")
+        lost = missing_sources(f)
+        if lost:
+            raise ValueError(f"{path} is a merged file whose shard {lost[0]} is missing "
+                             f"({len(lost)} missing); keep the shards next to it or merge with --consolidate")
         return FeatureFile(
             path=path,
             config=json.loads(f.attrs["config"]),
@@ -169,4 +203,10 @@ def open_features(path: str | os.PathLike) -> FeatureFile:
             skipped=[tuple(row) for row in _strings(f["skipped"])] if "skipped" in f else [],
             dim=f["features"].shape[1],
             dtype=str(f["features"].dtype),
+            attributes={k: _plain(f.attrs[k]) for k in ATTRIBUTES if k in f.attrs},
         )
+
+
+def _plain(value):
+    """An HDF5 attribute as a plain Python value."""
+    return value.item() if isinstance(value, np.generic) else value

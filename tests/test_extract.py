@@ -89,7 +89,8 @@ def test_batched_run_equals_one_image_at_a_time(tmp_path, demo_features):
     va, vb = a.read_features(), b.read_features()
     assert (cosine(va, vb) >= 0.9999).all()
     assert (cosine(va[:-1], va[1:]) < 0.99).all()  # rows really differ, so a swap would show
-    dataset = ImageFiles(list_images(folder), [ResizePolicy(scale=0)])
+    listing = list_images(folder)
+    dataset = ImageFiles(listing, [ResizePolicy(scale=0)], np.arange(len(listing.paths)))
     groups = group_by_shape([dataset[i] for i in range(len(dataset))])
     assert sorted(len(g) for g in groups.values()) == [3, 6]  # the batched run did stack images
 

@@ -1,0 +1,190 @@
+"""Crash-safe progress of an extraction: completed work is kept in segment files until the run ends.
+
+While ``OUT.h5`` is being extracted, finished images go to ``OUT.h5.parts/``:
+
+    manifest.json           the extraction settings and a fingerprint of the image list
+    seg-START-END.npz       images START..END-1 of the list (global indices): their vectors,
+                            original sizes and the skip reasons of the ones that failed
+
+A segment is written to a temporary name, fsync'ed and renamed, so a segment file either exists
+whole or not at all (a kill -9 or power loss in the middle of a write leaves only a ``.tmp`` file,
+which is ignored and removed). Every segment is checked when the run resumes (zip CRCs, shapes,
+index range); a damaged one is deleted and its images are extracted again. When every image is
+covered, the segments are copied in order into the final HDF5 file and the folder is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SEGMENT_RE = re.compile(r"^seg-(\d{10})-(\d{10})\.npz$")
+MANIFEST = "manifest.json"
+# Settings that must be equal to continue an interrupted run (the rest is provenance: versions, time).
+RESUME_KEYS = ("backbone", "weights_sha256", "levels", "pool", "scale", "max_side", "min_side", "interpolation",
+               "normalization", "feature_dim", "dtype", "dataset", "split", "image_root")
+
+
+def parts_path(output: str | os.PathLike) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + ".parts")
+
+
+def listing_fingerprint(paths: list[str], labels: list[int], skipped: list[tuple[str, str]],
+                        targets: np.ndarray | None) -> str:
+    """sha256 of an image list (paths, labels, targets, files refused while listing)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([paths, [int(v) for v in labels], [list(s) for s in skipped]]).encode())
+    if targets is not None:
+        digest.update(np.ascontiguousarray(targets, dtype=np.int8).tobytes())
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, write) -> None:
+    """write(file object) into path.tmp, fsync, rename to path, fsync the folder."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """A checked segment file covering images start..end-1."""
+
+    start: int
+    end: int
+    name: str
+
+
+@dataclass
+class Segment:
+    """Images start..end-1 of the list. indices: the n decoded ones (rows of features n×D and
+    image_sizes n×2); skipped_indices / skipped_reasons: the others."""
+
+    start: int
+    end: int
+    indices: np.ndarray
+    features: np.ndarray
+    image_sizes: np.ndarray
+    skipped_indices: np.ndarray
+    skipped_reasons: list[str]
+
+    @property
+    def name(self) -> str:
+        return f"seg-{self.start:010d}-{self.end:010d}.npz"
+
+
+class ProgressFolder:
+    """The ``OUT.h5.parts`` folder of one extraction (see the module docstring)."""
+
+    def __init__(self, output: str | os.PathLike):
+        self.path = parts_path(output)
+
+    def exists(self) -> bool:
+        return (self.path / MANIFEST).is_file()
+
+    def create(self, manifest: dict) -> None:
+        """Start empty (an old folder is removed) with this manifest."""
+        self.remove()
+        self.path.mkdir()
+        _write_durably(self.path / MANIFEST, lambda f: f.write(json.dumps(manifest, sort_keys=True).encode()))
+
+    def check_resumable(self, manifest: dict) -> None:
+        """ValueError with a one-line reason when the interrupted run had other settings or images."""
+        try:
+            old = json.loads((self.path / MANIFEST).read_text())
+        except (OSError, ValueError):
+            raise ValueError(f"cannot resume: {self.path / MANIFEST} is unreadable; rerun with --overwrite") from None
+        changed = [k for k in RESUME_KEYS if old.get("config", {}).get(k) != manifest["config"].get(k)]
+        if changed:
+            details = ", ".join(f"{k} {old['config'].get(k)!r} -> {manifest['config'].get(k)!r}" for k in changed)
+            raise ValueError(f"cannot resume: the interrupted run used other settings ({details}); "
+                             "use the same options, or --overwrite to start over")
+        for key in ("shard", "n_images"):
+            if old.get(key) != manifest.get(key):
+                raise ValueError(f"cannot resume: the interrupted run had {key} {old.get(key)} (now "
+                                 f"{manifest.get(key)}); use the same options, or --overwrite to start over")
+        if old.get("listing_sha256") != manifest["listing_sha256"]:
+            raise ValueError(f"cannot resume: the image folder changed since the interrupted run "
+                             f"({old.get('n_listed')} files then, {manifest['n_listed']} now); "
+                             "use --overwrite to extract it again")
+
+    def write(self, segment: Segment) -> None:
+        arrays = {"indices": segment.indices.astype(np.int64), "features": segment.features,
+                  "image_sizes": segment.image_sizes.astype(np.int32).reshape(-1, 2),
+                  "skipped_indices": segment.skipped_indices.astype(np.int64),
+                  "skipped_reasons": np.array(segment.skipped_reasons, dtype=str)}
+        _write_durably(self.path / segment.name, lambda f: np.savez(f, **arrays))
+
+    def load(self, name: str, dim: int) -> Segment | None:
+        """A segment file read and checked; None when it is damaged or inconsistent."""
+        match = SEGMENT_RE.match(name)
+        if not match:
+            return None
+        start, end = int(match.group(1)), int(match.group(2))
+        try:
+            with np.load(self.path / name, allow_pickle=False) as data:
+                segment = Segment(start, end, data["indices"], data["features"], data["image_sizes"],
+                                  data["skipped_indices"], data["skipped_reasons"].tolist())
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+        covered = np.sort(np.concatenate([segment.indices, segment.skipped_indices]))
+        if (segment.features.ndim != 2 or segment.features.shape != (len(segment.indices), dim)
+                or segment.image_sizes.shape != (len(segment.indices), 2)
+                or len(segment.skipped_reasons) != len(segment.skipped_indices)
+                or not np.array_equal(covered, np.arange(start, end))):
+            return None
+        return segment
+
+    def segments(self, dim: int, lo: int, hi: int) -> tuple[list[SegmentInfo], int]:
+        """The intact segments inside [lo, hi), sorted and non-overlapping, and how many files were
+        dropped (damaged, overlapping or left over from an interrupted write); every file is read
+        and checked."""
+        kept: list[SegmentInfo] = []
+        dropped = 0
+        names = sorted(os.listdir(self.path))
+        for name in names:
+            if name == MANIFEST:
+                continue
+            segment = self.load(name, dim)
+            if segment is None or segment.start < lo or segment.end > hi or (kept and segment.start < kept[-1].end):
+                (self.path / name).unlink(missing_ok=True)
+                dropped += 1
+                continue
+            kept.append(SegmentInfo(segment.start, segment.end, name))
+        return kept, dropped
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def missing_ranges(segments: list[SegmentInfo], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The index ranges of [lo, hi) that no segment covers, in order."""
+    ranges, position = [], lo
+    for segment in segments:
+        if segment.start > position:
+            ranges.append((position, segment.start))
+        position = max(position, segment.end)
+    if position < hi:
+        ranges.append((position, hi))
+    return ranges

@@ -1,0 +1,88 @@
+"""Extraction under PyTorch's launcher: ``torchrun --nproc-per-node N -m sppfeat extract IMAGES OUT.h5``.
+
+Every rank extracts one contiguous shard of the sorted image list into its own shard file next to
+OUT.h5 (``OUT.shard-0000i-of-0000N.h5``), pinned to GPU LOCAL_RANK (or to its share of the CPU
+cores); when all ranks are done, rank 0 writes OUT.h5 as a virtual file over the shards. The
+process group (gloo) is used only to collect every rank's outcome at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .extract import ExtractResult, extract, shard_path
+from .merge import merge
+
+# Shards finish at different times; the ranks that are done wait this long for the others.
+GATHER_TIMEOUT = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class LaunchInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+
+
+def launch_info() -> LaunchInfo | None:
+    """The torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE), None outside it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "RANK" not in os.environ:
+        return None
+    world = int(os.environ["WORLD_SIZE"])
+    return LaunchInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")),
+                      int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
+
+
+def rank_device(info: LaunchInfo, device: str) -> str:
+    """'auto' -> this rank's own GPU (cuda:LOCAL_RANK) when there are GPUs, else the CPU."""
+    if device == "auto":
+        return f"cuda:{info.local_rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def extract_distributed(images, output, info: LaunchInfo, *, device: str = "auto", overwrite: bool = False,
+                        resume: bool = False, **options) -> ExtractResult | None:
+    """This rank's shard, then (rank 0) the merged file. Returns this rank's ExtractResult.
+
+    A failed rank leaves the other shards intact; every rank then raises ValueError naming the
+    shards to rerun (with ``--shard i/n --resume``) before ``sppfeat merge``.
+    """
+    if Path(output).exists() and not (overwrite or resume):
+        raise ValueError(f"{output} exists; pass --overwrite to replace it")
+    cores = max(1, (os.cpu_count() or 1) // info.local_world_size)
+    device = rank_device(info, device)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    dist.init_process_group("gloo", timeout=GATHER_TIMEOUT)
+    try:
+        target = shard_path(output, info.rank, info.world_size)
+        outcome: tuple[str, str]
+        result = None
+        try:
+            result = extract(images, target, shard=(info.rank, info.world_size), device=device, cores=cores,
+                             overwrite=overwrite, resume=resume, **options)
+            outcome = ("ok", str(target))
+        except (ValueError, RuntimeError, OSError) as exc:
+            outcome = ("failed", f"{target}: {exc}")
+        outcomes: list = [None] * info.world_size
+        dist.all_gather_object(outcomes, outcome)
+        failed = [(rank, message) for rank, (status, message) in enumerate(outcomes) if status != "ok"]
+        if failed:
+            shards = ", ".join(f"{rank}/{info.world_size}" for rank, _ in failed)
+            pattern = shard_path(output, 0, info.world_size).name.replace(".shard-00000-", ".shard-*-")
+            raise ValueError(f"shard{'s' if len(failed) > 1 else ''} {shards} failed ({failed[0][1]}); rerun "
+                             f"with --shard i/n --resume, then: sppfeat merge {pattern} {output}")
+        if info.rank == 0:
+            merge([shard_path(output, r, info.world_size) for r in range(info.world_size)], output,
+                  overwrite=True)
+        dist.barrier()
+        return result
+    finally:
+        dist.destroy_process_group()
