@@ -120,14 +120,13 @@ class ProgressFolder:
             details = ", ".join(f"{k} {old['config'].get(k)!r} -> {manifest['config'].get(k)!r}" for k in changed)
             raise ValueError(f"cannot resume: the interrupted run used other settings ({details}); "
                              "use the same options, or --overwrite to start over")
-        for key in ("shard", "n_images"):
-            if old.get(key) != manifest.get(key):
-                raise ValueError(f"cannot resume: the interrupted run had {key} {old.get(key)} (now "
-                                 f"{manifest.get(key)}); use the same options, or --overwrite to start over")
         if old.get("listing_sha256") != manifest["listing_sha256"]:
             raise ValueError(f"cannot resume: the image folder changed since the interrupted run "
                              f"({old.get('n_listed')} files then, {manifest['n_listed']} now); "
                              "use --overwrite to extract it again")
+        if old.get("shard") != manifest.get("shard"):
+            raise ValueError(f"cannot resume: the interrupted run was shard {old.get('shard')} (now "
+                             f"{manifest.get('shard')}); use the same options, or --overwrite to start over")
 
     def write(self, segment: Segment) -> None:
         arrays = {"indices": segment.indices.astype(np.int64), "features": segment.features,

@@ -55,7 +55,7 @@ class DecodedItem:
     after the model, its SPP vector (D float32). `error` is the skip reason of a bad file."""
 
     index: int
-    pixels: list[torch.Tensor] | None
+    pixels: list[np.ndarray] | None
     original_size: tuple[int, int]
     upsampled: bool
     error: str | None
@@ -84,7 +84,9 @@ class ImageFiles(Dataset):
             images = [decode_image(path, policy, self.timeout) for policy in self.policies]
         except DecodeError as exc:
             return DecodedItem(index, None, (0, 0), False, str(exc))
-        return DecodedItem(index, [torch.from_numpy(image.pixels) for image in images], images[0].original_size,
+        # numpy, not torch: arrays travel from the workers by pickling, without the file-descriptor
+        # sharing of torch tensors (whose server thread prints tracebacks when a run is interrupted)
+        return DecodedItem(index, [image.pixels for image in images], images[0].original_size,
                            any(image.upsampled for image in images), None)
 
 
@@ -105,7 +107,10 @@ def describe(model: SPPDescriptor, items: list[DecodedItem], device: torch.devic
     for max pooling, mean for average pooling."""
     per_scale: dict[int, list[np.ndarray]] = defaultdict(list)
     for group in group_by_shape(items).values():
-        batch = torch.stack([item.pixels[k] for item, k in group]).to(device, non_blocking=True)
+        batch = torch.from_numpy(np.stack([item.pixels[k] for item, k in group]))
+        if device.type == "cuda":
+            batch = batch.pin_memory()
+        batch = batch.to(device, non_blocking=True)
         for (item, _), vector in zip(group, model(batch).cpu().numpy()):
             per_scale[item.index].append(vector)
     combine = np.maximum.reduce if model.pool == "max" else lambda v: np.mean(v, axis=0)
@@ -293,6 +298,7 @@ def extract(
     overwrite: bool = False,
     strict: bool = False,
     decode_timeout: float = DEFAULT_DECODE_TIMEOUT,
+    checkpoint_every: int | None = None,
     cores: int | None = None,
     quiet: bool = False,
 ) -> ExtractResult:
@@ -305,6 +311,7 @@ def extract(
     Raises ValueError (bad arguments, no images, output exists without `overwrite` or `resume`,
     `strict` and a file was skipped, a resume with other settings), WeightsUnavailable (weights
     cannot be found offline) and ExtractionInterrupted (SIGINT / SIGTERM; work saved).
+    `checkpoint_every`: images per progress segment (default: about 64 MiB of vectors, at most 512).
     `cores`: CPU cores this run may use (default: all), which sets the decode workers and threads.
     """
     start = time.perf_counter()
@@ -317,6 +324,8 @@ def extract(
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if workers is not None and workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"checkpoint interval must be >= 1 image, got {checkpoint_every}")
     if decode_timeout < 0:
         raise ValueError(f"decode timeout must be >= 0 seconds (0 = none), got {decode_timeout}")
     shard_index, shard_count = parse_shard(shard)
@@ -389,8 +398,9 @@ def extract(
 
     with StopSignals() as stop:
         try:
-            run_model(model, image_list, policies, todo, progress, stop, torch_device, cores, batch_size, workers,
-                      dtype, strict, decode_timeout, quiet, done=hi - lo - len(todo), total=hi - lo)
+            buffer = SegmentBuffer(progress, model.dim, dtype, checkpoint_every or segment_size(model.dim, dtype))
+            run_model(model, image_list, policies, todo, buffer, stop, torch_device, cores, batch_size, workers,
+                      strict, decode_timeout, quiet, done=hi - lo - len(todo), total=hi - lo)
             with stop.critical():
                 n_written, skip_reasons = assemble(output, progress, image_list, config, manifest, lo, hi,
                                                    model.dim)
@@ -405,20 +415,18 @@ def extract(
 
 
 def run_model(model: SPPDescriptor, image_list: ImageList, policies: Sequence[ResizePolicy], todo: np.ndarray,
-              progress: ProgressFolder, stop: StopSignals, device: torch.device, cores: int, batch_size: int,
-              workers: int,
-              dtype: str, strict: bool, decode_timeout: float, quiet: bool, done: int, total: int) -> None:
+              buffer: SegmentBuffer, stop: StopSignals, device: torch.device, cores: int, batch_size: int,
+              workers: int, strict: bool, decode_timeout: float, quiet: bool, done: int, total: int) -> None:
     """Decode and describe the images `todo` (global indices, ascending) into progress segments.
     On any exception the images described so far are saved first."""
     if len(todo) == 0:
         return
-    buffer = SegmentBuffer(progress, model.dim, dtype, segment_size(model.dim, dtype))
     model_threads = default_model_threads(device, cores)
     caller_threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(max(1, cores // model_threads))
     loader = DataLoader(ImageFiles(image_list, policies, todo, decode_timeout), batch_size=batch_size,
-                        shuffle=False, num_workers=workers, collate_fn=_as_list, pin_memory=device.type == "cuda",
+                        shuffle=False, num_workers=workers, collate_fn=_as_list,
                         prefetch_factor=4 if workers else None, persistent_workers=False)
     bar = tqdm(total=total, initial=done, unit="img", disable=quiet or not sys.stderr.isatty(), desc="extract",
                smoothing=0.05)

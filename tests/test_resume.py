@@ -1,0 +1,165 @@
+"""Interrupted extractions: kill -9 at random moments, SIGINT / SIGTERM, damaged progress, refusals."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import DEMO
+from sppfeat import extract
+from sppfeat.checkpoint import parts_path
+from sppfeat.extract import ExtractionInterrupted, SegmentBuffer
+from sppfeat.store import open_features
+
+# Small settings keep a few hundred images to seconds: vectors of 1280 · (4 + 1) dims.
+FAST = ["--scale", "64", "--levels", "2,1", "--workers", "1", "--checkpoint-every", "16", "-q"]
+FAST_API = dict(scale=64, levels="2,1", workers=1, checkpoint_every=16, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def many_images(tmp_path_factory):
+    """300 real photos (the 60 demo images, 5 names each) in 6 class folders, plus 3 bad files."""
+    root = tmp_path_factory.mktemp("many") / "images"
+    for src in sorted(DEMO.rglob("*.jpg")):
+        (root / src.parent.name).mkdir(parents=True, exist_ok=True)
+        for copy in range(5):
+            shutil.copy(src, root / src.parent.name / f"{src.stem}_{copy}.jpg")
+    (root / "pizza" / "empty.jpg").write_bytes(b"")
+    data = (DEMO / "starfish" / "image_0011.jpg").read_bytes()
+    (root / "starfish" / "cut.jpg").write_bytes(data[: len(data) // 3])
+    (root / "airplanes" / "notes.jpg").write_text("not a photo")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(many_images, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "ref.h5"
+    extract(many_images, out, **FAST_API)
+    return open_features(out)
+
+
+def cli(*args):
+    return [sys.executable, "-m", "sppfeat", "extract", *map(str, args)]
+
+
+def assert_same_file(path, reference):
+    result = open_features(path)
+    assert result.paths == reference.paths
+    assert result.labels.tolist() == reference.labels.tolist()
+    assert result.image_sizes.tolist() == reference.image_sizes.tolist()
+    assert result.skipped == reference.skipped
+    a, b = result.read_features(), reference.read_features()
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() >= 0.9999
+    assert not parts_path(path).exists()
+
+
+def segments_written(out):
+    parts = parts_path(out)
+    return len([n for n in os.listdir(parts) if n.endswith(".npz")]) if parts.is_dir() else 0
+
+
+def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_file(many_images, reference, tmp_path):
+    out = tmp_path / "killed.h5"
+    rng = random.Random(7)
+    kills = 0
+    progress_seen = []
+    for attempt in range(12):
+        args = cli(many_images, out, *FAST, *(["--resume"] if attempt else []))
+        proc = subprocess.Popen(args, stderr=subprocess.PIPE)
+        # Wait for some progress (or none at all: a kill during start-up must be harmless too).
+        deadline = time.monotonic() + rng.uniform(0.5, 6.0)
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        if proc.poll() is not None:
+            assert proc.returncode == 0, proc.stderr.read().decode()
+            break
+        proc.kill()
+        proc.wait()
+        kills += 1
+        progress_seen.append(segments_written(out))
+        if kills >= 5 and progress_seen[-1] > 0:
+            break
+    assert kills >= 5
+    assert max(progress_seen) > 0  # some kills really happened mid-run
+    if not out.exists():
+        done = subprocess.run(cli(many_images, out, *FAST, "--resume"), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert_same_file(out, reference)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_save_work_and_say_how_to_resume(many_images, reference, tmp_path, signum, code):
+    out = tmp_path / "stopped.h5"
+    proc = subprocess.Popen(cli(many_images, out, *FAST), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while segments_written(out) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "--resume" in lines[0] and "Traceback" not in err
+    assert not out.exists() and segments_written(out) >= 2
+    again = subprocess.run(cli(many_images, out, *FAST, "--resume"), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert_same_file(out, reference)
+
+
+def test_damaged_and_unfinished_segments_are_redone(many_images, reference, tmp_path, monkeypatch):
+    out = tmp_path / "damaged.h5"
+    calls = {"n": 0}
+    real_add = SegmentBuffer.add
+
+    def add_then_stop(self, item):  # an interruption after 100 images
+        real_add(self, item)
+        calls["n"] += 1
+        if calls["n"] == 100:
+            raise ExtractionInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(SegmentBuffer, "add", add_then_stop)
+    with pytest.raises(ExtractionInterrupted, match="--resume"):
+        extract(many_images, out, **FAST_API)
+    monkeypatch.undo()
+    parts = parts_path(out)
+    names = sorted(n for n in os.listdir(parts) if n.endswith(".npz"))
+    assert len(names) >= 6
+    data = (parts / names[1]).read_bytes()
+    (parts / names[1]).write_bytes(data[: len(data) // 2])  # torn write
+    (parts / names[3]).write_bytes(data[:100] + b"\0" * 50 + data[150:])  # flipped bytes
+    (parts / (names[4] + ".tmp")).write_bytes(data[:10])  # an unfinished write
+    extract(many_images, out, resume=True, **FAST_API)
+    assert_same_file(out, reference)
+
+
+def test_resume_refuses_other_settings_and_a_changed_folder(many_images, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(many_images / "pizza", images / "pizza")
+    shutil.copytree(many_images / "starfish", images / "starfish")
+    out = tmp_path / "out.h5"
+    proc = subprocess.Popen(cli(images, out, *FAST), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while segments_written(out) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    refused = subprocess.run(cli(images, out, *FAST, "--levels", "3,1", "--resume"), capture_output=True, text=True)
+    assert refused.returncode == 2 and "other settings" in refused.stderr and "levels" in refused.stderr
+    no_flag = subprocess.run(cli(images, out, *FAST), capture_output=True, text=True)
+    assert no_flag.returncode == 2 and "--resume" in no_flag.stderr
+    shutil.copy(DEMO / "pizza" / "image_0011.jpg", images / "pizza" / "new.jpg")
+    changed = subprocess.run(cli(images, out, *FAST, "--resume"), capture_output=True, text=True)
+    assert changed.returncode == 2 and "image folder changed" in changed.stderr
+    for result in (refused, no_flag, changed):
+        assert len(result.stderr.strip().splitlines()) == 1
+    fresh = subprocess.run(cli(images, out, *FAST, "--overwrite"), capture_output=True, text=True)
+    assert fresh.returncode == 0 and out.exists() and not parts_path(out).exists()
+    finished = subprocess.run(cli(images, out, *FAST[:-1], "--resume"), capture_output=True, text=True)
+    assert finished.returncode == 0 and "already complete" in finished.stderr
