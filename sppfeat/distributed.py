@@ -74,6 +74,8 @@ def extract_distributed(images, output, info: LaunchInfo, *, device: str = "auto
         outcomes: list = [None] * info.world_size
         dist.all_gather_object(outcomes, outcome)
         failed = [(rank, message) for rank, (status, message) in enumerate(outcomes) if status != "ok"]
+        if failed and info.rank != 0:  # rank 0 names every failed shard; the others just stop
+            raise SystemExit(2)
         if failed:
             shards = ", ".join(f"{rank}/{info.world_size}" for rank, _ in failed)
             pattern = shard_path(output, 0, info.world_size).name.replace(".shard-00000-", ".shard-*-")

@@ -500,6 +500,8 @@ def finished_result(output: Path, manifest: dict) -> ExtractResult:
     features = open_features(output)
     config = manifest["config"]
     changed = [k for k in RESUME_KEYS if features.config.get(k) != config.get(k)]
+    if [features.attributes.get("shard_index"), features.attributes.get("shard_count")] != manifest["shard"]:
+        changed.append("shard")
     if changed or features.attributes.get("listing_sha256") != manifest["listing_sha256"]:
         raise ValueError(f"{output} exists and was made with other settings or images "
                          f"({', '.join(changed) or 'image list'}); pass --overwrite to replace it")
