@@ -29,7 +29,9 @@ VOC_CLASSES = (
 class ImageList:
     """What to extract. paths: relative to root, '/'-separated, in row order; labels: class index
     per path (-1 = unlabeled); targets: N×K int8 (1 positive, -1 negative, 0 difficult) for
-    multi-label data sets, else None; skipped: (path, reason) for files rejected while listing."""
+    multi-label data sets, else None; skipped: (path, reason) for files rejected while listing;
+    files: the same paths as the file system spells them (they differ from `paths` only for names
+    that are not valid UTF-8, which `paths` shows with \\xNN escapes); empty = same as paths."""
 
     root: Path
     dataset: str
@@ -38,6 +40,11 @@ class ImageList:
     class_names: list[str]
     targets: np.ndarray | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def file(self, index: int) -> str:
+        """The path to open for image `index`."""
+        return os.path.join(self.root, self.files[index] if self.files else self.paths[index])
 
 
 def display_path(path: str | os.PathLike) -> str:
@@ -99,7 +106,7 @@ def list_folder(root: str | os.PathLike, dataset: str = "folder") -> ImageList:
     """Every image under `root`, sorted; the first-level subfolder is the label."""
     root = Path(root)
     skipped: list[tuple[str, str]] = []
-    paths, label_names = [], []
+    paths, files, label_names = [], [], []
     for path in _walk_sorted(str(root), skipped):
         rel = display_path(os.path.relpath(path, root)).replace(os.sep, "/")
         reason = _check_file(path)
@@ -107,11 +114,12 @@ def list_folder(root: str | os.PathLike, dataset: str = "folder") -> ImageList:
             skipped.append((rel, reason))
             continue
         paths.append(rel)
+        files.append(os.path.relpath(path, root))
         label_names.append(rel.split("/")[0] if "/" in rel else None)
     class_names = sorted({name for name in label_names if name is not None})
     index = {name: i for i, name in enumerate(class_names)}
     labels = [index[name] if name is not None else -1 for name in label_names]
-    return ImageList(root, dataset, paths, labels, class_names, skipped=skipped)
+    return ImageList(root, dataset, paths, labels, class_names, skipped=skipped, files=files)
 
 
 def find_voc_root(root: str | os.PathLike) -> Path | None:

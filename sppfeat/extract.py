@@ -12,6 +12,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,8 +69,7 @@ class ImageFiles(Dataset):
 
     def __init__(self, image_list: ImageList, policies: Sequence[ResizePolicy], indices: np.ndarray,
                  timeout: float = DEFAULT_DECODE_TIMEOUT):
-        self.root = str(image_list.root)
-        self.paths = image_list.paths
+        self.image_list = image_list
         self.policies = policies
         self.indices = indices
         self.timeout = timeout
@@ -79,7 +79,7 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, k: int) -> DecodedItem:
         index = int(self.indices[k])
-        path = os.path.join(self.root, self.paths[index])
+        path = self.image_list.file(index)
         try:
             images = [decode_image(path, policy, self.timeout) for policy in self.policies]
         except DecodeError as exc:
@@ -124,6 +124,18 @@ def describe(model: SPPDescriptor, items: list[DecodedItem], device: torch.devic
 
 def _as_list(items: list[DecodedItem]) -> list[DecodedItem]:
     return items
+
+
+def _die_with_parent(parent: int, worker_id: int) -> None:
+    """Decode worker set-up (Linux): end this worker when the main process `parent` dies, also by
+    kill -9; otherwise it can block forever on a full result pipe and keep the caller's pipes open."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
 
 
 def describe_stream(model: SPPDescriptor, batches: Iterable[list[DecodedItem]], device: torch.device,
@@ -426,7 +438,7 @@ def run_model(model: SPPDescriptor, image_list: ImageList, policies: Sequence[Re
     if device.type == "cpu":
         torch.set_num_threads(max(1, cores // model_threads))
     loader = DataLoader(ImageFiles(image_list, policies, todo, decode_timeout), batch_size=batch_size,
-                        shuffle=False, num_workers=workers, collate_fn=_as_list,
+                        shuffle=False, num_workers=workers, collate_fn=_as_list, worker_init_fn=partial(_die_with_parent, os.getpid()),
                         prefetch_factor=4 if workers else None, persistent_workers=False)
     bar = tqdm(total=total, initial=done, unit="img", disable=quiet or not sys.stderr.isatty(), desc="extract",
                smoothing=0.05)

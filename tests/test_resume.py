@@ -60,37 +60,49 @@ def assert_same_file(path, reference):
     assert not parts_path(path).exists()
 
 
+def leftover_processes(out):
+    """pids of processes whose command line names `out` (the killed runs and their decode workers)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if str(out).encode() in fh.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
 def segments_written(out):
     parts = parts_path(out)
     return len([n for n in os.listdir(parts) if n.endswith(".npz")]) if parts.is_dir() else 0
 
 
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_file(many_images, reference, tmp_path):
+    """Five kill -9s, each after a random number of newly saved segments plus a random delay (so some
+    land while a segment or the final file is being written), then a last --resume to the end."""
     out = tmp_path / "killed.h5"
     rng = random.Random(7)
-    kills = 0
-    progress_seen = []
-    for attempt in range(12):
-        args = cli(many_images, out, *FAST, *(["--resume"] if attempt else []))
-        proc = subprocess.Popen(args, stderr=subprocess.PIPE)
-        # Wait for some progress (or none at all: a kill during start-up must be harmless too).
-        deadline = time.monotonic() + rng.uniform(0.5, 6.0)
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        if proc.poll() is not None:
-            assert proc.returncode == 0, proc.stderr.read().decode()
-            break
+    saved_at_kill = []
+    fast = [*FAST[:-2], "8", "-q"]  # checkpoint every 8 images: 38 segments
+    for attempt in range(5):
+        proc = subprocess.Popen(cli(many_images, out, *fast, *(["--resume"] if attempt else [])),
+                                stderr=subprocess.PIPE)
+        target = segments_written(out) + rng.randint(0 if attempt == 0 else 1, 3)
+        deadline = time.monotonic() + 120
+        while segments_written(out) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.1))
+        assert proc.poll() is None, proc.stderr.read().decode()
         proc.kill()
         proc.wait()
-        kills += 1
-        progress_seen.append(segments_written(out))
-        if kills >= 5 and progress_seen[-1] > 0:
-            break
-    assert kills >= 5
-    assert max(progress_seen) > 0  # some kills really happened mid-run
-    if not out.exists():
-        done = subprocess.run(cli(many_images, out, *FAST, "--resume"), capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
+        saved_at_kill.append(segments_written(out))
+    print("segments saved at each kill:", saved_at_kill)
+    time.sleep(1)
+    assert not leftover_processes(out), "decode workers outlived their killed parent"
+    assert len(saved_at_kill) == 5 and saved_at_kill[-1] > 0 and not out.exists()
+    done = subprocess.run(cli(many_images, out, *fast, "--resume"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     assert_same_file(out, reference)
 
 
