@@ -73,7 +73,7 @@ def main():
 @click.option("--decode-timeout", default=DEFAULT_DECODE_TIMEOUT, show_default=True,
               type=click.FloatRange(min=0), help="Seconds per image before it is skipped (0 = no limit).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1),
-              help="Images per saved progress segment [default: about 64 MiB of vectors, at most 512].")
+              help="Images per saved progress segment [default: about 16 MiB of vectors, at most 512].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @user_errors
 def extract(images, output, quiet, shard, **options):

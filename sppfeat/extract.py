@@ -33,7 +33,7 @@ from .store import FeatureWriter, open_features, partial_path
 
 log = logging.getLogger("sppfeat")
 DTYPES = ("float32", "float16")
-SEGMENT_BYTES = 1 << 26  # vectors kept per progress segment: a kill -9 loses at most this much work
+SEGMENT_BYTES = 1 << 24  # vectors per progress segment: what a kill -9 can lose, and the final copy buffers
 
 
 @dataclass
@@ -323,7 +323,7 @@ def extract(
     Raises ValueError (bad arguments, no images, output exists without `overwrite` or `resume`,
     `strict` and a file was skipped, a resume with other settings), WeightsUnavailable (weights
     cannot be found offline) and ExtractionInterrupted (SIGINT / SIGTERM; work saved).
-    `checkpoint_every`: images per progress segment (default: about 64 MiB of vectors, at most 512).
+    `checkpoint_every`: images per progress segment (default: about 16 MiB of vectors, at most 512).
     `cores`: CPU cores this run may use (default: all), which sets the decode workers and threads.
     """
     start = time.perf_counter()
