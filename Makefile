@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: install test demo bench bench-caltech clean
+.PHONY: install test demo bench bench-caltech bench-voc bench-memory clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ bench:
 
 bench-caltech:
 	$(BIN)/python benchmarks/caltech101.py
+
+bench-voc:  # make bench-voc VOC=/path/to/VOCdevkit
+	$(BIN)/python benchmarks/voc2007.py $(VOC)
+
+bench-memory:
+	$(BIN)/python benchmarks/memory.py
 
 clean:
 	rm -rf $(DEMO_OUT) bench-out .pytest_cache

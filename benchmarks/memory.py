@@ -6,7 +6,7 @@
 The images are `--unique` synthetic JPEGs of random sizes (48..640 px a side, so hundreds of
 distinct network input shapes), each listed many times through symbolic links. `sppfeat extract`
 runs as a subprocess; a sampler reads the resident memory of it and its decode workers every
-0.2 s and the progress from its saved segments. Figures go to OUT/memory.json as they are known.
+0.5 s and the progress from its saved segments. Figures go to OUT/memory.json as they are known.
 """
 
 from __future__ import annotations
@@ -50,31 +50,36 @@ def make_images(folder: Path, n: int, unique: int, seed: int = 0) -> None:
             os.symlink(pool / f"{i % unique:05d}.jpg", link)
 
 
+def rss(pid: int) -> int:
+    """Resident memory of one process, bytes (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                found += [int(c) for c in fh.read().split()]
+    except OSError:
+        pass
+    return found
+
+
 def tree_rss(pid: int) -> tuple[int, int]:
     """(main process RSS, RSS of it plus all its descendants), bytes."""
-    def rss(p: int) -> int:
-        try:
-            with open(f"/proc/{p}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
-
-    children: dict[int, list[int]] = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-        except (OSError, ValueError, IndexError):
-            pass
     total, stack = 0, [pid]
     while stack:
         p = stack.pop()
         total += rss(p)
-        stack.extend(children.get(p, []))
+        stack.extend(children(p))
     return rss(pid), total
 
 
@@ -125,7 +130,7 @@ def main() -> None:
                 print(f"  {done:>6} images  main {main_rss >> 20} MiB  with workers {total_rss >> 20} MiB", flush=True)
                 report.write_text(json.dumps({"trace": trace, "peak_bytes": peak}, indent=1))
                 next_print = done + max(1, args.n // 20)
-            time.sleep(0.2)
+            time.sleep(0.5)
 
     sampler = threading.Thread(target=sample)
     sampler.start()
