@@ -177,6 +177,40 @@ class ProgressFolder:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+class SegmentBuffer:
+    """Collects described images (objects with index, error, vector, original_size) in index order
+    and writes them as segments of at most `max_images` consecutive images (a gap in the indices
+    also ends a segment)."""
+
+    def __init__(self, progress: ProgressFolder, dim: int, dtype: str, max_images: int):
+        self.progress, self.dim, self.dtype, self.max_images = progress, dim, dtype, max_images
+        self.items: list = []
+        self.n_saved = 0
+
+    def add(self, item) -> None:
+        if self.items and item.index != self.items[-1].index + 1:
+            self.flush()
+        self.items.append(item)
+        if len(self.items) >= self.max_images:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.items:
+            return
+        good = [item for item in self.items if item.error is None]
+        bad = [item for item in self.items if item.error is not None]
+        features = np.stack([item.vector for item in good]) if good else np.zeros((0, self.dim))
+        self.progress.write(Segment(
+            start=self.items[0].index, end=self.items[-1].index + 1,
+            indices=np.array([item.index for item in good], dtype=np.int64),
+            features=features.astype(self.dtype, copy=False),
+            image_sizes=np.array([item.original_size for item in good], dtype=np.int32).reshape(-1, 2),
+            skipped_indices=np.array([item.index for item in bad], dtype=np.int64),
+            skipped_reasons=[item.error for item in bad]))
+        self.n_saved += len(self.items)
+        self.items = []
+
+
 def missing_ranges(segments: list[SegmentInfo], lo: int, hi: int) -> list[tuple[int, int]]:
     """The index ranges of [lo, hi) that no segment covers, in order."""
     ranges, position = [], lo

@@ -12,7 +12,8 @@ from .backbones import BACKBONES, DEFAULT_BACKBONE, WeightsUnavailable
 from .classify import DEFAULT_POWER, PROTOCOLS, evaluate as evaluate_api, train_svm as train_api
 from .decode import DEFAULT_DECODE_TIMEOUT
 from .discover import DATASETS, VOC_SPLITS
-from .extract import DTYPES, ExtractionInterrupted, extract as extract_api, parse_shard, shard_path
+from .extract import DTYPES, ExtractionInterrupted, extract as extract_api
+from .shards import parse_shard, shard_path
 from .pyramid import POOLS
 
 
@@ -110,7 +111,7 @@ def extract(images, output, quiet, shard, **options):
 @user_errors
 def merge_(shards, output, consolidate, overwrite):
     """Join the shard files of one extraction (--shard i/n) into OUTPUT, in single-run row order."""
-    from .merge import merge
+    from .shards import merge
 
     merge(list(shards), output, consolidate=consolidate, overwrite=overwrite)
     click.echo(f"{output}: {len(shards)} shards {'copied' if consolidate else 'linked (virtual datasets)'}", err=True)

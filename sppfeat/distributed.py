@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .extract import ExtractResult, extract, shard_path
-from .merge import merge
+from .extract import ExtractResult, extract
+from .shards import merge, shard_path
 
 # Shards finish at different times; the ranks that are done wait this long for the others.
 GATHER_TIMEOUT = timedelta(days=7)

@@ -24,11 +24,12 @@ from tqdm import tqdm
 
 from . import __version__
 from .backbones import DEFAULT_BACKBONE, get_backbone_spec, load_backbone
-from .checkpoint import RESUME_KEYS, ProgressFolder, Segment, listing_fingerprint, missing_ranges
+from .checkpoint import RESUME_KEYS, ProgressFolder, SegmentBuffer, listing_fingerprint, missing_ranges
 from .decode import DEFAULT_DECODE_TIMEOUT, DecodeError, ResizePolicy, decode_image, parse_scales
 from .descriptor import SPPDescriptor
 from .discover import ImageList, list_images
 from .pyramid import DEFAULT_LEVELS, POOLS, parse_levels
+from .shards import parse_shard, shard_bounds
 from .store import FeatureWriter, open_features, partial_path
 
 log = logging.getLogger("sppfeat")
@@ -181,64 +182,6 @@ def default_workers(cores: int) -> int:
 def default_model_threads(device: torch.device, cores: int) -> int:
     """Images in flight through the network at once: one per core on the CPU, one on a GPU."""
     return max(1, cores) if device.type == "cpu" else 1
-
-
-def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
-    """'i/n' or (i, n) -> (i, n) with 0 <= i < n; None -> (0, 1). ValueError otherwise."""
-    if shard is None:
-        return 0, 1
-    try:
-        index, count = (int(v) for v in shard.split("/")) if isinstance(shard, str) else (int(v) for v in shard)
-    except (ValueError, TypeError):
-        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {shard!r}") from None
-    if not 0 <= index < count:
-        raise ValueError(f"shard i/n needs 0 <= i < n, got {index}/{count}")
-    return index, count
-
-
-def shard_bounds(n_images: int, index: int, count: int) -> tuple[int, int]:
-    """Shard `index` of `count` takes images [lo, hi) of the sorted list: contiguous, no padding,
-    no duplicates, sizes differing by at most one."""
-    return index * n_images // count, (index + 1) * n_images // count
-
-
-def shard_path(output: str | os.PathLike, index: int, count: int) -> Path:
-    """OUT.h5 -> OUT.shard-00001-of-00004.h5, next to OUT.h5."""
-    output = Path(output)
-    return output.with_name(f"{output.stem}.shard-{index:05d}-of-{count:05d}{output.suffix}")
-
-
-class SegmentBuffer:
-    """Collects described images in index order and writes them as segments of at most
-    `max_images` consecutive images (a gap in the indices also ends a segment)."""
-
-    def __init__(self, progress: ProgressFolder, dim: int, dtype: str, max_images: int):
-        self.progress, self.dim, self.dtype, self.max_images = progress, dim, dtype, max_images
-        self.items: list[DecodedItem] = []
-        self.n_saved = 0
-
-    def add(self, item: DecodedItem) -> None:
-        if self.items and item.index != self.items[-1].index + 1:
-            self.flush()
-        self.items.append(item)
-        if len(self.items) >= self.max_images:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.items:
-            return
-        good = [item for item in self.items if item.error is None]
-        bad = [item for item in self.items if item.error is not None]
-        features = np.stack([item.vector for item in good]) if good else np.zeros((0, self.dim))
-        self.progress.write(Segment(
-            start=self.items[0].index, end=self.items[-1].index + 1,
-            indices=np.array([item.index for item in good], dtype=np.int64),
-            features=features.astype(self.dtype, copy=False),
-            image_sizes=np.array([item.original_size for item in good], dtype=np.int32).reshape(-1, 2),
-            skipped_indices=np.array([item.index for item in bad], dtype=np.int64),
-            skipped_reasons=[item.error for item in bad]))
-        self.n_saved += len(self.items)
-        self.items = []
 
 
 class StopSignals:

@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from conftest import DEMO
 from sppfeat import extract
 from sppfeat.decode import DecodeError, ResizePolicy, decode_image
 from sppfeat.store import open_features

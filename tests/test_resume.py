@@ -14,7 +14,8 @@ import pytest
 from conftest import DEMO
 from sppfeat import extract
 from sppfeat.checkpoint import parts_path
-from sppfeat.extract import ExtractionInterrupted, SegmentBuffer
+from sppfeat.checkpoint import SegmentBuffer
+from sppfeat.extract import ExtractionInterrupted
 from sppfeat.store import open_features
 
 # Small settings keep a few hundred images to seconds: vectors of 1280 · (4 + 1) dims.

@@ -14,8 +14,7 @@ from conftest import DEMO
 from sppfeat import extract
 from sppfeat.cli import main
 from sppfeat.classify import evaluate, train_svm
-from sppfeat.extract import shard_bounds, shard_path
-from sppfeat.merge import merge
+from sppfeat.shards import merge, shard_bounds, shard_path
 from sppfeat.store import open_features
 
 FAST = ["--scale", "64", "--levels", "2,1", "--workers", "1", "-q"]

@@ -1,4 +1,5 @@
-"""Merge the shard files of one extraction (``extract(shard='i/n')``) into one feature file.
+"""Shards: the i-th of n contiguous parts of an image list, and merging the shard files of one
+extraction (``extract(shard='i/n')``) into one feature file.
 
 By default the merged file holds HDF5 virtual datasets (h5py ``VirtualLayout``) that map onto the
 shards, so merging copies nothing and the shards must stay next to it; ``consolidate=True`` copies
@@ -19,6 +20,31 @@ from .store import STR, FeatureFile, FeatureWriter, open_features, partial_path,
 
 SHARD_KEYS = ("listing_sha256", "shard_index", "shard_count", "shard_start", "n_listed_images")
 MERGED_DATASETS = ("features", "paths", "labels", "image_sizes", "targets", "skipped")
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
+    """'i/n' or (i, n) -> (i, n) with 0 <= i < n; None -> (0, 1). ValueError otherwise."""
+    if shard is None:
+        return 0, 1
+    try:
+        index, count = (int(v) for v in shard.split("/")) if isinstance(shard, str) else (int(v) for v in shard)
+    except (ValueError, TypeError):
+        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {shard!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"shard i/n needs 0 <= i < n, got {index}/{count}")
+    return index, count
+
+
+def shard_bounds(n_images: int, index: int, count: int) -> tuple[int, int]:
+    """Shard `index` of `count` takes images [lo, hi) of the sorted list: contiguous, no padding,
+    no duplicates, sizes differing by at most one."""
+    return index * n_images // count, (index + 1) * n_images // count
+
+
+def shard_path(output: str | os.PathLike, index: int, count: int) -> Path:
+    """OUT.h5 -> OUT.shard-00001-of-00004.h5, next to OUT.h5."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.shard-{index:05d}-of-{count:05d}{output.suffix}")
 
 
 def check_shards(paths: list[str | os.PathLike]) -> list[FeatureFile]:
