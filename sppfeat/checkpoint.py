@@ -155,14 +155,18 @@ class ProgressFolder:
             return None
         return segment
 
+    def listed(self) -> list[SegmentInfo]:
+        """The segment files by name only (not read), sorted by start."""
+        found = [(SEGMENT_RE.match(name), name) for name in sorted(os.listdir(self.path))]
+        return [SegmentInfo(int(m.group(1)), int(m.group(2)), name) for m, name in found if m]
+
     def segments(self, dim: int, lo: int, hi: int) -> tuple[list[SegmentInfo], int]:
         """The intact segments inside [lo, hi), sorted and non-overlapping, and how many files were
         dropped (damaged, overlapping or left over from an interrupted write); every file is read
         and checked."""
         kept: list[SegmentInfo] = []
         dropped = 0
-        names = sorted(os.listdir(self.path))
-        for name in names:
+        for name in sorted(os.listdir(self.path)):
             if name == MANIFEST:
                 continue
             segment = self.load(name, dim)

@@ -262,7 +262,7 @@ def extract(
     Finished images are kept in ``output.parts/`` until the end (see :mod:`sppfeat.checkpoint`);
     after an interruption, ``resume=True`` with the same arguments continues the run. `shard`
     ('i/n') extracts only the i-th of n contiguous parts of the sorted image list (merge the
-    shard files with :func:`sppfeat.merge.merge`).
+    shard files with :func:`sppfeat.shards.merge`).
     Raises ValueError (bad arguments, no images, output exists without `overwrite` or `resume`,
     `strict` and a file was skipped, a resume with other settings), WeightsUnavailable (weights
     cannot be found offline) and ExtractionInterrupted (SIGINT / SIGTERM; work saved).
@@ -356,11 +356,9 @@ def extract(
             buffer = SegmentBuffer(progress, model.dim, dtype, checkpoint_every or segment_size(model.dim, dtype))
             run_model(model, image_list, policies, todo, buffer, stop, torch_device, cores, batch_size, workers,
                       strict, decode_timeout, quiet, done=hi - lo - len(todo), total=hi - lo)
-            with stop.critical():
-                n_written, skip_reasons = assemble(output, progress, image_list, config, manifest, lo, hi,
-                                                   model.dim)
+            n_written, skip_reasons = assemble(output, progress, image_list, config, manifest, lo, hi, model.dim)
         except ExtractionInterrupted as exc:
-            n_done = sum(s.end - s.start for s in progress.segments(model.dim, lo, hi)[0])
+            n_done = sum(s.end - s.start for s in progress.listed())
             raise ExtractionInterrupted(exc.signum, (
                 f"interrupted by {signal.Signals(exc.signum).name} after {n_done} of {hi - lo} images; they are "
                 f"saved in {progress.path} - rerun the same command with --resume to continue")) from None
@@ -416,8 +414,8 @@ def assemble(output: Path, progress: ProgressFolder, image_list: ImageList, conf
              lo: int, hi: int, dim: int) -> tuple[int, Counter]:
     """Copy the segments covering [lo, hi), in order, into the feature file `output`.
     Files refused while listing go to the `skipped` list of shard 0. Returns (rows, skip reasons)."""
-    segments, _ = progress.segments(dim, lo, hi)
-    if missing_ranges(segments, lo, hi):
+    segments = progress.listed()  # each one is checked as it is read below
+    if missing_ranges(segments, lo, hi) or any(a.end > b.start for a, b in zip(segments, segments[1:])):
         raise ValueError(f"{progress.path} lost segments during the run; rerun with --resume")
     writer = FeatureWriter(output, dim=dim, dtype=config["dtype"], class_names=image_list.class_names,
                            config=config, n_targets=None if image_list.targets is None else image_list.targets.shape[1],

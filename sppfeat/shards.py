@@ -19,6 +19,8 @@ from .checkpoint import RESUME_KEYS
 from .store import STR, FeatureFile, FeatureWriter, open_features, partial_path, write_attributes
 
 SHARD_KEYS = ("listing_sha256", "shard_index", "shard_count", "shard_start", "n_listed_images")
+# Shards must agree on every extraction setting except where the images were mounted (nodes differ).
+MERGE_KEYS = tuple(k for k in RESUME_KEYS if k != "image_root")
 MERGED_DATASETS = ("features", "paths", "labels", "image_sizes", "targets", "skipped")
 
 
@@ -61,7 +63,7 @@ def check_shards(paths: list[str | os.PathLike]) -> list[FeatureFile]:
     first = shards[0]
     count = first.attributes["shard_count"]
     for shard in shards[1:]:
-        changed = [k for k in RESUME_KEYS if shard.config.get(k) != first.config.get(k)]
+        changed = [k for k in MERGE_KEYS if shard.config.get(k) != first.config.get(k)]
         if changed:
             raise ValueError(f"{shard.path} and {first.path} were extracted with other settings ({', '.join(changed)})")
         if shard.attributes["listing_sha256"] != first.attributes["listing_sha256"]:
