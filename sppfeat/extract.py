@@ -30,7 +30,7 @@ from .descriptor import SPPDescriptor
 from .discover import ImageList, list_images
 from .pyramid import DEFAULT_LEVELS, POOLS, parse_levels
 from .shards import parse_shard, shard_bounds
-from .store import FeatureWriter, open_features, partial_path
+from .store import FeatureWriter, open_features
 
 log = logging.getLogger("sppfeat")
 DTYPES = ("float32", "float16")
@@ -417,11 +417,10 @@ def assemble(output: Path, progress: ProgressFolder, image_list: ImageList, conf
     segments = progress.listed()  # each one is checked as it is read below
     if missing_ranges(segments, lo, hi) or any(a.end > b.start for a, b in zip(segments, segments[1:])):
         raise ValueError(f"{progress.path} lost segments during the run; rerun with --resume")
-    writer = FeatureWriter(output, dim=dim, dtype=config["dtype"], class_names=image_list.class_names,
-                           config=config, n_targets=None if image_list.targets is None else image_list.targets.shape[1],
-                           attributes=shard_attributes(manifest, lo))
     reasons: Counter = Counter()
-    try:
+    with FeatureWriter(output, dim=dim, dtype=config["dtype"], class_names=image_list.class_names, config=config,
+                       n_targets=None if image_list.targets is None else image_list.targets.shape[1],
+                       attributes=shard_attributes(manifest, lo)) as writer:
         listing_skips = image_list.skipped if lo == 0 else []
         for path, reason in listing_skips:
             writer.skip(path, reason)
@@ -440,11 +439,6 @@ def assemble(output: Path, progress: ProgressFolder, image_list: ImageList, conf
         n_rows = writer.n_rows
         if n_rows == 0:
             raise ValueError(f"no image of {config['image_root']} could be decoded ({dict(reasons)})")
-    except BaseException:
-        writer.abort()
-        partial_path(output).unlink(missing_ok=True)
-        raise
-    writer.close()
     return n_rows, reasons
 
 

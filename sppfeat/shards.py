@@ -109,9 +109,9 @@ def merge(shard_paths: list[str | os.PathLike], output: str | os.PathLike, *, co
 
 def _copy(shards: list[FeatureFile], output: Path, config: dict, attributes: dict, block: int = 1024) -> None:
     first = shards[0]
-    writer = FeatureWriter(output, dim=first.dim, dtype=first.dtype, class_names=first.class_names, config=config,
-                           n_targets=None if first.targets is None else first.targets.shape[1], attributes=attributes)
-    try:
+    with FeatureWriter(output, dim=first.dim, dtype=first.dtype, class_names=first.class_names, config=config,
+                       n_targets=None if first.targets is None else first.targets.shape[1],
+                       attributes=attributes) as writer:
         for shard in shards:
             for start in range(0, len(shard.paths), block):
                 rows = np.arange(start, min(start + block, len(shard.paths)))
@@ -119,11 +119,6 @@ def _copy(shards: list[FeatureFile], output: Path, config: dict, attributes: dic
                               shard.read_features(rows), None if shard.targets is None else shard.targets[rows])
             for path, reason in shard.skipped:
                 writer.skip(path, reason)
-    except BaseException:
-        writer.abort()
-        partial_path(output).unlink(missing_ok=True)
-        raise
-    writer.close()
 
 
 def _link(shards: list[FeatureFile], output: Path, config: dict, attributes: dict) -> None:

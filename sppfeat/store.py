@@ -60,7 +60,8 @@ def write_attributes(f: h5py.File, config: dict, attributes: dict) -> None:
 
 
 class FeatureWriter:
-    """Append rows to a new feature file; ``close()`` marks it complete and renames it into place."""
+    """Append rows to a new feature file; ``close()`` marks it complete and renames it into place.
+    As a context manager: closed when the block ends, aborted (nothing left behind) if it raises."""
 
     def __init__(self, path: str | os.PathLike, *, dim: int, dtype: str, class_names: list[str],
                  config: dict, n_targets: int | None = None, attributes: dict | None = None):
@@ -105,9 +106,20 @@ class FeatureWriter:
         return self.path
 
     def abort(self) -> None:
-        """Close without marking complete; the .partial file stays for inspection."""
+        """Close without marking complete and delete the .partial file."""
         if self.file.id.valid:
             self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "FeatureWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """close() after the block, abort() if it raised (any exception, Ctrl-C included)."""
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def _strings(dataset: h5py.Dataset) -> list:
