@@ -68,7 +68,7 @@ def main():
 @click.option("--split", type=click.Choice(VOC_SPLITS), help="VOC 2007 image set [default: trainval].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (same arguments).")
 @click.option("--shard", help="i/n: extract only the i-th of n parts of the image list, into "
-                              "OUTPUT's stem + .shard-i-of-n.h5 (join them with sppfeat merge).")
+                              "OUT.shard-0000i-of-0000n.h5 next to OUT.h5 (join them with sppfeat merge).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--strict", is_flag=True, help="Fail on the first file that is not a readable image.")
 @click.option("--decode-timeout", default=DEFAULT_DECODE_TIMEOUT, show_default=True,

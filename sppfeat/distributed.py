@@ -48,11 +48,11 @@ def rank_device(info: LaunchInfo, device: str) -> str:
 
 
 def extract_distributed(images, output, info: LaunchInfo, *, device: str = "auto", overwrite: bool = False,
-                        resume: bool = False, **options) -> ExtractResult | None:
+                        resume: bool = False, **options) -> ExtractResult:
     """This rank's shard, then (rank 0) the merged file. Returns this rank's ExtractResult.
 
-    A failed rank leaves the other shards intact; every rank then raises ValueError naming the
-    shards to rerun (with ``--shard i/n --resume``) before ``sppfeat merge``.
+    A failed rank leaves the other shards intact; rank 0 then raises ValueError naming the shards
+    to rerun (with ``--shard i/n --resume``) before ``sppfeat merge``, the other ranks exit with 2.
     """
     if Path(output).exists() and not (overwrite or resume):
         raise ValueError(f"{output} exists; pass --overwrite to replace it")
@@ -64,7 +64,6 @@ def extract_distributed(images, output, info: LaunchInfo, *, device: str = "auto
     try:
         target = shard_path(output, info.rank, info.world_size)
         outcome: tuple[str, str]
-        result = None
         try:
             result = extract(images, target, shard=(info.rank, info.world_size), device=device, cores=cores,
                              overwrite=overwrite, resume=resume, **options)
