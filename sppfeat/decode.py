@@ -138,9 +138,9 @@ class _TimeUp(BaseException):
 
 @contextmanager
 def time_limit(seconds: float | None):
-    """Raise _TimeUp in the block after `seconds` (no limit for 0/None or outside the main thread,
-    where signals cannot be handled)."""
-    if not seconds or threading.current_thread() is not threading.main_thread():
+    """Raise _TimeUp in the block after `seconds` (no limit for 0/None, outside the main thread,
+    where signals cannot be handled, or without SIGALRM, i.e. on Windows)."""
+    if not seconds or not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
         yield
         return
 
