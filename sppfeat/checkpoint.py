@@ -33,6 +33,11 @@ RESUME_KEYS = ("backbone", "weights_sha256", "levels", "pool", "scale", "max_sid
                "normalization", "feature_dim", "dtype", "dataset", "split", "image_root")
 
 
+def changed_settings(old: dict, new: dict, keys=RESUME_KEYS) -> list[str]:
+    """The extraction settings (config keys) that differ between two runs."""
+    return [k for k in keys if old.get(k) != new.get(k)]
+
+
 def parts_path(output: str | os.PathLike) -> Path:
     output = Path(output)
     return output.with_name(output.name + ".parts")
@@ -115,7 +120,7 @@ class ProgressFolder:
             old = json.loads((self.path / MANIFEST).read_text())
         except (OSError, ValueError):
             raise ValueError(f"cannot resume: {self.path / MANIFEST} is unreadable; rerun with --overwrite") from None
-        changed = [k for k in RESUME_KEYS if old.get("config", {}).get(k) != manifest["config"].get(k)]
+        changed = changed_settings(old.get("config", {}), manifest["config"])
         if changed:
             details = ", ".join(f"{k} {old['config'].get(k)!r} -> {manifest['config'].get(k)!r}" for k in changed)
             raise ValueError(f"cannot resume: the interrupted run used other settings ({details}); "
@@ -189,7 +194,6 @@ class SegmentBuffer:
     def __init__(self, progress: ProgressFolder, dim: int, dtype: str, max_images: int):
         self.progress, self.dim, self.dtype, self.max_images = progress, dim, dtype, max_images
         self.items: list = []
-        self.n_saved = 0
 
     def add(self, item) -> None:
         if self.items and item.index != self.items[-1].index + 1:
@@ -211,7 +215,6 @@ class SegmentBuffer:
             image_sizes=np.array([item.original_size for item in good], dtype=np.int32).reshape(-1, 2),
             skipped_indices=np.array([item.index for item in bad], dtype=np.int64),
             skipped_reasons=[item.error for item in bad]))
-        self.n_saved += len(self.items)
         self.items = []
 
 

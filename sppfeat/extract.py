@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .backbones import DEFAULT_BACKBONE, get_backbone_spec, load_backbone
-from .checkpoint import RESUME_KEYS, ProgressFolder, SegmentBuffer, listing_fingerprint, missing_ranges
+from .checkpoint import ProgressFolder, SegmentBuffer, changed_settings, listing_fingerprint, missing_ranges
 from .decode import DEFAULT_DECODE_TIMEOUT, DecodeError, ResizePolicy, decode_image, parse_scales
 from .descriptor import SPPDescriptor
 from .discover import ImageList, list_images
@@ -379,7 +379,8 @@ def run_model(model: SPPDescriptor, image_list: ImageList, policies: Sequence[Re
     if device.type == "cpu":
         torch.set_num_threads(max(1, cores // model_threads))
     loader = DataLoader(ImageFiles(image_list, policies, todo, decode_timeout), batch_size=batch_size,
-                        shuffle=False, num_workers=workers, collate_fn=_as_list, worker_init_fn=partial(_die_with_parent, os.getpid()),
+                        shuffle=False, num_workers=workers, collate_fn=_as_list,
+                        worker_init_fn=partial(_die_with_parent, os.getpid()),
                         prefetch_factor=4 if workers else None, persistent_workers=False)
     bar = tqdm(total=total, initial=done, unit="img", disable=quiet or not sys.stderr.isatty(), desc="extract",
                smoothing=0.05)
@@ -403,6 +404,11 @@ def run_model(model: SPPDescriptor, image_list: ImageList, policies: Sequence[Re
                     n_upsampled, policies[0].min_side)
 
 
+def reason_kind(reason: str) -> str:
+    """A skip reason without its details: 'cannot decode (OSError: ...)' -> 'cannot decode'."""
+    return reason.split(" (")[0]
+
+
 def shard_attributes(manifest: dict, lo: int) -> dict:
     """What a feature file records about its place in the full image list."""
     shard_index, shard_count = manifest["shard"]
@@ -424,7 +430,7 @@ def assemble(output: Path, progress: ProgressFolder, image_list: ImageList, conf
         listing_skips = image_list.skipped if lo == 0 else []
         for path, reason in listing_skips:
             writer.skip(path, reason)
-            reasons[reason.split(" (")[0]] += 1
+            reasons[reason_kind(reason)] += 1
         for info in segments:
             segment = progress.load(info.name, dim)
             if segment is None:
@@ -435,7 +441,7 @@ def assemble(output: Path, progress: ProgressFolder, image_list: ImageList, conf
                           image_list.targets[rows] if image_list.targets is not None else None)
             for index, reason in zip(segment.skipped_indices, segment.skipped_reasons):
                 writer.skip(image_list.paths[index], reason)
-                reasons[reason.split(" (")[0]] += 1
+                reasons[reason_kind(reason)] += 1
         n_rows = writer.n_rows
         if n_rows == 0:
             raise ValueError(f"no image of {config['image_root']} could be decoded ({dict(reasons)})")
@@ -446,12 +452,12 @@ def finished_result(output: Path, manifest: dict) -> ExtractResult:
     """resume=True and `output` exists: it must be the finished result of the same run."""
     features = open_features(output)
     config = manifest["config"]
-    changed = [k for k in RESUME_KEYS if features.config.get(k) != config.get(k)]
+    changed = changed_settings(features.config, config)
     if [features.attributes.get("shard_index"), features.attributes.get("shard_count")] != manifest["shard"]:
         changed.append("shard")
     if changed or features.attributes.get("listing_sha256") != manifest["listing_sha256"]:
         raise ValueError(f"{output} exists and was made with other settings or images "
                          f"({', '.join(changed) or 'image list'}); pass --overwrite to replace it")
     log.info("%s is already complete", output)
-    reasons = Counter(reason.split(" (")[0] for _, reason in features.skipped)
+    reasons = Counter(reason_kind(reason) for _, reason in features.skipped)
     return ExtractResult(output, len(features.paths), len(features.skipped), features.dim, 0.0, dict(reasons))

@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .checkpoint import RESUME_KEYS
+from .checkpoint import RESUME_KEYS, changed_settings
 from .store import STR, FeatureFile, FeatureWriter, open_features, partial_path, write_attributes
 
 SHARD_KEYS = ("listing_sha256", "shard_index", "shard_count", "shard_start", "n_listed_images")
@@ -63,7 +63,7 @@ def check_shards(paths: list[str | os.PathLike]) -> list[FeatureFile]:
     first = shards[0]
     count = first.attributes["shard_count"]
     for shard in shards[1:]:
-        changed = [k for k in MERGE_KEYS if shard.config.get(k) != first.config.get(k)]
+        changed = changed_settings(first.config, shard.config, MERGE_KEYS)
         if changed:
             raise ValueError(f"{shard.path} and {first.path} were extracted with other settings ({', '.join(changed)})")
         if shard.attributes["listing_sha256"] != first.attributes["listing_sha256"]:
@@ -123,24 +123,23 @@ def _copy(shards: list[FeatureFile], output: Path, config: dict, attributes: dic
 
 def _link(shards: list[FeatureFile], output: Path, config: dict, attributes: dict) -> None:
     tmp = partial_path(output)
+    names = [name for name in MERGED_DATASETS if name != "targets" or shards[0].targets is not None]
+    sources: dict[str, list[h5py.VirtualSource]] = {name: [] for name in names}
+    for shard in shards:  # each shard opened once; its datasets become sources, linked by relative path
+        relative = os.path.relpath(shard.path.resolve(), output.resolve().parent)
+        with h5py.File(shard.path, "r") as g:
+            for name in names:
+                sources[name].append(h5py.VirtualSource(relative, name, shape=g[name].shape, dtype=g[name].dtype))
     with h5py.File(tmp, "w") as f:
-        names = [name for name in MERGED_DATASETS if name != "targets" or shards[0].targets is not None]
         for name in names:
-            sources = []
-            with h5py.File(shards[0].path, "r") as g:
-                dtype, width = g[name].dtype, g[name].shape[1:]
-            for shard in shards:
-                with h5py.File(shard.path, "r") as g:
-                    rows = g[name].shape[0]
-                if rows:
-                    relative = os.path.relpath(shard.path.resolve(), output.resolve().parent)
-                    sources.append(h5py.VirtualSource(relative, name, shape=(rows, *width)))
-            if not sources:  # e.g. nothing skipped in any shard
+            width, dtype = sources[name][0].shape[1:], sources[name][0].dtype
+            used = [source for source in sources[name] if source.shape[0]]
+            if not used:  # e.g. nothing skipped in any shard
                 f.create_dataset(name, shape=(0, *width), dtype=dtype)
                 continue
-            layout = h5py.VirtualLayout(shape=(sum(s.shape[0] for s in sources), *width), dtype=dtype)
+            layout = h5py.VirtualLayout(shape=(sum(s.shape[0] for s in used), *width), dtype=dtype)
             position = 0
-            for source in sources:
+            for source in used:
                 layout[position:position + source.shape[0]] = source
                 position += source.shape[0]
             f.create_virtual_dataset(name, layout, fillvalue=None)
