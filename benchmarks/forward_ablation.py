@@ -4,8 +4,9 @@ shorter side 224, one image per forward pass, decoding excluded (images decoded 
     python benchmarks/forward_ablation.py [--reps 2]
 
 Variants: batch norm unfused / folded; NCHW contiguous / channels-last input; 1 or 2 intra-op
-threads; and two images in flight in two Python threads with one intra-op thread each (what
-`sppfeat extract` does on the CPU). Prints images/s of each, measured in this one run.
+threads; and two images in flight in two Python threads with one intra-op thread each (how
+`sppfeat extract` shares the cores on the CPU; it runs them in worker processes, one image
+per core). Prints images/s of each, measured in this one run.
 """
 
 from __future__ import annotations

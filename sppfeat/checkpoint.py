@@ -26,16 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .store import changed_settings
+
 SEGMENT_RE = re.compile(r"^seg-(\d{10})-(\d{10})\.npz$")
 MANIFEST = "manifest.json"
 # Settings that must be equal to continue an interrupted run (the rest is provenance: versions, time).
 RESUME_KEYS = ("backbone", "weights_sha256", "levels", "pool", "scale", "max_side", "min_side", "interpolation",
                "normalization", "feature_dim", "dtype", "dataset", "split", "image_root")
-
-
-def changed_settings(old: dict, new: dict, keys=RESUME_KEYS) -> list[str]:
-    """The extraction settings (config keys) that differ between two runs."""
-    return [k for k in keys if old.get(k) != new.get(k)]
 
 
 def parts_path(output: str | os.PathLike) -> Path:
@@ -120,7 +117,7 @@ class ProgressFolder:
             old = json.loads((self.path / MANIFEST).read_text())
         except (OSError, ValueError):
             raise ValueError(f"cannot resume: {self.path / MANIFEST} is unreadable; rerun with --overwrite") from None
-        changed = changed_settings(old.get("config", {}), manifest["config"])
+        changed = changed_settings(old.get("config", {}), manifest["config"], RESUME_KEYS)
         if changed:
             details = ", ".join(f"{k} {old['config'].get(k)!r} -> {manifest['config'].get(k)!r}" for k in changed)
             raise ValueError(f"cannot resume: the interrupted run used other settings ({details}); "

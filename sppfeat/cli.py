@@ -61,7 +61,9 @@ def main():
                    "pooled over all scales. Aspect ratio is always kept.")
 @click.option("--max-side", default=2048, show_default=True, type=click.IntRange(min=1), help="Cap on the longer side.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option("--workers", default=None, type=click.IntRange(min=0), help="Decode processes [default: cores - 1].")
+@click.option("--workers", default=None, type=click.IntRange(min=0),
+              help="Worker processes: on the CPU each decodes and runs the network on one core [default: "
+                   "cores]; with a GPU they only decode [default: cores - 1]. 0: all in this process.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES))
 @click.option("--dataset", default="auto", show_default=True, type=click.Choice(DATASETS))

@@ -19,22 +19,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from . import __version__
 from .backbones import DEFAULT_BACKBONE, get_backbone_spec, load_backbone
-from .checkpoint import ProgressFolder, SegmentBuffer, changed_settings, listing_fingerprint, missing_ranges
+from .checkpoint import RESUME_KEYS, ProgressFolder, SegmentBuffer, listing_fingerprint, missing_ranges
 from .decode import DEFAULT_DECODE_TIMEOUT, DecodeError, ResizePolicy, decode_image, parse_scales
 from .descriptor import SPPDescriptor
 from .discover import ImageList, list_images
 from .pyramid import DEFAULT_LEVELS, POOLS, parse_levels
 from .shards import parse_shard, shard_bounds
-from .store import FeatureWriter, open_features
+from .store import FeatureWriter, changed_settings, open_features
 
 log = logging.getLogger("sppfeat")
 DTYPES = ("float32", "float16")
 SEGMENT_BYTES = 1 << 24  # vectors per progress segment: what a kill -9 can lose, and the final copy buffers
+RECYCLE_EVERY = 2000  # images a CPU worker process describes before a fresh one replaces it
 
 
 @dataclass
@@ -127,9 +128,14 @@ def _as_list(items: list[DecodedItem]) -> list[DecodedItem]:
     return items
 
 
-def _die_with_parent(parent: int, worker_id: int) -> None:
-    """Decode worker set-up (Linux): end this worker when the main process `parent` dies, also by
-    kill -9; otherwise it can block forever on a full result pipe and keep the caller's pipes open."""
+def _start_worker(parent: int, runs_network: bool, worker_id: int) -> None:
+    """Worker set-up. SIGINT and SIGTERM are left to the main process, which saves the finished
+    images and then stops the workers (Ctrl-C and a scheduler's SIGTERM reach the whole process
+    group; a worker killed by them would make the main process fail instead of stopping cleanly).
+    On Linux the worker ends when the main process `parent` dies, also by kill -9; otherwise it
+    can block forever on a full result pipe and keep the caller's pipes open."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -137,6 +143,9 @@ def _die_with_parent(parent: int, worker_id: int) -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
+    if runs_network:
+        # one intra-op thread: a forked child that starts an OpenMP team of its parent's hangs (libgomp)
+        torch.set_num_threads(1)
 
 
 def describe_stream(model: SPPDescriptor, batches: Iterable[list[DecodedItem]], device: torch.device,
@@ -159,6 +168,21 @@ def describe_stream(model: SPPDescriptor, batches: Iterable[list[DecodedItem]], 
             yield pending.popleft().result()
 
 
+def describe_in_workers(model: SPPDescriptor, dataset: ImageFiles, batch_size: int,
+                        workers: int) -> Iterator[list[DecodedItem]]:
+    """CPU: worker processes that each decode a batch and run it through the network on one core,
+    in input order. Only the vectors come back to this process. The
+    workers are replaced by fresh ones every RECYCLE_EVERY images: images of ever new sizes
+    fragment a process's heap, so a long-lived one grows for tens of thousands of images
+    (README, Memory)."""
+    describe_batch = partial(describe, model, device=torch.device("cpu"))
+    for start in range(0, len(dataset), RECYCLE_EVERY):
+        part = Subset(dataset, range(start, min(start + RECYCLE_EVERY, len(dataset))))
+        yield from DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=workers,
+                              collate_fn=describe_batch, worker_init_fn=partial(_start_worker, os.getpid(), True),
+                              prefetch_factor=4, persistent_workers=False)
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' -> the first CUDA device if there is one, else the CPU; ValueError if unavailable."""
     if device == "auto":
@@ -174,13 +198,15 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def default_workers(cores: int) -> int:
-    """Decode processes: one per core beyond the first (at least one, at most 8)."""
-    return max(1, min(8, cores - 1))
+def default_workers(device: torch.device, cores: int) -> int:
+    """Worker processes. On the CPU they decode and run the network, one per core; for a GPU they
+    only decode, one per core beyond the first (at most 8)."""
+    return max(1, cores) if device.type == "cpu" else max(1, min(8, cores - 1))
 
 
 def default_model_threads(device: torch.device, cores: int) -> int:
-    """Images in flight through the network at once: one per core on the CPU, one on a GPU."""
+    """Images in flight through the network at once in the main process: one per core on the CPU
+    (used when there are no worker processes), one on a GPU."""
     return max(1, cores) if device.type == "cpu" else 1
 
 
@@ -291,7 +317,7 @@ def extract(
         raise ValueError(f"output folder does not exist: {output.parent}")
     torch_device = resolve_device(device)
     cores = cores or os.cpu_count() or 1
-    workers = default_workers(cores) if workers is None else workers
+    workers = default_workers(torch_device, cores) if workers is None else workers
     spec = get_backbone_spec(backbone)
     scales = parse_scales(scale)
     policies = [ResizePolicy(s, max_side, spec.min_input, spec.interpolation) for s in scales]
@@ -374,19 +400,23 @@ def run_model(model: SPPDescriptor, image_list: ImageList, policies: Sequence[Re
     On any exception the images described so far are saved first."""
     if len(todo) == 0:
         return
-    model_threads = default_model_threads(device, cores)
+    dataset = ImageFiles(image_list, policies, todo, decode_timeout)
     caller_threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, cores // model_threads))
-    loader = DataLoader(ImageFiles(image_list, policies, todo, decode_timeout), batch_size=batch_size,
-                        shuffle=False, num_workers=workers, collate_fn=_as_list,
-                        worker_init_fn=partial(_die_with_parent, os.getpid()),
-                        prefetch_factor=4 if workers else None, persistent_workers=False)
+    if device.type == "cpu" and workers > 0:
+        stream = describe_in_workers(model, dataset, batch_size, workers)
+    else:
+        model_threads = default_model_threads(device, cores)
+        if device.type == "cpu":
+            torch.set_num_threads(max(1, cores // model_threads))
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_as_list,
+                            worker_init_fn=partial(_start_worker, os.getpid(), False),
+                            prefetch_factor=4 if workers else None, persistent_workers=False)
+        stream = describe_stream(model, loader, device, model_threads)
     bar = tqdm(total=total, initial=done, unit="img", disable=quiet or not sys.stderr.isatty(), desc="extract",
                smoothing=0.05)
     n_upsampled = 0
     try:
-        for items in describe_stream(model, loader, device, model_threads):
+        for items in stream:
             for item in items:
                 if strict and item.error is not None:
                     raise ValueError(f"--strict: {image_list.paths[item.index]}: {item.error}")
@@ -452,7 +482,7 @@ def finished_result(output: Path, manifest: dict) -> ExtractResult:
     """resume=True and `output` exists: it must be the finished result of the same run."""
     features = open_features(output)
     config = manifest["config"]
-    changed = changed_settings(features.config, config)
+    changed = changed_settings(features.config, config, RESUME_KEYS)
     if [features.attributes.get("shard_index"), features.attributes.get("shard_count")] != manifest["shard"]:
         changed.append("shard")
     if changed or features.attributes.get("listing_sha256") != manifest["listing_sha256"]:

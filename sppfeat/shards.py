@@ -15,8 +15,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .checkpoint import RESUME_KEYS, changed_settings
-from .store import STR, FeatureFile, FeatureWriter, open_features, partial_path, write_attributes
+from .checkpoint import RESUME_KEYS
+from .store import STR, FeatureFile, FeatureWriter, changed_settings, open_features, partial_path, write_attributes
 
 SHARD_KEYS = ("listing_sha256", "shard_index", "shard_count", "shard_start", "n_listed_images")
 # Shards must agree on every extraction setting except where the images were mounted (nodes differ).

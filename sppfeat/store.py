@@ -50,6 +50,11 @@ def _append(dataset: h5py.Dataset, rows) -> None:
     dataset[start:start + n] = rows
 
 
+def changed_settings(old: dict, new: dict, keys: tuple[str, ...]) -> list[str]:
+    """The extraction settings `keys` in which two feature-file configs differ."""
+    return [k for k in keys if old.get(k) != new.get(k)]
+
+
 def write_attributes(f: h5py.File, config: dict, attributes: dict) -> None:
     """The configuration as JSON (``config``) and key by key, plus plain attributes."""
     f.attrs["config"] = json.dumps(config, sort_keys=True)

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .store import STR, open_hdf5
+from .store import STR, changed_settings, open_hdf5
 
 KIND = "svm_model"
 # feature-file settings that change the meaning of a vector: a model trained on one refuses the other
@@ -89,10 +89,11 @@ def check_compatible(model: SVMModel, feature_config: dict, dim: int, features_p
     """ValueError naming the first setting in which the features differ from the model's."""
     if model.coef.shape[1] != dim:
         raise ValueError(f"model expects {model.coef.shape[1]}-d features, {features_path} has {dim}-d")
-    for key in VECTOR_KEYS:
-        if model.feature_config.get(key) != feature_config.get(key):
-            raise ValueError(f"{features_path} was extracted with {key}={feature_config.get(key)!r}, "
-                             f"the model with {key}={model.feature_config.get(key)!r}")
+    changed = changed_settings(model.feature_config, feature_config, VECTOR_KEYS)
+    if changed:
+        key = changed[0]
+        raise ValueError(f"{features_path} was extracted with {key}={feature_config.get(key)!r}, "
+                         f"the model with {key}={model.feature_config.get(key)!r}")
 
 
 def describe_model(path: str) -> str:

@@ -1,5 +1,6 @@
 """extract end to end on real photos: schema, ordering, batching, bad files, CLI errors."""
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -93,6 +94,37 @@ def test_batched_run_equals_one_image_at_a_time(tmp_path, demo_features):
     dataset = ImageFiles(listing, [ResizePolicy(scale=0)], np.arange(len(listing.paths)))
     groups = group_by_shape([dataset[i] for i in range(len(dataset))])
     assert sorted(len(g) for g in groups.values()) == [3, 6]  # the batched run did stack images
+
+
+def test_recycled_cpu_workers_give_the_rows_of_one_process(tmp_path, monkeypatch):
+    """On the CPU, worker processes decode and describe, and are replaced every RECYCLE_EVERY
+    images; the file must be the one a single in-process run writes, row for row."""
+    extract_module = importlib.import_module("sppfeat.extract")  # the package's `extract` is the function
+
+    folder = tmp_path / "few"
+    for path in sorted(DEMO.rglob("*.jpg"))[::4]:  # 15 photos, several classes
+        (folder / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / path.parent.name / path.name)
+    truncated = next((folder / "starfish").glob("*.jpg")).read_bytes()[:300]
+    (folder / "starfish" / "truncated.jpg").write_bytes(truncated)  # listed, fails in a worker
+    loaders = []
+
+    class CountedLoader(extract_module.DataLoader):
+        def __init__(self, dataset, **options):
+            loaders.append(len(dataset))
+            super().__init__(dataset, **options)
+
+    options = dict(scale=96, levels="2,1", quiet=True, device="cpu", batch_size=3)
+    extract(folder, tmp_path / "one.h5", workers=0, **options)
+    monkeypatch.setattr(extract_module, "RECYCLE_EVERY", 4)
+    monkeypatch.setattr(extract_module, "DataLoader", CountedLoader)
+    extract(folder, tmp_path / "recycled.h5", workers=2, **options)
+    assert loaders == [4, 4, 4, 4]  # 16 files: four generations of workers
+    a, b = open_features(tmp_path / "one.h5"), open_features(tmp_path / "recycled.h5")
+    assert a.paths == b.paths and len(a.paths) == 15
+    assert a.skipped == b.skipped and len(b.skipped) == 1
+    assert (a.image_sizes == b.image_sizes).all()
+    assert (cosine(a.read_features(), b.read_features()) >= 0.9999).all()
 
 
 def test_multi_scale_vector_is_the_binwise_max_of_the_single_scales(tmp_path):

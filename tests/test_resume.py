@@ -107,14 +107,21 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_file(many
     assert_same_file(out, reference)
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_sigint_and_sigterm_save_work_and_say_how_to_resume(many_images, reference, tmp_path, signum, code):
+@pytest.mark.parametrize("signum, code, group", [
+    (signal.SIGINT, 130, False),  # kill -INT PID
+    (signal.SIGINT, 130, True),  # Ctrl-C in a terminal: the whole process group, workers included
+    (signal.SIGTERM, 143, True),  # a scheduler's wall-time limit, `timeout`, `docker stop`
+])
+def test_sigint_and_sigterm_save_work_and_say_how_to_resume(many_images, reference, tmp_path, signum, code, group):
     out = tmp_path / "stopped.h5"
-    proc = subprocess.Popen(cli(many_images, out, *FAST), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cli(many_images, out, *FAST), stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
     while segments_written(out) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signum)
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     lines = err.strip().splitlines()
