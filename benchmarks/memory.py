@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -128,9 +129,10 @@ def main() -> None:
     features = out / "features.h5"
     cmd = [sys.executable, "-m", "sppfeat", "extract", str(images), str(features), "--overwrite", "-q",
            "--scale", args.scale]
+    parts = Path(str(features) + ".parts")
+    shutil.rmtree(parts, ignore_errors=True)  # an earlier stopped run's progress would read as done
     start = time.perf_counter()
     proc = subprocess.Popen(cmd)
-    parts = Path(str(features) + ".parts")
     peak = {"early_main": 0, "early_total": 0, "early_pss": 0, "main": 0, "total": 0, "pss": 0}
     trace = []
     report = out / "memory.json"
