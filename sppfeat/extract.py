@@ -293,7 +293,7 @@ def extract(
     `strict` and a file was skipped, a resume with other settings), WeightsUnavailable (weights
     cannot be found offline) and ExtractionInterrupted (SIGINT / SIGTERM; work saved).
     `checkpoint_every`: images per progress segment (default: about 16 MiB of vectors, at most 512).
-    `cores`: CPU cores this run may use (default: all), which sets the decode workers and threads.
+    `cores`: CPU cores this run may use (default: all), which sets the number of worker processes.
     """
     start = time.perf_counter()
     levels = parse_levels(levels)

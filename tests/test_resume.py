@@ -62,7 +62,7 @@ def assert_same_file(path, reference):
 
 
 def leftover_processes(out):
-    """pids of processes whose command line names `out` (the killed runs and their decode workers)."""
+    """pids of processes whose command line names `out` (the killed runs and their worker processes)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -100,7 +100,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_file(many
         saved_at_kill.append(segments_written(out))
     print("segments saved at each kill:", saved_at_kill)
     time.sleep(1)
-    assert not leftover_processes(out), "decode workers outlived their killed parent"
+    assert not leftover_processes(out), "worker processes outlived their killed parent"
     assert len(saved_at_kill) == 5 and saved_at_kill[-1] > 0 and not out.exists()
     done = subprocess.run(cli(many_images, out, *fast, "--resume"), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
