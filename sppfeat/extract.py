@@ -36,6 +36,9 @@ log = logging.getLogger("sppfeat")
 DTYPES = ("float32", "float16")
 SEGMENT_BYTES = 1 << 24  # vectors per progress segment: what a kill -9 can lose, and the final copy buffers
 RECYCLE_EVERY = 2000  # images a CPU worker process describes before a fresh one replaces it
+# Workers are forked on Linux (Python 3.14 defaults to forkserver): they share the loaded model
+# copy-on-write, and _start_worker ties each one to this process as its parent.
+WORKER_CONTEXT = "fork" if sys.platform.startswith("linux") else None
 
 
 @dataclass
@@ -171,16 +174,15 @@ def describe_stream(model: SPPDescriptor, batches: Iterable[list[DecodedItem]], 
 def describe_in_workers(model: SPPDescriptor, dataset: ImageFiles, batch_size: int,
                         workers: int) -> Iterator[list[DecodedItem]]:
     """CPU: worker processes that each decode a batch and run it through the network on one core,
-    in input order. Only the vectors come back to this process. The
-    workers are replaced by fresh ones every RECYCLE_EVERY images: images of ever new sizes
-    fragment a process's heap, so a long-lived one grows for tens of thousands of images
-    (README, Memory)."""
+    in input order; only the vectors come back to this process. The workers are replaced by fresh
+    ones every RECYCLE_EVERY images: images of ever new sizes fragment a process's heap, so a
+    long-lived one grows for tens of thousands of images (README, Memory)."""
     describe_batch = partial(describe, model, device=torch.device("cpu"))
     for start in range(0, len(dataset), RECYCLE_EVERY):
         part = Subset(dataset, range(start, min(start + RECYCLE_EVERY, len(dataset))))
         yield from DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=workers,
                               collate_fn=describe_batch, worker_init_fn=partial(_start_worker, os.getpid(), True),
-                              prefetch_factor=4, persistent_workers=False)
+                              prefetch_factor=4, persistent_workers=False, multiprocessing_context=WORKER_CONTEXT)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -410,7 +412,8 @@ def run_model(model: SPPDescriptor, image_list: ImageList, policies: Sequence[Re
             torch.set_num_threads(max(1, cores // model_threads))
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_as_list,
                             worker_init_fn=partial(_start_worker, os.getpid(), False),
-                            prefetch_factor=4 if workers else None, persistent_workers=False)
+                            prefetch_factor=4 if workers else None, persistent_workers=False,
+                            multiprocessing_context=WORKER_CONTEXT if workers else None)
         stream = describe_stream(model, loader, device, model_threads)
     bar = tqdm(total=total, initial=done, unit="img", disable=quiet or not sys.stderr.isatty(), desc="extract",
                smoothing=0.05)
