@@ -180,9 +180,16 @@ def describe_in_workers(model: SPPDescriptor, dataset: ImageFiles, batch_size: i
     describe_batch = partial(describe, model, device=torch.device("cpu"))
     for start in range(0, len(dataset), RECYCLE_EVERY):
         part = Subset(dataset, range(start, min(start + RECYCLE_EVERY, len(dataset))))
-        yield from DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=workers,
-                              collate_fn=describe_batch, worker_init_fn=partial(_start_worker, os.getpid(), True),
-                              prefetch_factor=4, persistent_workers=False, multiprocessing_context=WORKER_CONTEXT)
+        yield from batches(part, batch_size, workers, describe_batch, runs_network=True)
+
+
+def batches(dataset: Dataset, batch_size: int, workers: int, collate, runs_network: bool) -> DataLoader:
+    """Batches of `dataset` in order, each a list of items passed through `collate`, made by
+    `workers` processes (0: in this process) set up by _start_worker."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+                      worker_init_fn=partial(_start_worker, os.getpid(), runs_network),
+                      prefetch_factor=4 if workers else None, persistent_workers=False,
+                      multiprocessing_context=WORKER_CONTEXT if workers else None)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -410,10 +417,7 @@ def run_model(model: SPPDescriptor, image_list: ImageList, policies: Sequence[Re
         model_threads = default_model_threads(device, cores)
         if device.type == "cpu":
             torch.set_num_threads(max(1, cores // model_threads))
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_as_list,
-                            worker_init_fn=partial(_start_worker, os.getpid(), False),
-                            prefetch_factor=4 if workers else None, persistent_workers=False,
-                            multiprocessing_context=WORKER_CONTEXT if workers else None)
+        loader = batches(dataset, batch_size, workers, _as_list, runs_network=False)
         stream = describe_stream(model, loader, device, model_threads)
     bar = tqdm(total=total, initial=done, unit="img", disable=quiet or not sys.stderr.isatty(), desc="extract",
                smoothing=0.05)
