@@ -12,7 +12,7 @@ from .backbones import BACKBONES, DEFAULT_BACKBONE, WeightsUnavailable
 from .classify import DEFAULT_POWER, PROTOCOLS, evaluate as evaluate_api, train_svm as train_api
 from .decode import DEFAULT_DECODE_TIMEOUT
 from .discover import DATASETS, VOC_SPLITS
-from .extract import DTYPES, ExtractionInterrupted, extract as extract_api
+from .extract import DTYPES, ExtractionInterrupted, WorkerFailed, extract as extract_api
 from .shards import parse_shard, shard_path
 from .pyramid import POOLS
 
@@ -24,7 +24,8 @@ class UserError(click.ClickException):
 
 
 def user_errors(fn):
-    """Turn the API's ValueError / WeightsUnavailable / OSError into one-line errors with exit 2."""
+    """Turn the API's ValueError / WeightsUnavailable / OSError into one-line errors with exit 2; an
+    interrupted run or a dead worker process also ends with one line (exit 128 + signal, or 1)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -35,6 +36,9 @@ def user_errors(fn):
         except ExtractionInterrupted as exc:
             click.echo(f"sppfeat: {exc}", err=True)
             sys.exit(128 + exc.signum)
+        except WorkerFailed as exc:
+            click.echo(f"sppfeat: {exc}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("sppfeat: interrupted", err=True)
             sys.exit(130)

@@ -254,6 +254,18 @@ class StopSignals:
             raise ExtractionInterrupted(self.signum)
 
 
+class WorkerFailed(RuntimeError):
+    """A worker process died (e.g. killed by the out-of-memory killer); the finished images are saved
+    for ``resume=True``."""
+
+
+def saved_so_far(progress: ProgressFolder, total: int) -> str:
+    """'after N of M images; they are saved in ... --resume ...', for a run that stopped early."""
+    n_done = sum(s.end - s.start for s in progress.listed())
+    return (f"after {n_done} of {total} images; they are saved in {progress.path} - rerun the same command "
+            "with --resume to continue")
+
+
 class ExtractionInterrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped an extraction; the finished images are saved for ``resume=True``."""
 
@@ -300,7 +312,8 @@ def extract(
     shard files with :func:`sppfeat.shards.merge`).
     Raises ValueError (bad arguments, no images, output exists without `overwrite` or `resume`,
     `strict` and a file was skipped, a resume with other settings), WeightsUnavailable (weights
-    cannot be found offline) and ExtractionInterrupted (SIGINT / SIGTERM; work saved).
+    cannot be found offline), ExtractionInterrupted (SIGINT / SIGTERM; work saved) and WorkerFailed (a
+    worker process died; work saved).
     `checkpoint_every`: images per progress segment (default: about 16 MiB of vectors, at most 512).
     `cores`: CPU cores this run may use (default: all), which sets the number of worker processes.
     """
@@ -393,10 +406,11 @@ def extract(
                       strict, decode_timeout, quiet, done=hi - lo - len(todo), total=hi - lo)
             n_written, skip_reasons = assemble(output, progress, image_list, config, manifest, lo, hi, model.dim)
         except ExtractionInterrupted as exc:
-            n_done = sum(s.end - s.start for s in progress.listed())
-            raise ExtractionInterrupted(exc.signum, (
-                f"interrupted by {signal.Signals(exc.signum).name} after {n_done} of {hi - lo} images; they are "
-                f"saved in {progress.path} - rerun the same command with --resume to continue")) from None
+            raise ExtractionInterrupted(exc.signum, f"interrupted by {signal.Signals(exc.signum).name} "
+                                        + saved_so_far(progress, hi - lo)) from None
+        except WorkerFailed as exc:
+            raise WorkerFailed(f"{exc} " + saved_so_far(progress, hi - lo) + " (with fewer --workers or a "
+                               "smaller --max-side if it ran out of memory)") from None
     progress.remove()
     seconds = time.perf_counter() - start
     return ExtractResult(output, n_written, sum(skip_reasons.values()), model.dim, seconds, dict(skip_reasons))
@@ -431,6 +445,10 @@ def run_model(model: SPPDescriptor, image_list: ImageList, policies: Sequence[Re
                 with stop.critical():
                     buffer.add(item)
             bar.update(len(items))
+    except RuntimeError as exc:  # torch's DataLoader reports a dead worker as a plain RuntimeError
+        if not str(exc).startswith("DataLoader worker"):
+            raise
+        raise WorkerFailed(f"a worker process died ({str(exc).strip().rstrip('.')})") from None
     finally:
         with stop.critical():
             buffer.flush()

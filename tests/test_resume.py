@@ -132,6 +132,28 @@ def test_sigint_and_sigterm_save_work_and_say_how_to_resume(many_images, referen
     assert_same_file(out, reference)
 
 
+def test_a_worker_killed_mid_run_gives_one_line_and_the_work_resumes(many_images, reference, tmp_path):
+    """A worker process that dies (the out-of-memory killer picks the biggest process) ends the run
+    with one line naming --resume, exit code 1; the finished images are kept."""
+    out = tmp_path / "worker.h5"
+    proc = subprocess.Popen(cli(many_images, out, *FAST), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while segments_written(out) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    workers = [int(pid) for task in os.listdir(f"/proc/{proc.pid}/task")
+               for pid in open(f"/proc/{proc.pid}/task/{task}/children").read().split()]
+    assert workers, "no worker process to kill"
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "worker process died" in lines[0] and "--resume" in lines[0], err
+    assert not out.exists() and segments_written(out) >= 2
+    again = subprocess.run(cli(many_images, out, *FAST, "--resume"), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert_same_file(out, reference)
+
+
 def test_damaged_and_unfinished_segments_are_redone(many_images, reference, tmp_path, monkeypatch):
     out = tmp_path / "damaged.h5"
     calls = {"n": 0}
