@@ -79,6 +79,13 @@ def segments_written(out):
     return len([n for n in os.listdir(parts) if n.endswith(".npz")]) if parts.is_dir() else 0
 
 
+def wait_for_segments(proc, out, n, timeout=60, poll=0.05):
+    """Until `out` has n saved segments, the run ends or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while segments_written(out) < n and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(poll)
+
+
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_file(many_images, reference, tmp_path):
     """Five kill -9s, each after a random number of newly saved segments plus a random delay (so some
     land while a segment or the final file is being written), then a last --resume to the end."""
@@ -89,10 +96,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_file(many
     for attempt in range(5):
         proc = subprocess.Popen(cli(many_images, out, *fast, *(["--resume"] if attempt else [])),
                                 stderr=subprocess.PIPE)
-        target = segments_written(out) + rng.randint(0 if attempt == 0 else 1, 3)
-        deadline = time.monotonic() + 120
-        while segments_written(out) < target and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for_segments(proc, out, segments_written(out) + rng.randint(0 if attempt == 0 else 1, 3), 120, 0.01)
         time.sleep(rng.uniform(0, 0.1))
         assert proc.poll() is None, proc.stderr.read().decode()
         proc.kill()
@@ -115,9 +119,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_file(many
 def test_sigint_and_sigterm_save_work_and_say_how_to_resume(many_images, reference, tmp_path, signum, code, group):
     out = tmp_path / "stopped.h5"
     proc = subprocess.Popen(cli(many_images, out, *FAST), stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while segments_written(out) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_for_segments(proc, out, 2)
     if group:
         os.killpg(proc.pid, signum)
     else:
@@ -137,9 +139,7 @@ def test_a_worker_killed_mid_run_gives_one_line_and_the_work_resumes(many_images
     with one line naming --resume, exit code 1; the finished images are kept."""
     out = tmp_path / "worker.h5"
     proc = subprocess.Popen(cli(many_images, out, *FAST), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while segments_written(out) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_for_segments(proc, out, 2)
     workers = [int(pid) for task in os.listdir(f"/proc/{proc.pid}/task")
                for pid in open(f"/proc/{proc.pid}/task/{task}/children").read().split()]
     assert workers, "no worker process to kill"
@@ -186,9 +186,7 @@ def test_resume_refuses_other_settings_and_a_changed_folder(many_images, tmp_pat
     shutil.copytree(many_images / "starfish", images / "starfish")
     out = tmp_path / "out.h5"
     proc = subprocess.Popen(cli(images, out, *FAST), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while segments_written(out) < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_segments(proc, out, 1)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == 130
