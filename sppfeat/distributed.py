@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .extract import ExtractResult, extract
+from .extract import ExtractResult, available_cores, extract
 from .shards import merge, shard_path
 
 # Shards finish at different times; the ranks that are done wait this long for the others.
@@ -56,7 +56,7 @@ def extract_distributed(images, output, info: LaunchInfo, *, device: str = "auto
     """
     if Path(output).exists() and not (overwrite or resume):
         raise ValueError(f"{output} exists; pass --overwrite to replace it")
-    cores = max(1, (os.cpu_count() or 1) // info.local_world_size)
+    cores = max(1, available_cores() // info.local_world_size)
     device = rank_device(info, device)
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))

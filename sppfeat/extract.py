@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -207,6 +208,36 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def cgroup_cpu_limit(root: str | os.PathLike = "/sys/fs/cgroup") -> float | None:
+    """The CPU quota of this process's cgroup (a container's --cpus), in cores; None if unlimited
+    or unknown. Reads cgroup v2 ``cpu.max`` or v1 ``cpu/cpu.cfs_quota_us`` under `root`."""
+    root = Path(root)
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:  # "max": no limit
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def available_cores() -> int:
+    """CPU cores this process may use: its CPU affinity (taskset, Slurm), capped by a cgroup CPU
+    quota (containers), where os.cpu_count() would report every core of the host."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return max(1, min(cores, math.ceil(limit)) if limit else cores)
+
+
 def default_workers(device: torch.device, cores: int) -> int:
     """Worker processes. On the CPU they decode and run the network, one per core; for a GPU they
     only decode, one per core beyond the first (at most 8)."""
@@ -315,7 +346,8 @@ def extract(
     cannot be found offline), ExtractionInterrupted (SIGINT / SIGTERM; work saved) and WorkerFailed (a
     worker process died; work saved).
     `checkpoint_every`: images per progress segment (default: about 16 MiB of vectors, at most 512).
-    `cores`: CPU cores this run may use (default: all), which sets the number of worker processes.
+    `cores`: CPU cores this run may use (default: all this process may use, see
+    :func:`available_cores`), which sets the number of worker processes.
     """
     start = time.perf_counter()
     levels = parse_levels(levels)
@@ -338,7 +370,7 @@ def extract(
     if not output.parent.is_dir():
         raise ValueError(f"output folder does not exist: {output.parent}")
     torch_device = resolve_device(device)
-    cores = cores or os.cpu_count() or 1
+    cores = cores or available_cores()
     workers = default_workers(torch_device, cores) if workers is None else workers
     spec = get_backbone_spec(backbone)
     scales = parse_scales(scale)

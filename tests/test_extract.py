@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -207,3 +208,31 @@ def test_backbones_command_lists_offline_weights():
     line = next(line for line in result.output.splitlines() if line.startswith("efficientnet_lite0"))
     assert "1280" in line and "(x - 127) / 128" in line and line.rstrip().endswith("yes")
     assert "resnet50" in result.output and "vgg16" in result.output
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"cpu.max": "max 100000\n"}, None),  # cgroup v2, no quota
+    ({"cpu.max": "250000 100000\n"}, 2.5),  # docker --cpus 2.5
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # cgroup v1, no quota
+    ({"cpu/cpu.cfs_quota_us": "150000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.5),
+    ({}, None),  # no cgroup file system
+])
+def test_cgroup_cpu_quota_is_read_from_v1_and_v2_files(tmp_path, files, expected):
+    from sppfeat.extract import cgroup_cpu_limit
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpu_limit(tmp_path) == expected
+
+
+def test_available_cores_respects_affinity_and_a_container_quota(monkeypatch):
+    """Workers are sized from the cores this process may use, not every core of the host."""
+    extract_module = importlib.import_module("sppfeat.extract")
+    allowed = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(extract_module, "cgroup_cpu_limit", lambda: None)
+    assert extract_module.available_cores() == allowed
+    monkeypatch.setattr(extract_module, "cgroup_cpu_limit", lambda: 0.5)
+    assert extract_module.available_cores() == 1
+    monkeypatch.setattr(extract_module, "cgroup_cpu_limit", lambda: 1000.0)
+    assert extract_module.available_cores() == allowed
