@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sppfeat import extract
-from sppfeat.classify import evaluate, train_svm
+from sppfeat import ExtractionConfig, evaluate, extract, train_svm
 
 ROOT = Path(__file__).resolve().parents[1]
 CALTECH = ROOT.parent / "shared" / "data" / "caltech101" / "101_ObjectCategories"
@@ -31,13 +30,15 @@ def main() -> None:
     parser.add_argument("--C", default="auto")
     parser.add_argument("--power", type=float, default=None, help="default: the train-svm default")
     parser.add_argument("--test-per-class", type=int, default=50, help="0 = all remaining images")
-    parser.add_argument("--extract-args", default="{}", help='JSON of extract() keyword arguments, e.g. {"scale": 256}')
+    parser.add_argument("--extract-args", default="{}",
+                        help='JSON of ExtractionConfig fields, e.g. {"scales": [256]}')
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     features = Path(args.features) if args.features else out / "caltech101.h5"
     if not args.features:
-        result = extract(args.images, features, overwrite=True, **json.loads(args.extract_args))
+        config = ExtractionConfig(**json.loads(args.extract_args))
+        result = extract(args.images, features, config, overwrite=True)
         print(f"extract: {result.n_images} images, {result.dim} dims, {result.n_skipped} skipped, "
               f"{result.seconds:.0f} s ({result.images_per_second:.1f} images/s)", flush=True)
     options = {} if args.power is None else {"power": args.power}
@@ -51,13 +52,13 @@ def main() -> None:
         t1 = time.perf_counter()
         report = evaluate(model, features)
         t2 = time.perf_counter()
-        accuracy.append(report["accuracy"])
-        class_accuracy.append(report["mean_class_accuracy"])
+        accuracy.append(report.accuracy)
+        class_accuracy.append(report.mean_class_accuracy)
         train_s.append(t1 - t0)
         eval_s.append(t2 - t1)
         chosen.append(trained.C)
-        print(f"seed {seed}: C {trained.C:g}, accuracy {100 * report['accuracy']:.2f} %, mean per-class "
-              f"{100 * report['mean_class_accuracy']:.2f} % ({report['n_test']} test), "
+        print(f"seed {seed}: C {trained.C:g}, accuracy {100 * report.accuracy:.2f} %, mean per-class "
+              f"{100 * report.mean_class_accuracy:.2f} % ({report.n_test} test), "
               f"train {t1 - t0:.1f} s, eval {t2 - t1:.1f} s", flush=True)
     acc, cls = 100 * np.array(accuracy), 100 * np.array(class_accuracy)
     print(f"\nCaltech 101 (102 classes, 30 train / <= {args.test_per_class or 'all'} test per class), "

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from sppfeat.backbones import load_backbone
-from sppfeat.decode import ResizePolicy, decode_image
+from sppfeat.data.decode import ResizePolicy, decode_image
 from sppfeat.pyramid import spatial_pyramid_pool
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo_images"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sppfeat.store import open_features
+from sppfeat.storage.feature_file import open_features
 
 ROOT = Path(__file__).resolve().parents[1]
 CALTECH = ROOT.parent / "shared" / "data" / "caltech101" / "101_ObjectCategories"

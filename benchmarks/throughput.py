@@ -30,7 +30,7 @@ LEVELS = (6, 3, 2, 1)
 
 def pick_images(folder: Path, n: int) -> list[Path]:
     """n files spread evenly over the sorted listing (so every class is represented)."""
-    from sppfeat.discover import list_images
+    from sppfeat.data.discover import list_images
 
     listed = list_images(folder, dataset="folder")
     step = max(1, len(listed.paths) // n)

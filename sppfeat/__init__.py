@@ -1,8 +1,45 @@
-"""sppfeat: spatial-pyramid-pooling image descriptors and linear-SVM classifiers (He et al. 2014)."""
+"""sppfeat: spatial-pyramid-pooling image descriptors and linear-SVM classifiers (He et al. 2014).
+
+The public API (importing one of these names loads what it needs, so `import sppfeat` stays cheap):
+
+    extract(images, output, config, runtime, ...) -> ExtractResult   folder of images -> feature file
+    describe(images, config) -> (N, D) float32 array                 images in memory -> vectors
+    load_features(path, rows=None) -> Features                       feature file -> arrays
+    merge(shards, output)                                            shard files -> one feature file
+    train_svm(features, model, ...) -> TrainResult                   feature file -> SVM model file
+    evaluate(model, features, report=None) -> Evaluation             scores of a model on a file
+    ExtractionConfig, Runtime                                        the settings these take
+    spatial_pyramid_pool, SpatialPyramidPool                         the pooling op and its module
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-from .extract import extract  # noqa: E402
-from .pyramid import SpatialPyramidPool, spatial_pyramid_pool  # noqa: E402
+_API = {
+    "ExtractionConfig": "sppfeat.config",
+    "Runtime": "sppfeat.features.runtime",
+    "extract": "sppfeat.features.pipeline",
+    "ExtractResult": "sppfeat.features.pipeline",
+    "describe": "sppfeat.features.in_memory",
+    "load_features": "sppfeat.storage.feature_file",
+    "Features": "sppfeat.storage.feature_file",
+    "merge": "sppfeat.storage.merge",
+    "train_svm": "sppfeat.classify.training",
+    "TrainResult": "sppfeat.classify.training",
+    "evaluate": "sppfeat.classify.evaluation",
+    "Evaluation": "sppfeat.classify.evaluation",
+    "spatial_pyramid_pool": "sppfeat.pyramid",
+    "SpatialPyramidPool": "sppfeat.pyramid",
+}
+__all__ = ["__version__", *_API]
 
-__all__ = ["__version__", "extract", "spatial_pyramid_pool", "SpatialPyramidPool"]
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'sppfeat' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

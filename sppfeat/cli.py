@@ -1,4 +1,5 @@
-"""Command-line interface: a thin layer over the Python API (every command is also a function)."""
+"""Command-line interface: strings are parsed here, once (click parameter types), into the typed
+settings the Python API takes; each command is a thin layer over one API call."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import sys
 import click
 
 from .backbones import BACKBONES, DEFAULT_BACKBONE, WeightsUnavailable
-from .classify import DEFAULT_POWER, PROTOCOLS, evaluate as evaluate_api, train_svm as train_api
-from .decode import DEFAULT_DECODE_TIMEOUT
-from .discover import DATASETS, VOC_SPLITS
-from .extract import DTYPES, ExtractionInterrupted, WorkerFailed, extract as extract_api
-from .shards import parse_shard, shard_path
-from .pyramid import POOLS
+from .classify.training import DEFAULT_POWER, PROTOCOLS
+from .config import DTYPES, ExtractionConfig, as_levels, as_scales
+from .data.decode import DEFAULT_DECODE_TIMEOUT, DEFAULT_MAX_SIDE
+from .data.discover import DATASETS, VOC_SPLITS
+from .features.interrupts import ExtractionInterrupted, WorkerFailed
+from .features.runtime import Runtime
+from .pyramid import DEFAULT_LEVELS, POOLS
+from .shards import check_shard
 
 
 class UserError(click.ClickException):
@@ -46,6 +49,65 @@ def user_errors(fn):
     return wrapper
 
 
+class ParsedOption(click.ParamType):
+    """A string option parsed by `parse` (ValueError on bad input). A bad value is one line naming
+    the option, exit code 2."""
+
+    def __init__(self, name: str, parse):
+        self.name = name
+        self.parse = parse
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):  # a default already parsed
+            return value
+        try:
+            return self.parse(value)
+        except ValueError as exc:
+            option = param.opts[0] if param is not None else self.name
+            raise UserError(f"Invalid value for '{option}': {exc}") from None
+
+
+def int_list(check):
+    """'6,3,2,1' -> check((6, 3, 2, 1))."""
+
+    def parse(text: str):
+        try:
+            values = tuple(int(p) for p in text.split(",") if p.strip())
+        except ValueError:
+            raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+        return check(values)
+
+    return parse
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n)."""
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"expected i/n (e.g. 0/4), got {text!r}") from None
+    return check_shard((index, count))
+
+
+def parse_penalty(text: str) -> float | str:
+    """'auto' or a positive number."""
+    if text == "auto":
+        return text
+    try:
+        c = float(text)
+    except ValueError:
+        raise ValueError(f"expected a positive number or 'auto', got {text!r}") from None
+    if not c > 0:
+        raise ValueError(f"C must be positive, got {text}")
+    return c
+
+
+LEVELS = ParsedOption("levels", int_list(as_levels))
+SCALES = ParsedOption("scales", int_list(as_scales))
+SHARD = ParsedOption("i/n", parse_shard)
+PENALTY = ParsedOption("C", parse_penalty)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sppfeat")
 def main():
@@ -58,12 +120,14 @@ def main():
 @click.argument("output", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, type=click.Choice(sorted(BACKBONES)))
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local state dict instead of the registry's weights.")
-@click.option("--levels", default="6,3,2,1", show_default=True, help="Pyramid levels n (n×n bins each).")
+@click.option("--levels", default=",".join(map(str, DEFAULT_LEVELS)), show_default=True, type=LEVELS,
+              help="Pyramid levels n (n×n bins each).")
 @click.option("--pool", default="max", show_default=True, type=click.Choice(POOLS))
-@click.option("--scale", default="224", show_default=True,
+@click.option("--scale", default="224", show_default=True, type=SCALES,
               help="Shorter side in pixels (0 = native size); several, e.g. 224,288, give one vector "
                    "pooled over all scales. Aspect ratio is always kept.")
-@click.option("--max-side", default=2048, show_default=True, type=click.IntRange(min=1), help="Cap on the longer side.")
+@click.option("--max-side", default=DEFAULT_MAX_SIDE, show_default=True, type=click.IntRange(min=1),
+              help="Cap on the longer side.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", default=None, type=click.IntRange(min=0),
               help="Worker processes: on the CPU each decodes and runs the network on one core [default: "
@@ -73,8 +137,8 @@ def main():
 @click.option("--dataset", default="auto", show_default=True, type=click.Choice(DATASETS))
 @click.option("--split", type=click.Choice(VOC_SPLITS), help="VOC 2007 image set [default: trainval].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (same arguments).")
-@click.option("--shard", help="i/n: extract only the i-th of n parts of the image list, into "
-                              "OUT.shard-0000i-of-0000n.h5 next to OUT.h5 (join them with sppfeat merge).")
+@click.option("--shard", type=SHARD, help="i/n: extract only the i-th of n parts of the image list, into "
+                                          "OUT.shard-0000i-of-0000n.h5 next to OUT.h5 (join them with sppfeat merge).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--strict", is_flag=True, help="Fail on the first file that is not a readable image.")
 @click.option("--decode-timeout", default=DEFAULT_DECODE_TIMEOUT, show_default=True,
@@ -83,25 +147,30 @@ def main():
               help="Images per saved progress segment [default: about 16 MiB of vectors, at most 512].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @user_errors
-def extract(images, output, quiet, shard, **options):
+def extract(images, output, backbone, weights, levels, pool, scale, max_side, batch_size, workers, device, dtype,
+            dataset, split, resume, shard, overwrite, strict, decode_timeout, checkpoint_every, quiet):
     """Write one SPP vector per image under IMAGES to the HDF5 file OUTPUT.
 
     Under torchrun (WORLD_SIZE > 1) every rank extracts one shard and rank 0 writes OUTPUT as a
     virtual file over the shard files."""
     from .distributed import extract_distributed, launch_info
+    from .features.pipeline import extract as extract_api
 
+    config = ExtractionConfig(backbone=backbone, weights=weights, levels=levels, pool=pool, scales=scale,
+                              max_side=max_side, dtype=dtype, dataset=dataset, split=split)
+    runtime = Runtime(device=device, batch_size=batch_size, workers=workers, decode_timeout=decode_timeout,
+                      checkpoint_every=checkpoint_every)
     launch = launch_info()
     if launch is not None:
         if shard:
             raise click.BadParameter("--shard cannot be combined with torchrun (the ranks are the shards)")
-        result = extract_distributed(images, output, launch, quiet=quiet, **options)
+        result = extract_distributed(images, output, launch, config, runtime, resume=resume, overwrite=overwrite,
+                                     strict=strict, quiet=quiet)
         if launch.rank == 0 and not quiet:
             click.echo(f"{output}: merged {launch.world_size} shards", err=True)
     else:
-        if shard:
-            index, count = parse_shard(shard)
-            output = str(shard_path(output, index, count))
-        result = extract_api(images, output, shard=shard, quiet=quiet, **options)
+        result = extract_api(images, output, config, runtime, shard=shard, resume=resume, overwrite=overwrite,
+                             strict=strict, quiet=quiet)
     if not quiet:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(result.skip_reasons.items()))
         click.echo(f"{result.path}: {result.n_images} images × {result.dim} dims in {result.seconds:.1f} s "
@@ -117,7 +186,7 @@ def extract(images, output, quiet, shard, **options):
 @user_errors
 def merge_(shards, output, consolidate, overwrite):
     """Join the shard files of one extraction (--shard i/n) into OUTPUT, in single-run row order."""
-    from .shards import merge
+    from .storage.merge import merge
 
     merge(list(shards), output, consolidate=consolidate, overwrite=overwrite)
     click.echo(f"{output}: {len(shards)} shards {'copied' if consolidate else 'linked (virtual datasets)'}", err=True)
@@ -126,15 +195,9 @@ def merge_(shards, output, consolidate, overwrite):
 @main.command()
 def backbones():
     """List the backbones, their output and normalisation, and whether weights are available offline."""
-    rows = [("name", "channels", "stride", "trained at", "normalization", "weights", "offline")]
-    for name, spec in sorted(BACKBONES.items()):
-        offline = "yes" if spec.weights.cached_path() is not None else "no"
-        rows.append((name + (" (default)" if name == DEFAULT_BACKBONE else ""), str(spec.channels),
-                     str(spec.stride), f"{spec.native_size} px", spec.normalization.describe(),
-                     spec.weights.source(), offline))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    from .report import backbones_table
+
+    click.echo(backbones_table())
 
 
 @main.command()
@@ -147,22 +210,11 @@ def info(path):
     click.echo(describe_file(path))
 
 
-def parse_c(value: str) -> float | str:
-    if value == "auto":
-        return value
-    try:
-        c = float(value)
-    except ValueError:
-        raise click.BadParameter(f"expected a positive number or 'auto', got {value!r}") from None
-    if c <= 0:
-        raise click.BadParameter(f"C must be positive, got {value}")
-    return c
-
-
 @main.command("train-svm")
 @click.argument("features", type=click.Path(dir_okay=False, path_type=str))
 @click.argument("model", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--C", "C", default="auto", show_default=True, help="SVM penalty, or 'auto' (cross-validated).")
+@click.option("--C", "C", default="auto", show_default=True, type=PENALTY,
+              help="SVM penalty, or 'auto' (cross-validated).")
 @click.option("--protocol", default="auto", show_default=True, type=click.Choice(PROTOCOLS),
               help="per-class (Caltech 101), stratified, all (multi-label / separate test file).")
 @click.option("--train-per-class", default=30, show_default=True, type=click.IntRange(min=1))
@@ -175,9 +227,14 @@ def parse_c(value: str) -> float | str:
 @click.option("--folds", default=3, show_default=True, type=click.IntRange(min=2))
 @click.option("--overwrite", is_flag=True)
 @user_errors
-def train_svm(features, model, C, **options):
+def train_svm(features, model, C, protocol, train_per_class, test_per_class, test_fraction, power, seed, folds,
+              overwrite):
     """Train linear SVMs on FEATURES (an extract output) and write MODEL."""
-    result = train_api(features, model, C=parse_c(C), **options)
+    from .classify.training import train_svm as train_api
+
+    result = train_api(features, model, C=C, protocol=protocol, train_per_class=train_per_class,
+                       test_per_class=test_per_class, test_fraction=test_fraction, power=power, seed=seed,
+                       folds=folds, overwrite=overwrite)
     click.echo(f"{result.path}: C = {result.C:g}, {result.n_train} training / {result.n_test} test images, "
                f"{result.seconds:.1f} s", err=True)
 
@@ -190,17 +247,7 @@ def train_svm(features, model, C, **options):
 @user_errors
 def eval_(model, features, report, show):
     """Score MODEL on FEATURES: accuracy and per-class accuracy, or VOC 11-point AP and mAP."""
-    result = evaluate_api(model, features, report)
-    if "mAP" in result:
-        click.echo(f"mAP {100 * result['mAP']:.2f} % over {len(result['ap'])} classes, {result['n_test']} images "
-                   f"({result['evaluated_on']})")
-        for name, ap in sorted(result["ap"].items(), key=lambda kv: kv[1]):
-            click.echo(f"  {name:<20}{100 * ap:6.2f}")
-        return
-    click.echo(f"accuracy {100 * result['accuracy']:.2f} %, mean per-class accuracy "
-               f"{100 * result['mean_class_accuracy']:.2f} % on {result['n_test']} images ({result['evaluated_on']})")
-    worst = sorted(result["per_class"].items(), key=lambda kv: kv[1]["accuracy"])[:show]
-    if worst:
-        click.echo("worst classes:")
-    for name, row in worst:
-        click.echo(f"  {name:<24}{100 * row['accuracy']:6.1f} %  ({row['n']} images)")
+    from .classify.evaluation import evaluate
+    from .report import evaluation_text
+
+    click.echo(evaluation_text(evaluate(model, features, report), worst=show))

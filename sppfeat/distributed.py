@@ -9,15 +9,18 @@ process group (gloo) is used only to collect every rank's outcome at the end.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from .extract import ExtractResult, available_cores, extract
-from .shards import merge, shard_path
+from .config import ExtractionConfig
+from .features.pipeline import ExtractResult, extract
+from .features.runtime import Runtime, available_cores
+from .shards import shard_path
+from .storage.hdf5 import check_output
+from .storage.merge import merge
 
 # Shards finish at different times; the ranks that are done wait this long for the others.
 GATHER_TIMEOUT = timedelta(days=7)
@@ -47,26 +50,27 @@ def rank_device(info: LaunchInfo, device: str) -> str:
     return device
 
 
-def extract_distributed(images, output, info: LaunchInfo, *, device: str = "auto", overwrite: bool = False,
-                        resume: bool = False, **options) -> ExtractResult:
-    """This rank's shard, then (rank 0) the merged file. Returns this rank's ExtractResult.
+def extract_distributed(images, output, info: LaunchInfo, config: ExtractionConfig, runtime: Runtime, *,
+                        resume: bool = False, overwrite: bool = False, strict: bool = False,
+                        quiet: bool = False) -> ExtractResult:
+    """This rank's shard (on its own device, with cores / ranks per node), then (rank 0) the merged
+    file. Returns this rank's ExtractResult.
 
     A failed rank leaves the other shards intact; rank 0 then raises ValueError naming the shards
     to rerun (with ``--shard i/n --resume``) before ``sppfeat merge``, the other ranks exit with 2.
     """
-    if Path(output).exists() and not (overwrite or resume):
-        raise ValueError(f"{output} exists; pass --overwrite to replace it")
-    cores = max(1, available_cores() // info.local_world_size)
-    device = rank_device(info, device)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
+    check_output(output, overwrite or resume)
+    runtime = replace(runtime, device=rank_device(info, runtime.device),
+                      cores=max(1, available_cores() // info.local_world_size))
+    if runtime.device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(runtime.device))
     dist.init_process_group("gloo", timeout=GATHER_TIMEOUT)
     try:
         target = shard_path(output, info.rank, info.world_size)
         outcome: tuple[str, str]
         try:
-            result = extract(images, target, shard=(info.rank, info.world_size), device=device, cores=cores,
-                             overwrite=overwrite, resume=resume, **options)
+            result = extract(images, output, config, runtime, shard=(info.rank, info.world_size), resume=resume,
+                             overwrite=overwrite, strict=strict, quiet=quiet)
             outcome = ("ok", str(target))
         except (ValueError, RuntimeError, OSError) as exc:
             outcome = ("failed", f"{target}: {exc}")

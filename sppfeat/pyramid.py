@@ -21,19 +21,11 @@ DEFAULT_LEVELS = (6, 3, 2, 1)
 POOLS = ("max", "avg")
 
 
-def parse_levels(levels: str | Sequence[int]) -> tuple[int, ...]:
-    """'6,3,2,1' or [6, 3, 2, 1] -> (6, 3, 2, 1); raises ValueError on anything but positive ints."""
-    if isinstance(levels, str):
-        parts = [p.strip() for p in levels.split(",") if p.strip()]
-        try:
-            out = tuple(int(p) for p in parts)
-        except ValueError:
-            raise ValueError(f"levels must be comma-separated positive integers, got {levels!r}") from None
-    else:
-        out = tuple(int(n) for n in levels)
-    if not out or any(n < 1 for n in out):
-        raise ValueError(f"levels must be one or more positive integers, got {levels!r}")
-    return out
+def check_pool(pool: str) -> str:
+    """`pool` if it is one of POOLS; ValueError otherwise."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    return pool
 
 
 def pyramid_dim(channels: int, levels: Sequence[int]) -> int:
@@ -45,8 +37,7 @@ def spatial_pyramid_pool(
     feature_map: torch.Tensor, levels: Sequence[int] = DEFAULT_LEVELS, pool: str = "max"
 ) -> torch.Tensor:
     """Pool an N×C×H×W (or C×H×W) map into N×D (or D) with D = C · Σ n²."""
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    check_pool(pool)
     squeeze = feature_map.dim() == 3
     x = feature_map.unsqueeze(0) if squeeze else feature_map
     if x.dim() != 4:
@@ -61,10 +52,8 @@ class SpatialPyramidPool(nn.Module):
 
     def __init__(self, levels: Sequence[int] = DEFAULT_LEVELS, pool: str = "max"):
         super().__init__()
-        if pool not in POOLS:
-            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
-        self.levels = parse_levels(levels)
-        self.pool = pool
+        self.levels = tuple(levels)
+        self.pool = check_pool(pool)
 
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
         return spatial_pyramid_pool(feature_map, self.levels, self.pool)

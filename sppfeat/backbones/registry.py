@@ -122,7 +122,6 @@ class BackboneSpec:
     min_input: int  # smallest input side that still gives a 1×1 map
     interpolation: str = "bicubic"
     native_size: int = 224  # training resolution of the weights, shown by `sppfeat backbones`
-    description: str = ""
 
 
 BACKBONES: dict[str, BackboneSpec] = {}
@@ -130,7 +129,8 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 def register_backbone(spec_factory: Callable[[], BackboneSpec]) -> Callable[[], BackboneSpec]:
-    """Decorator: register the spec a zero-argument function returns. Duplicate names raise."""
+    """Decorator on a zero-argument function that returns a BackboneSpec: registers the spec under
+    its name (a name registered twice raises ValueError) and returns the function unchanged."""
     spec = spec_factory()
     if spec.name in BACKBONES:
         raise ValueError(f"backbone {spec.name!r} is registered twice")

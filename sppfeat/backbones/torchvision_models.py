@@ -26,22 +26,42 @@ def _features(drop_last_pool: bool):
     return lambda net: net.features[:-1] if drop_last_pool else net.features
 
 
-# name, weights enum, trunk, channels, stride, min_input, interpolation, description
-_TORCHVISION = (
-    ("resnet50", "ResNet50_Weights.IMAGENET1K_V2", _children_but_last(2), 2048, 32, 1, "bilinear",
-     "ResNet-50, last residual stage"),
-    ("vgg16", "VGG16_Weights.IMAGENET1K_V1", _features(True), 512, 16, 16, "bilinear",
-     "VGG-16 conv5_3 (pool5 replaced by SPP)"),
-    ("alexnet", "AlexNet_Weights.IMAGENET1K_V1", _features(True), 256, 16, 31, "bilinear",
-     "AlexNet conv5 (pool5 replaced by SPP)"),
-    ("convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", _features(False), 768, 32, 32, "bilinear",
-     "ConvNeXt-T, last stage"),
-    ("efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1", _features(False), 1280, 32, 1, "bicubic",
-     "EfficientNet-B0 (torchvision), last conv"),
-)
+def torchvision_spec(name: str, weights: str, trunk, channels: int, stride: int, min_input: int,
+                     interpolation: str) -> BackboneSpec:
+    """A torchvision model `name` with the weights enum entry `weights` and ImageNet normalisation."""
+    return BackboneSpec(name=name, build=_builder(name), trunk=trunk, weights=TorchvisionWeights(weights),
+                        normalization=IMAGENET_NORMALIZATION, channels=channels, stride=stride,
+                        min_input=min_input, interpolation=interpolation)
 
-for _name, _enum, _trunk, _channels, _stride, _min_input, _interp, _desc in _TORCHVISION:
-    register_backbone(lambda n=_name, e=_enum, t=_trunk, c=_channels, s=_stride, m=_min_input, i=_interp, d=_desc:
-                      BackboneSpec(name=n, build=_builder(n), trunk=t, weights=TorchvisionWeights(e),
-                                   normalization=IMAGENET_NORMALIZATION, channels=c, stride=s, min_input=m,
-                                   interpolation=i, description=d))
+
+@register_backbone
+def resnet50() -> BackboneSpec:
+    """ResNet-50, last residual stage."""
+    return torchvision_spec("resnet50", "ResNet50_Weights.IMAGENET1K_V2", _children_but_last(2), 2048, 32, 1,
+                            "bilinear")
+
+
+@register_backbone
+def vgg16() -> BackboneSpec:
+    """VGG-16 conv5_3 (pool5 replaced by SPP, as in the paper)."""
+    return torchvision_spec("vgg16", "VGG16_Weights.IMAGENET1K_V1", _features(True), 512, 16, 16, "bilinear")
+
+
+@register_backbone
+def alexnet() -> BackboneSpec:
+    """AlexNet conv5 (pool5 replaced by SPP, as in the paper)."""
+    return torchvision_spec("alexnet", "AlexNet_Weights.IMAGENET1K_V1", _features(True), 256, 16, 31, "bilinear")
+
+
+@register_backbone
+def convnext_tiny() -> BackboneSpec:
+    """ConvNeXt-T, last stage."""
+    return torchvision_spec("convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", _features(False), 768, 32, 32,
+                            "bilinear")
+
+
+@register_backbone
+def efficientnet_b0() -> BackboneSpec:
+    """EfficientNet-B0 (torchvision), last conv."""
+    return torchvision_spec("efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1", _features(False), 1280, 32,
+                            1, "bicubic")

@@ -1,0 +1,189 @@
+"""The extraction settings: one typed, frozen record of what decides an image's vector, its form in
+files, and which settings must agree for a resume, a merge or a model.
+
+Every feature file, model file and progress folder records the settings of its vectors as a flat
+JSON-able dict (:meth:`ExtractionConfig.to_record`: each setting under its file key, plus what the
+backbone implies and the run's provenance); :meth:`ExtractionConfig.from_record` rebuilds the
+typed settings from it, also from files written by sppfeat 0.1.0 (format 1, the same layout).
+A new setting is a new field here with its ``checks``: resume, merge and model checks then cover it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .backbones import DEFAULT_BACKBONE, BackboneSpec, get_backbone_spec
+from .data.decode import DEFAULT_MAX_SIDE, ResizePolicy
+from .data.discover import DATASETS, VOC_SPLITS
+from .pyramid import DEFAULT_LEVELS, check_pool, pyramid_dim
+
+FORMAT_VERSION = 2  # files without a format_version attribute are format 1 (sppfeat 0.1.0)
+DTYPES = ("float32", "float16")
+
+# What two records must agree on: MODEL for a model to score features, MERGE for shards of one
+# extraction, RESUME for continuing an interrupted run.
+MODEL, MERGE, RESUME = "model", "merge", "resume"
+VECTOR = frozenset({MODEL, MERGE, RESUME})  # changes what a vector means
+STORAGE = frozenset({MERGE, RESUME})  # changes which rows a file has or how they are stored
+
+
+def setting(default, checks: frozenset = frozenset(), key: str | None = None):
+    """A config field: `checks` are the comparisons it takes part in; `key` its name in files
+    (default: the field name)."""
+    return field(default=default, metadata={"checks": checks, "key": key})
+
+
+def as_levels(levels: Sequence[int]) -> tuple[int, ...]:
+    """Pyramid levels as a tuple of positive ints; ValueError otherwise."""
+    values = _int_tuple(levels, "levels")
+    if not values or any(n < 1 for n in values):
+        raise ValueError(f"levels must be one or more positive integers, got {levels!r}")
+    return values
+
+
+def as_scales(scales: Sequence[int]) -> tuple[int, ...]:
+    """Shorter sides in pixels (0 = native size) as a tuple of distinct ints >= 0; ValueError otherwise."""
+    values = _int_tuple(scales, "scales")
+    if not values or any(s < 0 for s in values) or len(set(values)) != len(values):
+        raise ValueError(f"scales must be distinct integers >= 0, got {scales!r}")
+    return values
+
+
+def _int_tuple(values, name: str) -> tuple[int, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"{name} must be a sequence of integers such as (6, 3, 2, 1), got {values!r}")
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{name} must be integers, got {values!r}")
+    return tuple(int(v) for v in values)
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """The settings that decide an image's vector.
+
+    backbone: registry name; weights: a local state-dict file instead of the registry's (a location,
+    not recorded: its checksum is); weights_sha256: the checksum the weights must have (filled in
+    when a run loads them; None = any); levels: pyramid levels n (n×n bins each); pool: 'max' or
+    'avg'; scales: shorter sides in pixels (0 = native size), several pooled bin by bin; max_side:
+    cap on the longer side in pixels; dtype: stored vector type; dataset: reader ('auto' until a
+    run resolves it); split: VOC 2007 image set (None = trainval for VOC, nothing otherwise).
+    """
+
+    backbone: str = setting(DEFAULT_BACKBONE, VECTOR)
+    weights: Path | None = setting(None)
+    weights_sha256: str | None = setting(None, VECTOR)
+    levels: tuple[int, ...] = setting(DEFAULT_LEVELS, VECTOR)
+    pool: str = setting("max", VECTOR)
+    scales: tuple[int, ...] = setting((224,), VECTOR, key="scale")
+    max_side: int = setting(DEFAULT_MAX_SIDE, VECTOR)
+    dtype: str = setting("float32", STORAGE)
+    dataset: str = setting("auto", STORAGE)
+    split: str | None = setting(None, STORAGE)
+
+    def __post_init__(self):
+        get_backbone_spec(self.backbone)
+        set_ = object.__setattr__  # frozen: normalise the types once, here
+        set_(self, "levels", as_levels(self.levels))
+        set_(self, "scales", as_scales(self.scales))
+        set_(self, "weights", None if self.weights is None else Path(self.weights))
+        check_pool(self.pool)
+        if not isinstance(self.max_side, numbers.Integral) or self.max_side < 1:
+            raise ValueError(f"max_side must be an integer >= 1, got {self.max_side!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.split is not None and self.split not in VOC_SPLITS:
+            raise ValueError(f"split must be one of {VOC_SPLITS} or None, got {self.split!r}")
+
+    @property
+    def spec(self) -> BackboneSpec:
+        return get_backbone_spec(self.backbone)
+
+    @property
+    def feature_dim(self) -> int:
+        """D = channels · Σ n²."""
+        return pyramid_dim(self.spec.channels, self.levels)
+
+    def resize_policies(self) -> list[ResizePolicy]:
+        """One resize rule per scale, with the backbone's smallest input and interpolation."""
+        spec = self.spec
+        return [ResizePolicy(s, self.max_side, spec.min_input, spec.interpolation) for s in self.scales]
+
+    def replace(self, **changes) -> "ExtractionConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_record(self) -> dict:
+        """The settings as file attributes (JSON-able), with what the backbone implies."""
+        record = {}
+        for f in dataclasses.fields(self):
+            if f.metadata["checks"]:
+                record[f.metadata["key"] or f.name] = _encode(f.name, getattr(self, f.name))
+        spec = self.spec
+        record.update(min_side=spec.min_input, interpolation=spec.interpolation,
+                      normalization=spec.normalization.describe(), channels=spec.channels,
+                      feature_dim=self.feature_dim, format_version=FORMAT_VERSION)
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> "ExtractionConfig":
+        """The settings a file's record was made with; ValueError naming a missing key."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            key = f.metadata["key"] or f.name
+            if f.metadata["checks"]:
+                if key not in record:
+                    raise ValueError(f"the recorded extraction settings lack {key!r}")
+                values[f.name] = _decode(f.name, record[key])
+        return cls(**values)
+
+
+def _encode(name: str, value):
+    if name == "scales":
+        return value[0] if len(value) == 1 else list(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return "" if value is None else value
+
+
+def _decode(name: str, value):
+    if name == "scales":
+        return (int(value),) if isinstance(value, int) else tuple(value)
+    if isinstance(value, list):
+        return tuple(value)
+    if name in ("split", "weights_sha256") and value == "":
+        return None
+    return value
+
+
+# Keys a record has besides the fields, and the comparisons they take part in.
+DERIVED_CHECKS = {"normalization": VECTOR, "feature_dim": VECTOR, "min_side": STORAGE,
+                  "interpolation": STORAGE, "image_root": frozenset({RESUME})}
+
+
+def checked_keys(purpose: str) -> tuple[str, ...]:
+    """The record keys that must agree for `purpose` (MODEL, MERGE or RESUME)."""
+    keys = [f.metadata["key"] or f.name for f in dataclasses.fields(ExtractionConfig) if purpose in f.metadata["checks"]]
+    return tuple(keys + [key for key, checks in DERIVED_CHECKS.items() if purpose in checks])
+
+
+def changed_settings(old: dict, new: dict, purpose: str) -> list[str]:
+    """The record keys checked for `purpose` in which two records differ."""
+    return [key for key in checked_keys(purpose) if old.get(key) != new.get(key)]
+
+
+def provenance(weights_path: str | os.PathLike, image_root: str | os.PathLike, device: str) -> dict:
+    """What a record keeps about the run besides its settings."""
+    import torch
+
+    from . import __version__
+
+    return {"weights_file": os.path.basename(weights_path), "image_root": str(Path(image_root).resolve()),
+            "sppfeat_version": __version__, "torch_version": str(torch.__version__), "device": device,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}

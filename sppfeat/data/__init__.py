@@ -1,0 +1,1 @@
+"""What goes into the network: finding images and their labels (discover), decoding them (decode)."""

@@ -1,0 +1,70 @@
+"""The end of an extraction: the progress segments, in order, become the feature file; and the check
+that an existing feature file is the finished result of the same run (``--resume`` after the end)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from ..config import RESUME, changed_settings
+from ..data.discover import ImageList
+from ..storage.feature_file import FeatureFile, FeatureWriter, open_features
+from ..storage.progress import ProgressFolder, missing_ranges
+
+
+def reason_kind(reason: str) -> str:
+    """A skip reason without its details: 'cannot decode (OSError: ...)' -> 'cannot decode'."""
+    return reason.split(" (")[0]
+
+
+def placement(manifest: dict, lo: int) -> dict:
+    """What a feature file records about its place in the full image list."""
+    shard_index, shard_count = manifest["shard"]
+    return {"listing_sha256": manifest["listing_sha256"], "n_listed_images": manifest["n_images"],
+            "shard_index": shard_index, "shard_count": shard_count, "shard_start": lo}
+
+
+def assemble(output: Path, progress: ProgressFolder, image_list: ImageList, manifest: dict, lo: int, hi: int,
+             dim: int) -> tuple[int, Counter]:
+    """Copy the segments covering [lo, hi), in order, into the feature file `output`.
+    Files refused while listing go to the `skipped` list of shard 0. Returns (rows, skip reasons)."""
+    segments = progress.listed()  # each one is checked as it is read below
+    if missing_ranges(segments, lo, hi) or any(a.end > b.start for a, b in zip(segments, segments[1:])):
+        raise ValueError(f"{progress.path} lost segments during the run; rerun with --resume")
+    record = manifest["config"]
+    reasons: Counter = Counter()
+    with FeatureWriter(output, dim=dim, dtype=record["dtype"], class_names=image_list.class_names, record=record,
+                       placement=placement(manifest, lo),
+                       n_targets=None if image_list.targets is None else image_list.targets.shape[1]) as writer:
+        listing_skips = image_list.skipped if lo == 0 else []
+        for path, reason in listing_skips:
+            writer.skip(path, reason)
+            reasons[reason_kind(reason)] += 1
+        for info in segments:
+            segment = progress.load(info.name, dim)
+            if segment is None:
+                raise ValueError(f"{progress.path / info.name} was damaged during the run; rerun with --resume")
+            rows = segment.indices
+            writer.append([image_list.paths[i] for i in rows], [image_list.labels[i] for i in rows],
+                          segment.image_sizes, segment.features,
+                          image_list.targets[rows] if image_list.targets is not None else None)
+            for index, reason in zip(segment.skipped_indices, segment.skipped_reasons):
+                writer.skip(image_list.paths[index], reason)
+                reasons[reason_kind(reason)] += 1
+        n_rows = writer.n_rows
+        if n_rows == 0:
+            raise ValueError(f"no image of {record['image_root']} could be decoded ({dict(reasons)})")
+    return n_rows, reasons
+
+
+def check_finished(output: Path, manifest: dict) -> FeatureFile:
+    """`output` exists and a resume was asked for: it must be the finished result of the same run
+    (same settings, shard and image list); ValueError otherwise."""
+    features = open_features(output)
+    changed = changed_settings(features.record, manifest["config"], RESUME)
+    if [features.attributes.get("shard_index"), features.attributes.get("shard_count")] != manifest["shard"]:
+        changed.append("shard")
+    if changed or features.attributes.get("listing_sha256") != manifest["listing_sha256"]:
+        raise ValueError(f"{output} exists and was made with other settings or images "
+                         f"({', '.join(changed) or 'image list'}); pass --overwrite to replace it")
+    return features

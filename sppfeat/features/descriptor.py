@@ -1,0 +1,108 @@
+"""The descriptor network: input normalisation, the backbone trunk and spatial pyramid pooling, and
+describing decoded images one exact-shape batch at a time."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..backbones import LoadedBackbone, WeightsUnavailable, load_backbone
+from ..config import ExtractionConfig
+from ..pyramid import pyramid_dim, spatial_pyramid_pool
+
+
+class SPPDescriptor(nn.Module):
+    """uint8 images N×H×W×3 (one shape per call) -> float32 SPP vectors N×D, D = C · Σ n².
+
+    The backbone's batch norms are folded into its convolutions when it supports it (``fuse()``).
+    """
+
+    def __init__(self, backbone: LoadedBackbone, levels: Sequence[int], pool: str = "max"):
+        super().__init__()
+        spec = backbone.spec
+        net = backbone.net
+        if hasattr(net, "fuse"):
+            net.fuse()
+        self.trunk = spec.trunk(net).eval()
+        self.levels = tuple(levels)
+        self.pool = pool
+        self.dim = pyramid_dim(spec.channels, self.levels)
+        norm = spec.normalization
+        self.register_buffer("mean", torch.tensor(norm.mean).reshape(1, 3, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(norm.std).reshape(1, 3, 1, 1))
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 N×H×W×3 -> last conv map N×C×h×w.
+
+        The NHWC pixels become an NCHW tensor in channels-last memory layout, which the CPU
+        convolutions run faster on (measured: +14 % images/s with one thread, docs/benchmarks.md).
+        """
+        x = images.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
+        x = (x - self.mean) * self.inv_std
+        return self.trunk(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return spatial_pyramid_pool(self.feature_map(images).float(), self.levels, self.pool)
+
+
+def build_descriptor(config: ExtractionConfig, device: torch.device) -> tuple[SPPDescriptor, ExtractionConfig, Path]:
+    """Load the weights of `config` and build its network on `device`. Returns the network, the
+    config with ``weights_sha256`` filled in, and the weights file. WeightsUnavailable when the
+    weights cannot be found, or differ from a pinned ``weights_sha256``."""
+    loaded = load_backbone(config.backbone, config.weights)
+    if config.weights_sha256 and config.weights_sha256 != loaded.weights_sha256:
+        raise WeightsUnavailable(f"{loaded.weights_path} is not the weights file the settings were made with "
+                                 f"(sha256 {loaded.weights_sha256[:12]}..., expected {config.weights_sha256[:12]}...)")
+    model = SPPDescriptor(loaded, config.levels, config.pool).to(device)
+    return model, config.replace(weights_sha256=loaded.weights_sha256), loaded.weights_path
+
+
+@dataclass
+class DecodedItem:
+    """One image through the pipeline: after decoding, its pixels at each scale (H×W×3 uint8 each);
+    after the model, its SPP vector (D float32). `error` is the skip reason of a bad file."""
+
+    index: int
+    pixels: list[np.ndarray] | None
+    original_size: tuple[int, int]
+    upsampled: bool
+    error: str | None
+    vector: np.ndarray | None = None
+
+
+def group_by_shape(items: list[DecodedItem]) -> dict[tuple[int, ...], list[tuple[DecodedItem, int]]]:
+    """Group (item, scale index) pairs by pixel shape; every group runs as one forward pass."""
+    groups: dict[tuple[int, ...], list[tuple[DecodedItem, int]]] = defaultdict(list)
+    for item in items:
+        if item.error is None:
+            for k, pixels in enumerate(item.pixels):
+                groups[tuple(pixels.shape)].append((item, k))
+    return groups
+
+
+@torch.inference_mode()
+def describe_items(model: SPPDescriptor, items: list[DecodedItem], device: torch.device) -> list[DecodedItem]:
+    """Fill in the SPP vector of every decoded item and drop its pixels. Each shape group is one
+    batch (no padding). With several scales, an image's vectors are combined bin by bin: maximum
+    for max pooling, mean for average pooling."""
+    per_scale: dict[int, list[np.ndarray]] = defaultdict(list)
+    for group in group_by_shape(items).values():
+        batch = torch.from_numpy(np.stack([item.pixels[k] for item, k in group]))
+        if device.type == "cuda":
+            batch = batch.pin_memory()
+        batch = batch.to(device, non_blocking=True)
+        for (item, _), vector in zip(group, model(batch).cpu().numpy()):
+            per_scale[item.index].append(vector)
+    combine = np.maximum.reduce if model.pool == "max" else lambda v: np.mean(v, axis=0)
+    for item in items:
+        vectors = per_scale.get(item.index)
+        if vectors:
+            item.vector = vectors[0] if len(vectors) == 1 else combine(vectors)
+        item.pixels = None
+    return items

@@ -1,0 +1,69 @@
+"""`describe`: SPP vectors of images held in memory (PIL images, uint8 arrays) or named by path,
+returned as one array; the same decoding, network and pooling as `extract`, with no files written."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..config import ExtractionConfig
+from ..data.decode import DecodeError, DecodedImage, ResizePolicy, decode_image, decode_pil
+from .descriptor import DecodedItem, build_descriptor, describe_items
+from .runtime import resolve_device
+
+ImageLike = str | os.PathLike | Image.Image | np.ndarray
+
+
+def describe(images: Sequence[ImageLike] | ImageLike, config: ExtractionConfig | None = None, *,
+             device: str = "auto", batch_size: int = 16) -> np.ndarray:
+    """SPP vectors of `images`: an (N, D) float32 array, row k for images[k], D = channels · Σ n².
+
+    An image is a path (decoded exactly as ``extract`` decodes files, so a row equals the one
+    ``extract`` writes for that file up to batching's last bits), a PIL image (EXIF orientation
+    applied, used at the resolution it has) or a uint8 array H×W×3 (RGB) or H×W (grey). A single
+    image may be passed on its own; an N×H×W×3 array is N images. config: the settings (default
+    ExtractionConfig(); `dataset`, `split` and `dtype` do not apply: the result is float32).
+    Raises ValueError naming the first image that cannot be used.
+    """
+    if isinstance(images, (str, os.PathLike, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim < 4):
+        images = [images]
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    config = config or ExtractionConfig()
+    torch_device = resolve_device(device)
+    model, _, _ = build_descriptor(config, torch_device)
+    policies = config.resize_policies()
+    out = np.empty((len(images), model.dim), dtype=np.float32)
+    for start in range(0, len(images), batch_size):
+        items = [DecodedItem(k, [pixels(images[k], k, policy) for policy in policies], (0, 0), False, None)
+                 for k in range(start, min(start + batch_size, len(images)))]
+        for item in describe_items(model, items, torch_device):
+            out[item.index] = item.vector
+    return out
+
+
+def pixels(image: ImageLike, k: int, policy: ResizePolicy) -> np.ndarray:
+    """The network input of images[k] at one scale (H×W×3 uint8); ValueError when it cannot be used."""
+    try:
+        return _decoded(image, k, policy).pixels
+    except DecodeError as exc:
+        raise ValueError(f"images[{k}]: {exc}") from None
+
+
+def _decoded(image: ImageLike, k: int, policy: ResizePolicy) -> DecodedImage:
+    if isinstance(image, (str, os.PathLike)):
+        if not os.path.isfile(image):
+            raise ValueError(f"images[{k}]: file not found: {image}")
+        return decode_image(os.fspath(image), policy)
+    if isinstance(image, Image.Image):
+        image.load()  # a lazily opened JPEG is decoded whole, as given, not at a reduced DCT scale
+        return decode_pil(image, policy)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+            raise ValueError(f"images[{k}]: arrays must be uint8 H×W×3 (RGB) or H×W (grey), "
+                             f"got {image.dtype} {image.shape}")
+        return decode_pil(Image.fromarray(image), policy)
+    raise ValueError(f"images[{k}]: expected a path, a PIL image or a uint8 array, got {type(image).__name__}")

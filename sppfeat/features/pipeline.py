@@ -1,0 +1,168 @@
+"""`extract`: list the images -> plan the run (shard, settings, progress) -> describe the missing
+images into progress segments -> assemble the feature file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import ExtractionConfig, provenance
+from ..data.discover import ImageList, list_images
+from ..shards import check_shard, shard_bounds, shard_path
+from ..storage.hdf5 import check_output
+from ..storage.progress import ProgressFolder, SegmentBuffer, listing_fingerprint, missing_ranges
+from .assemble import assemble, check_finished, reason_kind
+from .descriptor import SPPDescriptor, build_descriptor
+from .interrupts import StopSignals, reported_stops, worker_failure
+from .runtime import ImageFiles, Runtime, described, resolve_device
+
+log = logging.getLogger("sppfeat")
+SEGMENT_BYTES = 1 << 24  # vectors per progress segment: what a kill -9 can lose, and the final copy buffers
+
+
+@dataclass
+class ExtractResult:
+    """path: the feature file written (a shard's own file for a shard); n_images: rows; n_skipped:
+    files not extracted; dim: D; seconds: wall time of this call (0 when the file was already
+    complete); skip_reasons: {reason without details: count}."""
+
+    path: Path
+    n_images: int
+    n_skipped: int
+    dim: int
+    seconds: float
+    skip_reasons: dict[str, int]
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n_images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def segment_size(dim: int, dtype: str) -> int:
+    """Images per progress segment: about SEGMENT_BYTES of vectors, at most 512 images."""
+    return max(1, min(512, SEGMENT_BYTES // (dim * np.dtype(dtype).itemsize)))
+
+
+def extract(images: str | os.PathLike, output: str | os.PathLike, config: ExtractionConfig | None = None,
+            runtime: Runtime | None = None, *, shard: tuple[int, int] | None = None, resume: bool = False,
+            overwrite: bool = False, strict: bool = False, quiet: bool = False) -> ExtractResult:
+    """Write one SPP vector per image under the folder `images` to the HDF5 file `output`.
+
+    config: the settings of the vectors (default ExtractionConfig()); runtime: how the run uses the
+    machine (default Runtime()). shard (i, n): extract only the i-th of n contiguous parts of the
+    sorted image list, into OUT.shard-0000i-of-0000n.h5 next to `output` (join them with
+    :func:`sppfeat.merge`). Finished images are kept in ``<file>.parts/`` until the end; after an
+    interruption, ``resume=True`` with the same arguments continues the run.
+    Raises ValueError (bad arguments, no images, output exists without `overwrite` or `resume`,
+    `strict` and a file was skipped, a resume with other settings), WeightsUnavailable (weights
+    cannot be found offline), ExtractionInterrupted (SIGINT / SIGTERM; work saved) and WorkerFailed
+    (a worker process died; work saved).
+    """
+    start = time.perf_counter()
+    config = config or ExtractionConfig()
+    runtime = runtime or Runtime()
+    shard_index, shard_count = check_shard(shard)
+    output = shard_path(output, shard_index, shard_count) if shard is not None else Path(output)
+    check_output(output, overwrite or resume)
+    device = resolve_device(runtime.device)
+    image_list = list_all(images, config, strict)
+    lo, hi = shard_bounds(len(image_list.paths), shard_index, shard_count)
+
+    model, config, weights_path = build_descriptor(config, device)
+    config = config.replace(dataset=image_list.dataset, split=image_list.split)
+    manifest = {"config": {**config.to_record(), **provenance(weights_path, images, str(device))},
+                "shard": [shard_index, shard_count], "n_images": len(image_list.paths),
+                "n_listed": len(image_list.paths) + len(image_list.skipped),
+                "listing_sha256": listing_fingerprint(image_list.paths, image_list.labels, image_list.skipped,
+                                                      image_list.targets)}
+    if output.exists() and resume and not overwrite:
+        finished = check_finished(output, manifest)
+        log.info("%s is already complete", output)
+        reasons = Counter(reason_kind(reason) for _, reason in finished.skipped)
+        return ExtractResult(output, len(finished.paths), len(finished.skipped), finished.dim, 0.0, dict(reasons))
+
+    progress = open_progress(output, manifest, resume, overwrite)
+    done, dropped = progress.segments(model.dim, lo, hi)
+    if resume and (done or dropped):
+        log.info("resuming: %d of %d images already done%s", sum(s.end - s.start for s in done), hi - lo,
+                 f" ({dropped} damaged or unfinished segment files discarded)" if dropped else "")
+    todo = [np.arange(a, b) for a, b in missing_ranges(done, lo, hi)]
+    todo = np.concatenate(todo) if todo else np.zeros(0, dtype=np.int64)
+
+    with StopSignals() as stop, reported_stops(progress, hi - lo):
+        buffer = SegmentBuffer(progress, model.dim, config.dtype,
+                               runtime.checkpoint_every or segment_size(model.dim, config.dtype))
+        run_model(model, ImageFiles(image_list, config.resize_policies(), todo, runtime.decode_timeout), buffer,
+                  stop, device, runtime, strict, quiet, done=hi - lo - len(todo), total=hi - lo)
+        n_written, skip_reasons = assemble(output, progress, image_list, manifest, lo, hi, model.dim)
+    progress.remove()
+    seconds = time.perf_counter() - start
+    return ExtractResult(output, n_written, sum(skip_reasons.values()), model.dim, seconds, dict(skip_reasons))
+
+
+def list_all(images: str | os.PathLike, config: ExtractionConfig, strict: bool) -> ImageList:
+    """The image list of `images`; ValueError when it is empty, or when `strict` and a file was refused."""
+    image_list = list_images(images, config.dataset, config.split)
+    skipped = image_list.skipped
+    if not image_list.paths:
+        raise ValueError(f"no images found in {images}" + (
+            f" ({len(skipped)} files skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
+    if strict and skipped:
+        raise ValueError(f"--strict: {skipped[0][0]}: {skipped[0][1]}")
+    return image_list
+
+
+def open_progress(output: Path, manifest: dict, resume: bool, overwrite: bool) -> ProgressFolder:
+    """The progress folder of `output`: the interrupted run's when resuming (checked against
+    `manifest`), else a new one. ValueError for a leftover folder without resume or overwrite."""
+    progress = ProgressFolder(output)
+    if progress.exists() and resume:
+        progress.check_resumable(manifest)
+    elif progress.exists() and not overwrite:
+        raise ValueError(f"an interrupted extraction left {progress.path}; pass --resume to continue it "
+                         "or --overwrite to start over")
+    else:
+        progress.create(manifest)
+    return progress
+
+
+def run_model(model: SPPDescriptor, dataset: ImageFiles, buffer: SegmentBuffer, stop: StopSignals,
+              device: torch.device, runtime: Runtime, strict: bool, quiet: bool, done: int, total: int) -> None:
+    """Decode and describe the images of `dataset` into progress segments. On any exception the
+    images described so far are saved first."""
+    if len(dataset) == 0:
+        return
+    bar = tqdm(total=total, initial=done, unit="img", disable=quiet or not sys.stderr.isatty(), desc="extract",
+               smoothing=0.05)
+    n_upsampled = 0
+    try:
+        with described(model, dataset, device, runtime) as stream:
+            for items in stream:
+                for item in items:
+                    if strict and item.error is not None:
+                        raise ValueError(f"--strict: {dataset.image_list.paths[item.index]}: {item.error}")
+                    n_upsampled += item.upsampled
+                    with stop.critical():
+                        buffer.add(item)
+                bar.update(len(items))
+    except RuntimeError as exc:
+        failure = worker_failure(exc)
+        if failure is None:
+            raise
+        raise failure from None
+    finally:
+        with stop.critical():
+            buffer.flush()
+        bar.close()
+    if n_upsampled:
+        log.warning("%d image(s) smaller than the network's minimum input (%d px) were upsampled",
+                    n_upsampled, dataset.policies[0].min_side)

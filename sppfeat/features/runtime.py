@@ -1,0 +1,230 @@
+"""How a run uses the machine: the device, the CPU cores it may use, worker processes that decode
+(and, on the CPU, run the network), their replacement every RECYCLE_EVERY images, and model threads.
+Nothing here changes a vector beyond its last bits (batching)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..data.decode import DEFAULT_DECODE_TIMEOUT, DecodeError, ResizePolicy, decode_image
+from ..data.discover import ImageList
+from .descriptor import DecodedItem, SPPDescriptor, describe_items
+
+RECYCLE_EVERY = 2000  # images a CPU worker process describes before a fresh one replaces it
+# Workers are forked on Linux (Python 3.14 defaults to forkserver): they share the loaded model
+# copy-on-write, and _start_worker ties each one to this process as its parent.
+WORKER_CONTEXT = "fork" if sys.platform.startswith("linux") else None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a run uses the machine (never what a vector is).
+
+    device: 'auto', 'cpu', 'cuda' or 'cuda:N'; batch_size: images per batch; workers: worker
+    processes (None: one per core on the CPU, cores - 1 for a GPU; 0: all in this process); cores:
+    CPU cores the run may use (None: see :func:`available_cores`); decode_timeout: seconds per image
+    and scale before it is skipped (0 = no limit); checkpoint_every: images per progress segment
+    (None: about 16 MiB of vectors, at most 512).
+    """
+
+    device: str = "auto"
+    batch_size: int = 16
+    workers: int | None = None
+    cores: int | None = None
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT
+    checkpoint_every: int | None = None
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name in ("workers", "cores", "checkpoint_every"):
+            value, least = getattr(self, name), 0 if name == "workers" else 1
+            if value is not None and value < least:
+                raise ValueError(f"{name} must be >= {least}, got {value}")
+        if self.decode_timeout < 0:
+            raise ValueError(f"decode_timeout must be >= 0 seconds (0 = none), got {self.decode_timeout}")
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> the first CUDA device if there is one, else the CPU; ValueError if unavailable."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA device is available")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r} (use auto, cpu, cuda or cuda:N)")
+    return resolved
+
+
+def cgroup_cpu_limit(root: str | os.PathLike = "/sys/fs/cgroup") -> float | None:
+    """The CPU quota of this process's cgroup (a container's --cpus), in cores; None if unlimited
+    or unknown. Reads cgroup v2 ``cpu.max`` or v1 ``cpu/cpu.cfs_quota_us`` under `root`."""
+    root = Path(root)
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:  # "max": no limit
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def available_cores() -> int:
+    """CPU cores this process may use: its CPU affinity (taskset, Slurm), capped by a cgroup CPU
+    quota (containers), where os.cpu_count() would report every core of the host."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return max(1, min(cores, math.ceil(limit)) if limit else cores)
+
+
+def default_workers(device: torch.device, cores: int) -> int:
+    """Worker processes. On the CPU they decode and run the network, one per core; for a GPU they
+    only decode, one per core beyond the first (at most 8)."""
+    return max(1, cores) if device.type == "cpu" else max(1, min(8, cores - 1))
+
+
+def default_model_threads(device: torch.device, cores: int) -> int:
+    """Images in flight through the network at once in the main process: one per core on the CPU
+    (used when there are no worker processes), one on a GPU."""
+    return max(1, cores) if device.type == "cpu" else 1
+
+
+class ImageFiles(Dataset):
+    """Decodes the images `indices` of an ImageList at every scale; never raises for a bad file
+    (the item carries the error). Item k is image indices[k]."""
+
+    def __init__(self, image_list: ImageList, policies: Sequence[ResizePolicy], indices: np.ndarray,
+                 timeout: float = DEFAULT_DECODE_TIMEOUT):
+        self.image_list = image_list
+        self.policies = policies
+        self.indices = indices
+        self.timeout = timeout
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> DecodedItem:
+        index = int(self.indices[k])
+        path = self.image_list.file(index)
+        try:
+            images = [decode_image(path, policy, self.timeout) for policy in self.policies]
+        except DecodeError as exc:
+            return DecodedItem(index, None, (0, 0), False, str(exc))
+        # numpy, not torch: arrays travel from the workers by pickling, without the file-descriptor
+        # sharing of torch tensors (whose server thread prints tracebacks when a run is interrupted)
+        return DecodedItem(index, [image.pixels for image in images], images[0].original_size,
+                           any(image.upsampled for image in images), None)
+
+
+def _as_list(items: list[DecodedItem]) -> list[DecodedItem]:
+    return items
+
+
+def _start_worker(parent: int, runs_network: bool, worker_id: int) -> None:
+    """Worker set-up. SIGINT and SIGTERM are left to the main process, which saves the finished
+    images and then stops the workers (Ctrl-C and a scheduler's SIGTERM reach the whole process
+    group; a worker killed by them would make the main process fail instead of stopping cleanly).
+    On Linux the worker ends when the main process `parent` dies, also by kill -9; otherwise it
+    can block forever on a full result pipe and keep the caller's pipes open."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+    if runs_network:
+        # one intra-op thread: a forked child that starts an OpenMP team of its parent's hangs (libgomp)
+        torch.set_num_threads(1)
+
+
+def batches(dataset: Dataset, batch_size: int, workers: int, collate, runs_network: bool) -> DataLoader:
+    """Batches of `dataset` in order, each a list of items passed through `collate`, made by
+    `workers` processes (0: in this process) set up by _start_worker."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+                      worker_init_fn=partial(_start_worker, os.getpid(), runs_network),
+                      prefetch_factor=4 if workers else None, persistent_workers=False,
+                      multiprocessing_context=WORKER_CONTEXT if workers else None)
+
+
+def describe_in_threads(model: SPPDescriptor, batches: Iterable[list[DecodedItem]], device: torch.device,
+                        model_threads: int) -> Iterator[list[DecodedItem]]:
+    """Describe decoded batches in order. With model_threads > 1 (CPU), that many batches run through
+    the network at once in Python threads (PyTorch releases the GIL inside its ops), each with
+    cores / model_threads intra-op threads: whole images in parallel instead of splitting small
+    convolutions across cores. Output order is input order."""
+    if model_threads <= 1:
+        for items in batches:
+            yield describe_items(model, items, device)
+        return
+    with ThreadPoolExecutor(model_threads, thread_name_prefix="sppfeat-model") as pool:
+        pending: deque = deque()
+        for items in batches:
+            pending.append(pool.submit(describe_items, model, items, device))
+            if len(pending) > model_threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def describe_in_workers(model: SPPDescriptor, dataset: ImageFiles, batch_size: int,
+                        workers: int) -> Iterator[list[DecodedItem]]:
+    """CPU: worker processes that each decode a batch and run it through the network on one core,
+    in input order; only the vectors come back to this process. The workers are replaced by fresh
+    ones every RECYCLE_EVERY images: images of ever new sizes fragment a process's heap, so a
+    long-lived one grows for tens of thousands of images (docs/benchmarks.md, Memory)."""
+    describe_batch = partial(describe_items, model, device=torch.device("cpu"))
+    for start in range(0, len(dataset), RECYCLE_EVERY):
+        part = Subset(dataset, range(start, min(start + RECYCLE_EVERY, len(dataset))))
+        yield from batches(part, batch_size, workers, describe_batch, runs_network=True)
+
+
+@contextmanager
+def described(model: SPPDescriptor, dataset: ImageFiles, device: torch.device,
+              runtime: Runtime) -> Iterator[Iterator[list[DecodedItem]]]:
+    """The described batches of `dataset`, in order, by the scheme that suits the device: CPU
+    worker processes running the network, or decode workers feeding model threads here. The
+    caller's torch thread count is restored on exit."""
+    cores = runtime.cores or available_cores()
+    workers = default_workers(device, cores) if runtime.workers is None else runtime.workers
+    caller_threads = torch.get_num_threads()
+    try:
+        if device.type == "cpu" and workers > 0:
+            yield describe_in_workers(model, dataset, runtime.batch_size, workers)
+        else:
+            model_threads = default_model_threads(device, cores)
+            if device.type == "cpu":
+                torch.set_num_threads(max(1, cores // model_threads))
+            loader = batches(dataset, runtime.batch_size, workers, _as_list, runs_network=False)
+            yield describe_in_threads(model, loader, device, model_threads)
+    finally:
+        torch.set_num_threads(caller_threads)

@@ -1,0 +1,116 @@
+"""Merging the shard files of one extraction (``extract(shard=(i, n))``) into one feature file.
+
+By default the merged file holds HDF5 virtual datasets (h5py ``VirtualLayout``) that map onto the
+shards, so merging copies nothing and the shards must stay next to it; ``consolidate=True`` copies
+every row into one ordinary file instead. Either way the rows are in the order a single-process
+run gives: shard i holds a contiguous part of the sorted image list.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..config import MERGE, changed_settings
+from .feature_file import PLACEMENT, FeatureFile, FeatureWriter, mark_complete, open_features, write_header
+from .hdf5 import STR, check_output, partial_path
+
+MERGED_DATASETS = ("features", "paths", "labels", "image_sizes", "targets", "skipped")
+
+
+def check_shards(paths: list[str | os.PathLike]) -> list[FeatureFile]:
+    """Open the shard files and check that they are all the shards of one extraction; returns them
+    in shard order. ValueError naming the first problem (a missing or foreign shard, for example)."""
+    shards = [open_features(p) for p in paths]
+    for shard in shards:
+        absent = [k for k in PLACEMENT if k not in shard.attributes]
+        if absent:
+            raise ValueError(f"{shard.path} has no shard information ({', '.join(absent)}); "
+                             "it was not written by sppfeat extract")
+        if shard.attributes.get("complete") is False:
+            raise ValueError(f"{shard.path} is incomplete; rerun its extraction with --resume")
+    first = shards[0]
+    count = first.attributes["shard_count"]
+    for shard in shards[1:]:
+        changed = changed_settings(first.record, shard.record, MERGE)
+        if changed:
+            raise ValueError(f"{shard.path} and {first.path} were extracted with other settings ({', '.join(changed)})")
+        if shard.attributes["listing_sha256"] != first.attributes["listing_sha256"]:
+            raise ValueError(f"{shard.path} and {first.path} were extracted from different image lists")
+        if shard.attributes["shard_count"] != count:
+            raise ValueError(f"{shard.path} is a shard of {shard.attributes['shard_count']}, "
+                             f"{first.path} of {count}")
+    by_index: dict[int, FeatureFile] = {}
+    for shard in shards:
+        index = shard.attributes["shard_index"]
+        if index in by_index:
+            raise ValueError(f"shard {index}/{count} given twice: {by_index[index].path} and {shard.path}")
+        by_index[index] = shard
+    absent = [i for i in range(count) if i not in by_index]
+    if absent:
+        raise ValueError(f"shard{'s' if len(absent) > 1 else ''} {', '.join(f'{i}/{count}' for i in absent)} "
+                         f"missing (extract with --shard {absent[0]}/{count}, or --resume it)")
+    return [by_index[i] for i in range(count)]
+
+
+def merge(shard_paths: list[str | os.PathLike], output: str | os.PathLike, *, consolidate: bool = False,
+          overwrite: bool = False) -> Path:
+    """Write `output` presenting all shards as one feature file; returns its path."""
+    if not shard_paths:
+        raise ValueError("no shard files given")
+    output = check_output(output, overwrite)
+    shards = check_shards(shard_paths)
+    if any(output.resolve() == s.path.resolve() for s in shards):
+        raise ValueError(f"{output} is one of the shards")
+    first = shards[0]
+    record = dict(first.record, shards=len(shards))
+    placement = {"listing_sha256": first.attributes["listing_sha256"],
+                 "n_listed_images": first.attributes["n_listed_images"], "shard_index": 0, "shard_count": 1,
+                 "shard_start": 0}
+    (_copy if consolidate else _link)(shards, output, record, placement)
+    return output
+
+
+def _copy(shards: list[FeatureFile], output: Path, record: dict, placement: dict, block: int = 1024) -> None:
+    first = shards[0]
+    with FeatureWriter(output, dim=first.dim, dtype=first.dtype, class_names=first.class_names, record=record,
+                       placement=placement,
+                       n_targets=None if first.targets is None else first.targets.shape[1]) as writer:
+        for shard in shards:
+            for start in range(0, len(shard.paths), block):
+                rows = np.arange(start, min(start + block, len(shard.paths)))
+                writer.append([shard.paths[i] for i in rows], shard.labels[rows], shard.image_sizes[rows],
+                              shard.read_features(rows), None if shard.targets is None else shard.targets[rows])
+            for path, reason in shard.skipped:
+                writer.skip(path, reason)
+
+
+def _link(shards: list[FeatureFile], output: Path, record: dict, placement: dict) -> None:
+    tmp = partial_path(output)
+    names = [name for name in MERGED_DATASETS if name != "targets" or shards[0].targets is not None]
+    sources: dict[str, list[h5py.VirtualSource]] = {name: [] for name in names}
+    for shard in shards:  # each shard opened once; its datasets become sources, linked by relative path
+        relative = os.path.relpath(shard.path.resolve(), output.resolve().parent)
+        with h5py.File(shard.path, "r") as g:
+            for name in names:
+                sources[name].append(h5py.VirtualSource(relative, name, shape=g[name].shape, dtype=g[name].dtype))
+    with h5py.File(tmp, "w") as f:
+        for name in names:
+            width, dtype = sources[name][0].shape[1:], sources[name][0].dtype
+            used = [source for source in sources[name] if source.shape[0]]
+            if not used:  # e.g. nothing skipped in any shard
+                f.create_dataset(name, shape=(0, *width), dtype=dtype)
+                continue
+            layout = h5py.VirtualLayout(shape=(sum(s.shape[0] for s in used), *width), dtype=dtype)
+            position = 0
+            for source in used:
+                layout[position:position + source.shape[0]] = source
+                position += source.shape[0]
+            f.create_virtual_dataset(name, layout, fillvalue=None)
+        write_header(f, record, placement, shards[0].class_names)
+        f.create_dataset("merged_from", data=[s.path.name for s in shards], dtype=STR)
+        mark_complete(f, sum(len(s.paths) for s in shards), sum(len(s.skipped) for s in shards))
+    os.replace(tmp, output)

@@ -1,0 +1,102 @@
+"""SVM model files (HDF5, no pickle): weights, biases, class names, C, provenance and the split.
+
+Layout:
+    coef          K×D float32        intercept   K float64
+    class_names   K UTF-8 strings    train_paths / test_paths  UTF-8 strings (the split)
+Attributes: sppfeat_kind = "svm_model", format_version, C, power (feature normalisation exponent),
+multilabel, cv_scores (JSON), feature_config (JSON: the extraction record of the feature file, from
+which :attr:`SVMModel.feature_settings` rebuilds its settings), features_fingerprint, split (JSON:
+protocol, seed, counts), created, sppfeat_version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .. import __version__
+from ..config import FORMAT_VERSION, MODEL, ExtractionConfig, changed_settings
+from .hdf5 import STR, open_hdf5, partial_path, read_strings
+
+KIND = "svm_model"
+
+
+@dataclass
+class SVMModel:
+    """coef K×D float32, intercept K; feature_record: the extraction record of the training features;
+    train_paths / test_paths: the split; cv_scores {C: mean CV score} when C was cross-validated."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    class_names: list[str]
+    C: float
+    power: float
+    multilabel: bool
+    feature_record: dict
+    features_fingerprint: str
+    train_paths: list[str]
+    test_paths: list[str]
+    split: dict = field(default_factory=dict)
+    cv_scores: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def feature_settings(self) -> ExtractionConfig:
+        """The extraction settings the model's features were made with."""
+        return ExtractionConfig.from_record(self.feature_record)
+
+
+def save_model(path: str | Path, model: SVMModel) -> None:
+    path = Path(path)
+    tmp = partial_path(path)
+    with h5py.File(tmp, "w") as f:
+        f.attrs["sppfeat_kind"] = KIND
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.create_dataset("coef", data=model.coef.astype(np.float32))
+        f.create_dataset("intercept", data=model.intercept.astype(np.float64))
+        f.create_dataset("class_names", data=model.class_names, dtype=STR)
+        f.create_dataset("train_paths", data=model.train_paths, dtype=STR)
+        f.create_dataset("test_paths", data=model.test_paths, dtype=STR)
+        f.attrs["C"] = model.C
+        f.attrs["power"] = model.power
+        f.attrs["multilabel"] = model.multilabel
+        f.attrs["feature_config"] = json.dumps(model.feature_record, sort_keys=True)
+        f.attrs["features_fingerprint"] = model.features_fingerprint
+        f.attrs["split"] = json.dumps(model.split, sort_keys=True)
+        f.attrs["cv_scores"] = json.dumps({str(k): v for k, v in model.cv_scores.items()})
+        f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        f.attrs["sppfeat_version"] = __version__
+    tmp.replace(path)
+
+
+def load_model(path: str | Path) -> SVMModel:
+    """Read a model file (format 1 or 2); ValueError with a one-line reason if it is not one."""
+    with open_hdf5(path, "model file") as f:
+        if f.attrs.get("sppfeat_kind") != KIND:
+            raise ValueError(f"{path} is not an sppfeat SVM model file")
+        return SVMModel(
+            coef=f["coef"][()], intercept=f["intercept"][()],
+            class_names=read_strings(f["class_names"]),
+            C=float(f.attrs["C"]), power=float(f.attrs["power"]), multilabel=bool(f.attrs["multilabel"]),
+            feature_record=json.loads(f.attrs["feature_config"]),
+            features_fingerprint=str(f.attrs["features_fingerprint"]),
+            train_paths=read_strings(f["train_paths"]), test_paths=read_strings(f["test_paths"]),
+            split=json.loads(f.attrs["split"]), cv_scores=json.loads(f.attrs["cv_scores"]),
+            format_version=int(f.attrs.get("format_version", 1)),
+        )
+
+
+def check_compatible(model: SVMModel, feature_record: dict, dim: int, features_path) -> None:
+    """ValueError naming the first setting in which the features differ from the model's."""
+    if model.coef.shape[1] != dim:
+        raise ValueError(f"model expects {model.coef.shape[1]}-d features, {features_path} has {dim}-d")
+    changed = changed_settings(model.feature_record, feature_record, MODEL)
+    if changed:
+        key = changed[0]
+        raise ValueError(f"{features_path} was extracted with {key}={feature_record.get(key)!r}, "
+                         f"the model with {key}={model.feature_record.get(key)!r}")

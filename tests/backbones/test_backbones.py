@@ -1,0 +1,133 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.models._meta import _IMAGENET_CATEGORIES as IMAGENET
+
+from conftest import DEMO, run_sppfeat
+from sppfeat.backbones import BACKBONES, BackboneSpec, WeightsUnavailable, load_backbone, register_backbone
+from sppfeat.backbones.efficientnet_lite import EfficientNetLite
+from sppfeat.backbones.layers import Conv2dSame, same_padding
+from sppfeat.data.decode import ResizePolicy, decode_image
+from sppfeat.features.descriptor import SPPDescriptor
+
+# Caltech 101 folder -> the ImageNet classes that name the same object
+IMAGENET_MATCH = {
+    "airplanes": {"airliner", "warplane", "wing"},
+    "Leopards": {"leopard", "jaguar", "cheetah", "snow leopard"},
+    "grand_piano": {"grand piano", "upright"},
+    "pizza": {"pizza"},
+    "soccer_ball": {"soccer ball"},
+    "starfish": {"starfish"},
+}
+
+
+def test_efficientnet_lite0_classifies_real_photos():
+    """The full network with its ImageNet classifier, at native size: top-5 must name the object."""
+    net = load_backbone("efficientnet_lite0").net
+    hits = total = 0
+    for folder, names in IMAGENET_MATCH.items():
+        wanted = {IMAGENET.index(name) for name in names}
+        for path in sorted((DEMO / folder).glob("*.jpg")):
+            pixels = torch.from_numpy(decode_image(str(path), ResizePolicy(scale=0)).pixels)
+            x = (pixels.permute(2, 0, 1)[None].float() - 127.0) / 128.0
+            with torch.no_grad():
+                top5 = set(net(x).topk(5).indices[0].tolist())
+            hits += bool(top5 & wanted)
+            total += 1
+    assert total == 60
+    assert hits / total >= 0.90, f"top-5 {hits}/{total}"
+
+
+@pytest.mark.parametrize("size,kernel,stride,expected", [
+    (224, 3, 2, (0, 1)), (225, 3, 2, (1, 1)), (7, 5, 2, (2, 2)), (8, 5, 2, (1, 2)), (5, 3, 1, (1, 1)), (1, 3, 2, (1, 1)),
+])
+def test_same_padding_matches_tensorflow_rule(size, kernel, stride, expected):
+    assert same_padding(size, kernel, stride) == expected
+    out = math.ceil(size / stride)
+    assert (size + sum(expected) - kernel) // stride + 1 == out
+
+
+@pytest.mark.parametrize("h,w", [(9, 14), (16, 16), (1, 5)])
+@pytest.mark.parametrize("kernel,stride", [(3, 2), (5, 2), (3, 1), (5, 1)])
+def test_conv2d_same_equals_explicit_padding(h, w, kernel, stride):
+    conv = Conv2dSame(3, 4, kernel, stride)
+    x = torch.randn(2, 3, h, w)
+    top, bottom = same_padding(h, kernel, stride)
+    left, right = same_padding(w, kernel, stride)
+    expected = F.conv2d(F.pad(x, (left, right, top, bottom)), conv.weight, None, stride)
+    torch.testing.assert_close(conv(x), expected)
+    assert conv(x).shape[-2:] == (math.ceil(h / stride), math.ceil(w / stride))
+
+
+def test_batchnorm_folding_keeps_the_feature_map():
+    net = load_backbone("efficientnet_lite0").net
+    x = torch.randn(1, 3, 75, 130)
+    with torch.no_grad():
+        before = net.forward_features(x)
+        after = net.fuse().forward_features(x)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+
+
+def test_strict_loading_rejects_wrong_keys(tmp_path):
+    state = EfficientNetLite("lite0").state_dict()
+    state.pop("_fc.bias")
+    state["extra.weight"] = torch.zeros(1)
+    bad = tmp_path / "bad.pth"
+    torch.save(state, bad)
+    with pytest.raises(WeightsUnavailable, match="1 missing keys.*1 unexpected keys"):
+        load_backbone("efficientnet_lite0", bad)
+    with pytest.raises(WeightsUnavailable, match="does not match"):
+        load_backbone("efficientnet_lite1", load_backbone("efficientnet_lite0").weights_path)
+
+
+def test_duplicate_registration_raises():
+    spec = BACKBONES["efficientnet_lite0"]
+    with pytest.raises(ValueError, match="registered twice"):
+        register_backbone(lambda: spec)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_trunk_channels_stride_and_min_input(name):
+    spec: BackboneSpec = BACKBONES[name]
+    trunk = spec.trunk(spec.build().eval())
+    with torch.no_grad():
+        fmap = trunk(torch.zeros(1, 3, 64, 96))
+        smallest = trunk(torch.zeros(1, 3, spec.min_input, spec.min_input))
+    assert fmap.shape[1] == spec.channels
+    assert fmap.shape[-1] == pytest.approx(96 / spec.stride, abs=1)
+    assert min(smallest.shape[-2:]) >= 1
+
+
+def test_torchvision_backbone_with_local_weights_file(tmp_path):
+    """--weights FILE: a state dict the test writes itself, used for a torchvision backbone."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.efficientnet_b0(weights=None).eval()
+    path = tmp_path / "b0.pth"
+    torch.save(net.state_dict(), path)
+    loaded = load_backbone("efficientnet_b0", path)
+    model = SPPDescriptor(loaded, (2, 1))
+    images = torch.randint(0, 256, (1, 70, 90, 3), dtype=torch.uint8)
+    x = (images.permute(0, 3, 1, 2).float() - torch.tensor([123.675, 116.28, 103.53]).reshape(1, 3, 1, 1)) \
+        / torch.tensor([58.395, 57.12, 57.375]).reshape(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = torch.cat([F.adaptive_max_pool2d(net.features(x), n).flatten(1) for n in (2, 1)], 1)
+        torch.testing.assert_close(model(images), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_offline_without_cached_weights_is_a_one_line_error(tmp_path):
+    (tmp_path / "img").mkdir()
+    import shutil
+
+    shutil.copy(next(DEMO.glob("pizza/*.jpg")), tmp_path / "img" / "a.jpg")
+    env = {"SPPFEAT_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch"), "PATH": "/usr/bin:/bin"}
+    proc = run_sppfeat("extract", tmp_path / "img", tmp_path / "o.h5", "--backbone", "resnet50", "--quiet", env=env)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "resnet50-11ad3fa6.pth" in lines[0] and str(tmp_path / "torch") in lines[0] and "--weights" in lines[0]
+    assert not (tmp_path / "o.h5").exists()

@@ -1,0 +1,108 @@
+"""train-svm and eval through the CLI: reports, recorded splits, VOC mAP path, mismatch errors."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import VOC_SAMPLE, one_process
+from sppfeat import ExtractionConfig, evaluate, extract, train_svm
+from sppfeat.classify.svm import DEFAULT_C_GRID
+from sppfeat.cli import main
+from sppfeat.storage.feature_file import open_features
+from sppfeat.storage.model_file import load_model
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_train_and_eval_single_label(tmp_path, demo_features):
+    model = tmp_path / "m.h5"
+    result = run_cli("train-svm", demo_features, model, "--protocol", "per-class", "--train-per-class", "5",
+                     "--test-per-class", "0", "--seed", "2")
+    assert result.exit_code == 0, result.output
+    m = load_model(model)
+    ff = open_features(demo_features)
+    assert m.coef.shape == (6, 64000) and m.class_names == ff.class_names
+    assert len(m.train_paths) == 30 and len(m.test_paths) == 30 and not set(m.train_paths) & set(m.test_paths)
+    assert m.split["protocol"] == "per-class"
+    assert sorted(float(c) for c in m.cv_scores) == sorted(DEFAULT_C_GRID) and m.C in DEFAULT_C_GRID
+    assert m.feature_record == ff.record and m.feature_settings == ff.config
+    report_path = tmp_path / "r.json"
+    result = run_cli("eval", model, demo_features, "--report", report_path)
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert report["n_test"] == 30 and report["evaluated_on"] == "recorded test split"
+    assert 0.8 <= report["accuracy"] <= 1.0 and 0 <= report["mean_class_accuracy"] <= 1
+    assert set(report["per_class"]) == set(ff.class_names)
+    # the same test rows scored by hand: signed power, L2, linear scores, best class
+    rows = [ff.paths.index(p) for p in m.test_paths]
+    x = ff.read_features(np.array(rows)).astype(np.float64)
+    x = np.sign(x) * np.abs(x) ** m.power
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    predicted = (x @ m.coef.T.astype(np.float64) + m.intercept).argmax(1)
+    assert report["accuracy"] == pytest.approx((predicted == ff.labels[rows]).mean())
+    assert "accuracy" in result.output and "worst classes" in result.output
+
+
+def test_fixed_c_and_power(tmp_path, demo_features):
+    result = train_svm(demo_features, tmp_path / "m.h5", C=0.5, power=0.5, protocol="stratified")
+    assert result.C == 0.5 and result.cv_scores == {}
+    assert load_model(tmp_path / "m.h5").power == 0.5
+    assert evaluate(tmp_path / "m.h5", demo_features).n_test == result.n_test
+
+
+def test_mismatched_features_are_refused(tmp_path, demo_features):
+    model = tmp_path / "m.h5"
+    train_svm(demo_features, model, C=1.0)
+    other = tmp_path / "other.h5"
+    with h5py.File(demo_features, "r") as src, h5py.File(other, "w") as dst:
+        for key in src:
+            src.copy(key, dst)
+        record = json.loads(src.attrs["config"])
+        record["scale"] = 320
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        dst.attrs["config"] = json.dumps(record)
+    result = run_cli("eval", model, other)
+    assert result.exit_code == 2 and "scale=320" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert run_cli("eval", other, demo_features).exit_code == 2  # a feature file is not a model
+    assert run_cli("train-svm", demo_features, model).exit_code == 2  # exists, no --overwrite
+    assert run_cli("train-svm", demo_features, tmp_path / "x.h5", "--C", "-1").exit_code == 2
+
+
+def test_eval_on_another_file_uses_every_row(tmp_path, demo_features):
+    model = tmp_path / "m.h5"
+    train_svm(demo_features, model, C=1.0, protocol="stratified")
+    copy = tmp_path / "copy.h5"
+    with h5py.File(demo_features, "r") as src, h5py.File(copy, "w") as dst:
+        for key in src:
+            src.copy(key, dst)
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        del dst["paths"]
+        dst.create_dataset("paths", data=[f"renamed/{i}" for i in range(60)], dtype=h5py.string_dtype())
+    report = evaluate(model, copy)
+    assert report.n_test == 60 and report.evaluated_on == "every row"
+
+
+@pytest.mark.skipif(not VOC_SAMPLE.is_dir(), reason="needs ../shared/data/voc2007-sample")
+def test_voc_multilabel_path_end_to_end(tmp_path):
+    root = VOC_SAMPLE / "VOCdevkit"
+    for split in ("train", "val"):
+        config = ExtractionConfig(split=split, scales=(64,), levels=(1,))
+        extract(root, tmp_path / f"{split}.h5", config, one_process(), quiet=True)
+    train = open_features(tmp_path / "train.h5")
+    assert train.targets.shape[1] == 20 and train.config.dataset == "voc2007" and train.config.split == "train"
+    result = run_cli("train-svm", tmp_path / "train.h5", tmp_path / "m.h5", "--C", "1")
+    assert result.exit_code == 0, result.output
+    assert load_model(tmp_path / "m.h5").multilabel
+    report = evaluate(tmp_path / "m.h5", tmp_path / "val.h5", tmp_path / "r.json")
+    assert set(report.ap) == set(train.class_names) and report.n_test == len(open_features(tmp_path / "val.h5").paths)
+    assert report.mAP == pytest.approx(np.mean(list(report.ap.values())))
+    assert 0.2 < report.mAP <= 1.0  # far above chance (about the class frequency) even at 64 px
+    assert json.loads((tmp_path / "r.json").read_text()) == report.to_json()

@@ -1,0 +1,147 @@
+"""Sharded extraction: --shard i/n in separate processes, torchrun ranks, merged virtual files."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import DEMO, FAST_ARGS, SUBPROCESS_TIMEOUT, assert_same_rows, fast_config, one_process, sppfeat_command
+from sppfeat import evaluate, extract, merge, train_svm
+from sppfeat.cli import main
+from sppfeat.shards import shard_bounds, shard_path
+from sppfeat.storage.feature_file import open_features
+
+FAST = [*FAST_ARGS, "--workers", "1", "-q"]
+
+
+def extract_fast(images, out, **options):
+    return extract(images, out, fast_config(), one_process(), quiet=True, **options)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """The 60 demo photos plus bad files in the middle and at the end of the sorted list."""
+    root = tmp_path_factory.mktemp("shards") / "images"
+    shutil.copytree(DEMO, root)
+    (root / "grand_piano" / "zero.jpg").write_bytes(b"")
+    (root / "starfish" / "zz_noise.jpg").write_bytes(os.urandom(2000))
+    return root
+
+
+@pytest.fixture(scope="module")
+def single(images, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "single.h5"
+    extract_fast(images, out)
+    return out
+
+
+def test_shard_bounds_cover_the_list_once_without_padding():
+    for n_images in (0, 1, 5, 61, 1000):
+        for count in (1, 2, 3, 7, 8):
+            ranges = [shard_bounds(n_images, i, count) for i in range(count)]
+            covered = np.concatenate([np.arange(lo, hi) for lo, hi in ranges])
+            assert covered.tolist() == list(range(n_images))
+            sizes = [hi - lo for lo, hi in ranges]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_three_shard_processes_then_merge_equals_a_single_run(images, single, tmp_path):
+    out = tmp_path / "all.h5"
+    procs = [subprocess.Popen(sppfeat_command("extract", images, out, "--shard", f"{i}/3", *FAST),
+                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=SUBPROCESS_TIMEOUT)
+        assert proc.returncode == 0, err
+    shards = [shard_path(out, i, 3) for i in range(3)]
+    assert all(s.is_file() for s in shards)
+    runner = CliRunner()
+    result = runner.invoke(main, ["merge", *map(str, shards), str(out)])
+    assert result.exit_code == 0, result.output
+    with h5py.File(out, "r") as f:
+        assert f["features"].is_virtual and f["paths"].is_virtual
+    assert_same_rows(out, single)
+    consolidated = tmp_path / "one.h5"
+    assert runner.invoke(main, ["merge", "--consolidate", *map(str, reversed(shards)), str(consolidated)]).exit_code == 0
+    with h5py.File(consolidated, "r") as f:
+        assert not f["features"].is_virtual
+    assert_same_rows(consolidated, single)
+
+    # The merged file travels with its shards (relative links), and train-svm / eval read it.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for path in [out, *shards]:
+        shutil.move(path, moved / path.name)
+    model = tmp_path / "model.h5"
+    train_svm(moved / out.name, model, C=1.0, protocol="stratified")
+    assert evaluate(model, moved / out.name).accuracy > 0.8
+    os.remove(moved / shards[1].name)
+    lost = runner.invoke(main, ["info", str(moved / out.name)])
+    assert lost.exit_code == 2 and "shard" in lost.output and "missing" in lost.output
+
+
+def test_merge_refuses_incomplete_or_foreign_shard_sets(images, tmp_path):
+    out = tmp_path / "x.h5"
+    for i in range(2):
+        extract_fast(images, out, shard=(i, 2))
+    other = tmp_path / "other.h5"
+    extract(images, other, fast_config(levels=(1,)), one_process(), shard=(1, 2), quiet=True)
+    runner = CliRunner()
+    cases = [([shard_path(out, 0, 2)], "1/2 missing"),
+             ([shard_path(out, 0, 2), shard_path(out, 0, 2)], "given twice"),
+             ([shard_path(out, 0, 2), shard_path(other, 1, 2)], "other settings")]
+    for shards, message in cases:
+        result = runner.invoke(main, ["merge", *map(str, shards), str(tmp_path / "m.h5")])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "m.h5").exists()
+
+
+def test_resume_works_per_shard(images, single, tmp_path):
+    out = tmp_path / "r.h5"
+    extract_fast(images, out, shard=(0, 2))
+    extract(images, out, fast_config(), one_process(checkpoint_every=4), shard=(1, 2), quiet=True)
+    again = extract_fast(images, out, shard=(1, 2), resume=True)
+    assert again.seconds == 0.0 and again.path == shard_path(out, 1, 2)  # already complete: nothing redone
+    merge([shard_path(out, i, 2) for i in range(2)], out)
+    assert_same_rows(out, single)
+    foreign = tmp_path / "foreign.h5"
+    shutil.copy(shard_path(out, 0, 2), shard_path(foreign, 1, 2))  # shard 0's rows where shard 1's should be
+    with pytest.raises(ValueError, match="shard"):
+        extract_fast(images, foreign, shard=(1, 2), resume=True)
+
+
+def torchrun(images, out, *extra):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "sppfeat", "extract", str(images), str(out), *FAST, *extra],
+                          capture_output=True, text=True, timeout=2 * SUBPROCESS_TIMEOUT, env=env)
+
+
+def test_torchrun_two_ranks_on_cpu_equals_a_single_run(images, single, tmp_path):
+    out = tmp_path / "dist.h5"
+    run = torchrun(images, out)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert all(shard_path(out, i, 2).is_file() for i in range(2))
+    assert_same_rows(out, single)
+    ff = open_features(out)
+    assert ff.attributes["shard_count"] == 1 and ff.record["shards"] == 2
+
+
+def test_a_failed_rank_is_named_and_the_other_shard_kept(images, single, tmp_path):
+    out = tmp_path / "fail.h5"
+    shard_path(out, 1, 2).write_text("in the way")  # rank 1 cannot write its shard
+    run = torchrun(images, out)
+    assert run.returncode != 0 and not out.exists()
+    ours = [line for line in run.stderr.splitlines() if line.startswith("Error:")]
+    assert len(ours) == 1 and "shard 1/2 failed" in ours[0] and "--resume" in ours[0]
+    assert "sppfeat/" not in run.stderr  # no traceback through our code (torchrun prints its own summary)
+    assert open_features(shard_path(out, 0, 2)).attributes["shard_index"] == 0
+    shard_path(out, 1, 2).unlink()
+    extract_fast(images, out, shard=(1, 2))
+    merge([shard_path(out, i, 2) for i in range(2)], out)
+    assert_same_rows(out, single)
