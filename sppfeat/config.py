@@ -169,7 +169,8 @@ DERIVED_CHECKS = {"normalization": VECTOR, "feature_dim": VECTOR, "min_side": ST
 
 def checked_keys(purpose: str) -> tuple[str, ...]:
     """The record keys that must agree for `purpose` (MODEL, MERGE or RESUME)."""
-    keys = [f.metadata["key"] or f.name for f in dataclasses.fields(ExtractionConfig) if purpose in f.metadata["checks"]]
+    keys = [f.metadata["key"] or f.name for f in dataclasses.fields(ExtractionConfig)
+            if purpose in f.metadata["checks"]]
     return tuple(keys + [key for key, checks in DERIVED_CHECKS.items() if purpose in checks])
 
 

@@ -43,7 +43,8 @@ def test_describe_takes_paths_pil_images_and_arrays_alike(tmp_path):
     np.testing.assert_allclose(rows[1], rows[0], rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(rows[2], rows[0], rtol=1e-3, atol=1e-4)
     assert cosine(rows[3:], rows[:1])[0] < 0.999  # grey really is another input
-    np.testing.assert_allclose(describe(photo, config), rows[:1], rtol=1e-3, atol=1e-4)  # a batch of one: other last bits
+    alone = describe(photo, config)  # a batch of one: other last bits
+    np.testing.assert_allclose(alone, rows[:1], rtol=1e-3, atol=1e-4)
     assert describe(np.stack([array, array]), config).shape == (2, 1280 * 5)
     for bad, message in [([photo, np.zeros((4, 4, 3), np.float32)], r"images\[1\]: arrays must be uint8"),
                          ([tmp_path / "missing.jpg"], r"images\[0\]: file not found"),
