@@ -1,57 +1,99 @@
 """Command-line interface: strings are parsed here, once (click parameter types), into the typed
-settings the Python API takes; each command is a thin layer over one API call."""
+settings the Python API takes; each command is a thin layer over one API call. Every message goes
+to stderr as one line starting 'sppfeat: ' (data, such as tables, goes to stdout)."""
 
 from __future__ import annotations
 
-import functools
 import logging
+import re
+import signal
 import sys
 
 import click
 
 from .backbones import BACKBONES, DEFAULT_BACKBONE, WeightsUnavailable
-from .classify.training import DEFAULT_POWER, PROTOCOLS
-from .config import DTYPES, ExtractionConfig, as_levels, as_scales
+from .classify.protocol import (DEFAULT_POWER, DEFAULT_TEST_FRACTION, DEFAULT_TEST_PER_CLASS,
+                                DEFAULT_TRAIN_PER_CLASS, PROTOCOLS)
+from .config import DEFAULT_LEVELS, DTYPES, POOLS, ExtractionConfig, as_levels, as_scales
 from .data.decode import DEFAULT_DECODE_TIMEOUT, DEFAULT_MAX_SIDE
 from .data.discover import DATASETS, VOC_SPLITS
-from .features.interrupts import ExtractionInterrupted, WorkerFailed
-from .features.runtime import Runtime
-from .pyramid import DEFAULT_LEVELS, POOLS
+from .features.interrupts import DiskFull, ExtractionInterrupted, WorkerFailed
 from .shards import check_shard
 
-
-class UserError(click.ClickException):
-    """A one-line error, exit code 2 (bad input, missing weights, mismatched files)."""
-
-    exit_code = 2
+PREFIX = "sppfeat: "
 
 
-def user_errors(fn):
-    """Turn the API's ValueError / WeightsUnavailable / OSError into one-line errors with exit 2; an
-    interrupted run or a dead worker process also ends with one line (exit 128 + signal, or 1)."""
+def say(message: str) -> None:
+    """One line on stderr, with the tool's prefix."""
+    click.echo(PREFIX + message, err=True)
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+
+class Failure(click.ClickException):
+    """The end of a command: one line on stderr and an exit code (2: bad input, missing weights,
+    mismatched files; 1: a worker died; 128 + signal: interrupted)."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def cli_wording(message: str) -> str:
+    """An API message with the command line's names: overwrite=True -> --overwrite,
+    shard=(1, 3) -> --shard 1/3, protocol='all' -> --protocol all, workers=N -> --workers N."""
+    flags = {p.name: max(p.opts, key=len) for c in main.commands.values() for p in c.params
+             if isinstance(p, click.Option)}
+
+    def flag(match: re.Match) -> str:
+        option, value = flags[match.group(1)], match.group(2) or ""
+        if value in ("", "True"):
+            return option
+        if value.startswith("("):
+            return f"{option} " + "/".join(v.strip() for v in value[1:-1].split(","))
+        return f"{option} {value.strip(chr(39))}"
+
+    names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
+    return re.sub(rf"\b({names})=(True\b|'[^']*'|\([^)]*\)|N\b|FILE\b)?", flag, message)
+
+
+class Commands(click.Group):
+    """The command group: whatever stops a command (an error, Ctrl-C, a dead worker) ends as one
+    line on stderr, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
         try:
-            return fn(*args, **kwargs)
+            return super().invoke(ctx)
         except (ValueError, WeightsUnavailable, FileNotFoundError, PermissionError) as exc:
-            raise UserError(str(exc)) from None
+            raise Failure(str(exc)) from None
         except ExtractionInterrupted as exc:
-            click.echo(f"sppfeat: {exc}", err=True)
-            sys.exit(128 + exc.signum)
-        except WorkerFailed as exc:
-            click.echo(f"sppfeat: {exc}", err=True)
-            sys.exit(1)
+            raise Failure(str(exc), 128 + exc.signum) from None
+        except (WorkerFailed, DiskFull) as exc:
+            raise Failure(str(exc), 1) from None
+        except OSError as exc:  # the machine, not the input: one line, exit 1
+            raise Failure(" ".join(str(exc).split()), 1) from None
         except KeyboardInterrupt:
-            click.echo("sppfeat: interrupted", err=True)
-            sys.exit(130)
+            raise Failure("interrupted", 130) from None
 
-    return wrapper
+    def main(self, args=None, prog_name=None, standalone_mode: bool = True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the last line
+            message = exc.format_message()
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                message += f" (see: {exc.ctx.command_path} --help)"
+            say(cli_wording(message))
+            sys.exit(exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            say("interrupted")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 class ParsedOption(click.ParamType):
-    """A string option parsed by `parse` (ValueError on bad input). A bad value is one line naming
-    the option, exit code 2."""
+    """A string option parsed by `parse` (ValueError on bad input -> a usage error naming the option)."""
 
     def __init__(self, name: str, parse):
         self.name = name
@@ -63,8 +105,7 @@ class ParsedOption(click.ParamType):
         try:
             return self.parse(value)
         except ValueError as exc:
-            option = param.opts[0] if param is not None else self.name
-            raise UserError(f"Invalid value for '{option}': {exc}") from None
+            self.fail(str(exc), param, ctx)
 
 
 def int_list(check):
@@ -108,33 +149,36 @@ SHARD = ParsedOption("i/n", parse_shard)
 PENALTY = ParsedOption("C", parse_penalty)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sppfeat")
 def main():
     """Fixed-length SPP descriptors from images of any size, and linear SVMs on them."""
-    logging.basicConfig(format="sppfeat: %(message)s", level=logging.INFO, stream=sys.stderr)
+    logging.basicConfig(format=PREFIX + "%(message)s", level=logging.INFO, stream=sys.stderr)
 
 
 @main.command()
-@click.argument("images", type=click.Path(file_okay=False, path_type=str))
+@click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=str))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, type=click.Choice(sorted(BACKBONES)))
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, type=click.Choice(sorted(BACKBONES)),
+              help="Network (see: sppfeat backbones).")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local state dict instead of the registry's weights.")
 @click.option("--levels", default=",".join(map(str, DEFAULT_LEVELS)), show_default=True, type=LEVELS,
               help="Pyramid levels n (n×n bins each).")
-@click.option("--pool", default="max", show_default=True, type=click.Choice(POOLS))
+@click.option("--pool", default="max", show_default=True, type=click.Choice(POOLS), help="Pooling in each bin.")
 @click.option("--scale", default="224", show_default=True, type=SCALES,
               help="Shorter side in pixels (0 = native size); several, e.g. 224,288, give one vector "
                    "pooled over all scales. Aspect ratio is always kept.")
 @click.option("--max-side", default=DEFAULT_MAX_SIDE, show_default=True, type=click.IntRange(min=1),
-              help="Cap on the longer side.")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+              help="Cap on the longer side in pixels.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
 @click.option("--workers", default=None, type=click.IntRange(min=0),
               help="Worker processes: on the CPU each decodes and runs the network on one core [default: "
                    "cores]; with a GPU they only decode [default: cores - 1]. 0: all in this process.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES))
-@click.option("--dataset", default="auto", show_default=True, type=click.Choice(DATASETS))
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES),
+              help="Stored vector type (float16: half the size).")
+@click.option("--dataset", default="auto", show_default=True, type=click.Choice(DATASETS),
+              help="How to read IMAGES (auto: a VOC devkit, Caltech 101 or class folders).")
 @click.option("--split", type=click.Choice(VOC_SPLITS), help="VOC 2007 image set [default: trainval].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (same arguments).")
 @click.option("--shard", type=SHARD, help="i/n: extract only the i-th of n parts of the image list, into "
@@ -145,8 +189,7 @@ def main():
               type=click.FloatRange(min=0), help="Seconds per image before it is skipped (0 = no limit).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1),
               help="Images per saved progress segment [default: about 16 MiB of vectors, at most 512].")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-@user_errors
+@click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
 def extract(images, output, backbone, weights, levels, pool, scale, max_side, batch_size, workers, device, dtype,
             dataset, split, resume, shard, overwrite, strict, decode_timeout, checkpoint_every, quiet):
     """Write one SPP vector per image under IMAGES to the HDF5 file OUTPUT.
@@ -155,6 +198,7 @@ def extract(images, output, backbone, weights, levels, pool, scale, max_side, ba
     virtual file over the shard files."""
     from .distributed import extract_distributed, launch_info
     from .features.pipeline import extract as extract_api
+    from .features.runtime import Runtime
 
     config = ExtractionConfig(backbone=backbone, weights=weights, levels=levels, pool=pool, scales=scale,
                               max_side=max_side, dtype=dtype, dataset=dataset, split=split)
@@ -167,29 +211,28 @@ def extract(images, output, backbone, weights, levels, pool, scale, max_side, ba
         result = extract_distributed(images, output, launch, config, runtime, resume=resume, overwrite=overwrite,
                                      strict=strict, quiet=quiet)
         if launch.rank == 0 and not quiet:
-            click.echo(f"{output}: merged {launch.world_size} shards", err=True)
+            say(f"{output}: merged {launch.world_size} shards")
     else:
         result = extract_api(images, output, config, runtime, shard=shard, resume=resume, overwrite=overwrite,
                              strict=strict, quiet=quiet)
     if not quiet:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(result.skip_reasons.items()))
-        click.echo(f"{result.path}: {result.n_images} images × {result.dim} dims in {result.seconds:.1f} s "
-                   f"({result.images_per_second:.1f} images/s); {result.n_skipped} skipped"
-                   + (f" ({reasons})" if reasons else ""), err=True)
+        say(f"{result.path}: {result.n_images} images × {result.dim} dims in {result.seconds:.1f} s "
+            f"({result.images_per_second:.1f} images/s); {result.n_skipped} skipped"
+            + (f" ({reasons})" if reasons else ""))
 
 
 @main.command("merge")
-@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.argument("shards", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--consolidate", is_flag=True, help="Copy the rows into one ordinary file instead of a virtual one.")
-@click.option("--overwrite", is_flag=True)
-@user_errors
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def merge_(shards, output, consolidate, overwrite):
     """Join the shard files of one extraction (--shard i/n) into OUTPUT, in single-run row order."""
     from .storage.merge import merge
 
     merge(list(shards), output, consolidate=consolidate, overwrite=overwrite)
-    click.echo(f"{output}: {len(shards)} shards {'copied' if consolidate else 'linked (virtual datasets)'}", err=True)
+    say(f"{output}: {len(shards)} shards {'copied' if consolidate else 'linked (virtual datasets)'}")
 
 
 @main.command()
@@ -201,8 +244,7 @@ def backbones():
 
 
 @main.command()
-@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
-@user_errors
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=str))
 def info(path):
     """Summarise a feature or model file."""
     from .report import describe_file
@@ -211,22 +253,24 @@ def info(path):
 
 
 @main.command("train-svm")
-@click.argument("features", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("features", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.argument("model", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--C", "C", default="auto", show_default=True, type=PENALTY,
-              help="SVM penalty, or 'auto' (cross-validated).")
+              help="SVM penalty, or 'auto' (cross-validated; the grid grows when the best C is on its edge).")
 @click.option("--protocol", default="auto", show_default=True, type=click.Choice(PROTOCOLS),
-              help="per-class (Caltech 101), stratified, all (multi-label / separate test file).")
-@click.option("--train-per-class", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option("--test-per-class", default=50, show_default=True, type=click.IntRange(min=0),
-              help="0 = all remaining images.")
-@click.option("--test-fraction", default=0.25, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
+              help="per-class (Caltech 101), stratified, all (multi-label / separate test file); auto follows "
+                   "the options given, else the data set.")
+@click.option("--train-per-class", type=click.IntRange(min=1),
+              help=f"per-class: training images per class [default: {DEFAULT_TRAIN_PER_CLASS}].")
+@click.option("--test-per-class", type=click.IntRange(min=0),
+              help=f"per-class: test images per class, 0 = all remaining [default: {DEFAULT_TEST_PER_CLASS}].")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help=f"stratified: fraction of each class held out [default: {DEFAULT_TEST_FRACTION}].")
 @click.option("--power", default=DEFAULT_POWER, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Signed power normalisation before L2 (0.5 = signed square root).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--folds", default=3, show_default=True, type=click.IntRange(min=2))
-@click.option("--overwrite", is_flag=True)
-@user_errors
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split and the folds.")
+@click.option("--folds", default=3, show_default=True, type=click.IntRange(min=2), help="Cross-validation folds.")
+@click.option("--overwrite", is_flag=True, help="Replace MODEL if it exists.")
 def train_svm(features, model, C, protocol, train_per_class, test_per_class, test_fraction, power, seed, folds,
               overwrite):
     """Train linear SVMs on FEATURES (an extract output) and write MODEL."""
@@ -235,19 +279,23 @@ def train_svm(features, model, C, protocol, train_per_class, test_per_class, tes
     result = train_api(features, model, C=C, protocol=protocol, train_per_class=train_per_class,
                        test_per_class=test_per_class, test_fraction=test_fraction, power=power, seed=seed,
                        folds=folds, overwrite=overwrite)
-    click.echo(f"{result.path}: C = {result.C:g}, {result.n_train} training / {result.n_test} test images, "
-               f"{result.seconds:.1f} s", err=True)
+    say(f"{result.path}: C = {result.C:g}, {result.protocol} protocol, {result.n_train} training / "
+        f"{result.n_test} test images, {result.seconds:.1f} s")
 
 
 @main.command("eval")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
-@click.argument("features", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("features", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the scores as JSON.")
-@click.option("--show", default=10, show_default=True, type=click.IntRange(min=0), help="Per-class rows to print.")
-@user_errors
-def eval_(model, features, report, show):
+@click.option("--show", default=10, show_default=True, type=click.IntRange(min=0),
+              help="Classes below 100 % to list, worst first.")
+@click.option("--keep-training-rows", is_flag=True,
+              help="Also score rows whose paths are the model's training images (left out by default).")
+def eval_(model, features, report, show, keep_training_rows):
     """Score MODEL on FEATURES: accuracy and per-class accuracy, or VOC 11-point AP and mAP."""
     from .classify.evaluation import evaluate
     from .report import evaluation_text
 
-    click.echo(evaluation_text(evaluate(model, features, report), worst=show))
+    result = evaluate(model, features, report, keep_training_rows=keep_training_rows)
+    text = evaluation_text(result, worst=show)
+    click.echo(cli_wording(text))

@@ -21,10 +21,11 @@ from pathlib import Path
 from .backbones import DEFAULT_BACKBONE, BackboneSpec, get_backbone_spec
 from .data.decode import DEFAULT_MAX_SIDE, ResizePolicy
 from .data.discover import DATASETS, VOC_SPLITS
-from .pyramid import DEFAULT_LEVELS, check_pool, pyramid_dim
 
 FORMAT_VERSION = 2  # files without a format_version attribute are format 1 (sppfeat 0.1.0)
 DTYPES = ("float32", "float16")
+DEFAULT_LEVELS = (6, 3, 2, 1)
+POOLS = ("max", "avg")
 
 # What two records must agree on: MODEL for a model to score features, MERGE for shards of one
 # extraction, RESUME for continuing an interrupted run.
@@ -37,6 +38,18 @@ def setting(default, checks: frozenset = frozenset(), key: str | None = None):
     """A config field: `checks` are the comparisons it takes part in; `key` its name in files
     (default: the field name)."""
     return field(default=default, metadata={"checks": checks, "key": key})
+
+
+def check_pool(pool: str) -> str:
+    """`pool` if it is one of POOLS; ValueError otherwise."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    return pool
+
+
+def pyramid_dim(channels: int, levels: Sequence[int]) -> int:
+    """Length of a pyramid-pooled vector: channels · Σ n²."""
+    return channels * sum(n * n for n in levels)
 
 
 def as_levels(levels: Sequence[int]) -> tuple[int, ...]:

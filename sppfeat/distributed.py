@@ -57,7 +57,7 @@ def extract_distributed(images, output, info: LaunchInfo, config: ExtractionConf
     file. Returns this rank's ExtractResult.
 
     A failed rank leaves the other shards intact; rank 0 then raises ValueError naming the shards
-    to rerun (with ``--shard i/n --resume``) before ``sppfeat merge``, the other ranks exit with 2.
+    to rerun (with ``shard=(i, n)`` and ``resume=True``) before merging, the other ranks exit with 2.
     """
     check_output(output, overwrite or resume)
     runtime = replace(runtime, device=rank_device(info, runtime.device),
@@ -83,7 +83,7 @@ def extract_distributed(images, output, info: LaunchInfo, config: ExtractionConf
             shards = ", ".join(f"{rank}/{info.world_size}" for rank, _ in failed)
             pattern = shard_path(output, 0, info.world_size).name.replace(".shard-00000-", ".shard-*-")
             raise ValueError(f"shard{'s' if len(failed) > 1 else ''} {shards} failed ({failed[0][1]}); rerun "
-                             f"with --shard i/n --resume, then: sppfeat merge {pattern} {output}")
+                             f"with shard=(i, n) and resume=True, then: sppfeat merge {pattern} {output}")
         if info.rank == 0:
             merge([shard_path(output, r, info.world_size) for r in range(info.world_size)], output,
                   overwrite=True)

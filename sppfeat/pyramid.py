@@ -17,21 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DEFAULT_LEVELS = (6, 3, 2, 1)
-POOLS = ("max", "avg")
-
-
-def check_pool(pool: str) -> str:
-    """`pool` if it is one of POOLS; ValueError otherwise."""
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
-    return pool
-
-
-def pyramid_dim(channels: int, levels: Sequence[int]) -> int:
-    """Length of the pooled vector: channels · Σ n²."""
-    return channels * sum(n * n for n in levels)
-
+from .config import DEFAULT_LEVELS, check_pool, pyramid_dim  # noqa: F401  (pyramid_dim: part of this op's API)
 
 def spatial_pyramid_pool(
     feature_map: torch.Tensor, levels: Sequence[int] = DEFAULT_LEVELS, pool: str = "max"

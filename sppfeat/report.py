@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from .backbones import BACKBONES, DEFAULT_BACKBONE
-from .classify.evaluation import Evaluation
 from .storage.feature_file import open_features
 from .storage.hdf5 import open_hdf5
 from .storage.model_file import KIND, load_model
+
+if TYPE_CHECKING:
+    from .classify.evaluation import Evaluation
 
 
 def describe_file(path: str | os.PathLike) -> str:
@@ -41,7 +44,8 @@ def describe_features(path: str | os.PathLike) -> str:
         lines.append(f"              ... and {len(ff.skipped) - 10} more")
     lines.append("  configuration")
     for key, value in sorted(ff.record.items()):
-        lines.append(f"    {key:<16}{value}")
+        if value != "":  # a setting that does not apply (no VOC split, say)
+            lines.append(f"    {key:<16}{value}")
     return "\n".join(lines)
 
 
@@ -61,28 +65,47 @@ def describe_model(path: str | os.PathLike) -> str:
 
 
 def backbones_table() -> str:
-    """One row per registered backbone: output, input normalisation, weights source, offline or not."""
-    rows = [("name", "channels", "stride", "trained at", "normalization", "weights", "offline")]
+    """One row per registered backbone (under 100 columns): output, input normalisation, weights
+    source, whether the weights are here (offline)."""
+    rows = [("name", "ch", "stride", "px", "input", "weights", "offline")]
     for name, spec in sorted(BACKBONES.items()):
         offline = "yes" if spec.weights.cached_path() is not None else "no"
-        rows.append((name + (" (default)" if name == DEFAULT_BACKBONE else ""), str(spec.channels),
-                     str(spec.stride), f"{spec.native_size} px", spec.normalization.describe(),
-                     spec.weights.source(), offline))
+        rows.append((name + ("*" if name == DEFAULT_BACKBONE else ""), str(spec.channels), str(spec.stride),
+                     str(spec.native_size), spec.normalization.label, spec.weights.source(), offline))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    table = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(table + ["* default; ch: output channels; px: side the weights were trained at; "
+                              "input: normalisation"])
 
 
 def evaluation_text(result: Evaluation, worst: int = 10) -> str:
-    """mAP and every class's AP (multi-label), or accuracy and the `worst` classes (single-label)."""
+    """mAP and every class's AP (multi-label), or accuracy and up to `worst` classes below 100 %
+    (single-label); then what was left out and why."""
     if result.multilabel:
         lines = [f"mAP {100 * result.mAP:.2f} % over {len(result.ap)} classes, {result.n_test} images "
                  f"({result.evaluated_on})"]
         lines += [f"  {name:<20}{100 * ap:6.2f}" for name, ap in sorted(result.ap.items(), key=lambda kv: kv[1])]
-        return "\n".join(lines)
-    lines = [f"accuracy {100 * result.accuracy:.2f} %, mean per-class accuracy "
-             f"{100 * result.mean_class_accuracy:.2f} % on {result.n_test} images ({result.evaluated_on})"]
-    classes = sorted(result.per_class.items(), key=lambda kv: kv[1].accuracy)[:worst]
-    if classes:
-        lines.append("worst classes:")
-    lines += [f"  {name:<24}{100 * row.accuracy:6.1f} %  ({row.n} images)" for name, row in classes]
-    return "\n".join(lines)
+    else:
+        lines = [f"accuracy {100 * result.accuracy:.2f} %, mean per-class accuracy "
+                 f"{100 * result.mean_class_accuracy:.2f} % on {result.n_test} images ({result.evaluated_on})"]
+        wrong = [(name, row) for name, row in sorted(result.per_class.items(), key=lambda kv: kv[1].accuracy)
+                 if row.accuracy < 1.0][:worst]
+        if wrong:
+            lines.append("worst classes:")
+        lines += [f"  {name:<24}{100 * row.accuracy:6.1f} %  ({row.n} images)" for name, row in wrong]
+    return "\n".join(lines + left_out_lines(result))
+
+
+def left_out_lines(result: Evaluation) -> list[str]:
+    """Rows of the evaluated file that were not scored, and why."""
+    lines = []
+    if result.left_out_training:
+        lines.append(f"left out: {result.left_out_training} rows whose paths are the model's training images "
+                     "(keep_training_rows=True scores them)")
+    if result.unknown_classes:
+        named = ", ".join(f"{name} {n}" for name, n in sorted(result.unknown_classes.items()))
+        lines.append(f"left out: {sum(result.unknown_classes.values())} rows of classes the model does not know "
+                     f"({named})")
+    if result.n_unlabelled:
+        lines.append(f"left out: {result.n_unlabelled} rows without a class")
+    return lines

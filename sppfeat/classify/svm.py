@@ -12,12 +12,15 @@ is what makes C selection by cross-validation cheap when d = 64,000 and n = 3,06
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from .metrics import mean_average_precision_11pt
 
 DEFAULT_C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+C_LIMITS = (1e-4, 1e4)  # how far cross-validation extends the grid when the best C is on its edge
 FIT_TOL = 1e-2  # stopping rule of the final fit: projected-gradient range of an epoch
 CV_TOL = 1e-1  # the same, looser, for the many fits of C selection (they only rank the values of C)
 
@@ -170,25 +173,48 @@ def score(decision: np.ndarray, y: np.ndarray) -> float:
     return mean_average_precision_11pt(decision, y)
 
 
-def cross_validate_c(gram: np.ndarray, y: np.ndarray, n_classes: int, grid=DEFAULT_C_GRID, folds: int = 3,
-                     seed: int = 0, tol: float = CV_TOL) -> tuple[float, dict[float, float]]:
-    """Choose C by stratified k-fold CV on the training Gram matrix (n×n); returns (best C, scores).
+def ladder_step(c: float, up: bool) -> float:
+    """The next value of the 1-3-10 ladder (…, 0.3, 1, 3, 10, …) above or below `c`."""
+    k = math.floor(math.log10(c))
+    ladder = [float(f"{m * 10.0 ** j:.12g}") for j in range(k - 1, k + 2) for m in (1, 3)]
+    return min(v for v in ladder if v > c * 1.001) if up else max(v for v in ladder if v < c / 1.001)
 
-    C runs from small to large, each fold warm-started from the previous C's solution.
-    Ties go to the smaller C.
+
+def cross_validate_c(gram: np.ndarray, y: np.ndarray, n_classes: int, grid=DEFAULT_C_GRID, folds: int = 3,
+                     seed: int = 0, tol: float = CV_TOL, limits=C_LIMITS) -> tuple[float, dict[float, float]]:
+    """Choose C by stratified k-fold CV on the training Gram matrix (n×n); returns (best C, {C: score}).
+
+    Ties go to the smaller C. When the best C is the smallest or the largest value tried, the grid
+    grows by one ladder step that way (see :func:`ladder_step`) until the best is inside it or
+    reaches `limits`.
     """
+    scores = cv_scores(gram, y, n_classes, grid, folds, seed, tol)
+    while True:
+        tried = sorted(scores)
+        best = max(tried, key=lambda c: scores[c])
+        if best == tried[-1] and best < limits[1]:
+            scores.update(cv_scores(gram, y, n_classes, [ladder_step(best, up=True)], folds, seed, tol))
+        elif best == tried[0] and best > limits[0]:
+            scores.update(cv_scores(gram, y, n_classes, [ladder_step(best, up=False)], folds, seed, tol))
+        else:
+            return best, dict(sorted(scores.items()))
+
+
+def cv_scores(gram: np.ndarray, y: np.ndarray, n_classes: int, cs, folds: int, seed: int,
+              tol: float) -> dict[float, float]:
+    """Mean held-out score of each C in `cs` over stratified `folds`; within a fold C runs from small
+    to large, each warm-started from the previous C's solution."""
     split = kfold_indices(y, folds, seed)
-    scores = {c: 0.0 for c in grid}
+    scores = {c: 0.0 for c in cs}
     for k, held_out in enumerate(split):
         train = np.concatenate([split[j] for j in range(folds) if j != k])
         sub_gram = gram[np.ix_(train, train)]
         cross = gram[np.ix_(held_out, train)]
         alpha = None
         signs, _ = _targets_matrix(y[train], n_classes)
-        for c in sorted(grid):
+        for c in sorted(cs):
             svm = LinearSVM(C=c, tol=tol, seed=seed)
             alpha = svm.fit_dual(sub_gram, y[train], n_classes, alpha)
             decision = cross @ (alpha * signs).T  # the gram already holds the +1 of the bias
             scores[c] += score(decision, y[held_out]) / folds
-    best = max(sorted(grid), key=lambda c: scores[c])
-    return best, scores
+    return scores

@@ -15,12 +15,11 @@ import numpy as np
 from ..storage.feature_file import FeatureFile, open_features
 from ..storage.hdf5 import check_output
 from ..storage.model_file import SVMModel, save_model
+from .protocol import DEFAULT_POWER, Protocol, choose_protocol
 from .split import per_class_split, stratified_split
 from .svm import DEFAULT_C_GRID, LinearSVM, cross_validate_c, gram_matrix, normalize_features
 
 log = logging.getLogger("sppfeat")
-PROTOCOLS = ("auto", "per-class", "stratified", "all")
-DEFAULT_POWER = 0.5  # signed square root before L2: +0.2 points on Caltech 101 (docs/benchmarks.md)
 
 
 def fingerprint(features: FeatureFile) -> str:
@@ -31,40 +30,31 @@ def fingerprint(features: FeatureFile) -> str:
     return digest.hexdigest()
 
 
-def choose_protocol(features: FeatureFile, protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    if protocol != "auto":
-        return protocol
-    if features.multilabel:
-        return "all"
-    return "per-class" if features.record.get("dataset") == "caltech101" else "stratified"
-
-
 @dataclass
 class TrainResult:
     """path: the model file written; C: the penalty used; cv_scores: {C: mean cross-validation score}
-    (empty for a fixed C); n_train / n_test: rows in the split; seconds: wall time."""
+    (empty for a fixed C); protocol: the protocol used; n_train / n_test: rows in the split;
+    seconds: wall time."""
 
     path: Path
     C: float
     cv_scores: dict
+    protocol: str
     n_train: int
     n_test: int
     seconds: float
 
 
 def train_svm(features_path: str | os.PathLike, model_path: str | os.PathLike, *, C: float | str = "auto",
-              power: float = DEFAULT_POWER, protocol: str = "auto", train_per_class: int = 30,
-              test_per_class: int = 50, test_fraction: float = 0.25, seed: int = 0, folds: int = 3,
-              c_grid=DEFAULT_C_GRID, overwrite: bool = False) -> TrainResult:
+              power: float = DEFAULT_POWER, protocol: str = "auto", train_per_class: int | None = None,
+              test_per_class: int | None = None, test_fraction: float | None = None, seed: int = 0,
+              folds: int = 3, c_grid=DEFAULT_C_GRID, overwrite: bool = False) -> TrainResult:
     """Train linear SVMs on a feature file and write the model file.
 
-    protocol: 'per-class' (Caltech 101: `train_per_class` train, up to `test_per_class` test per
-    class), 'stratified' (`test_fraction` of each class held out), 'all' (train on every row;
-    the test set is another file), 'auto' (all for multi-label data, per-class for caltech101,
-    else stratified). C: a number or 'auto' (k-fold CV on the training part over `c_grid`).
-    power: signed power applied before L2 normalisation (1 = plain L2).
+    protocol and its options: see :mod:`sppfeat.classify.protocol` (options left None take their
+    defaults: 30 train / 50 test per class, test fraction 0.25). C: a number or 'auto' (k-fold CV on
+    the training part over `c_grid`, extended when the best C is on its edge). power: signed power
+    applied before L2 normalisation (1 = plain L2).
     """
     start = time.perf_counter()
     model_path = check_output(model_path, overwrite)
@@ -73,23 +63,10 @@ def train_svm(features_path: str | os.PathLike, model_path: str | os.PathLike, *
     if power <= 0:
         raise ValueError(f"power must be > 0, got {power}")
     features = open_features(features_path)
-    protocol = choose_protocol(features, protocol)
-    if features.multilabel:
-        y_all = features.targets.astype(np.int8)
-        if protocol != "all":
-            raise ValueError("multi-label features are trained on every row (--protocol all); "
-                             "evaluate on a separate test file")
-        train, test = np.arange(len(features.paths)), np.zeros(0, dtype=np.int64)
-    else:
-        y_all = features.labels
-        if len(features.class_names) < 2 or (y_all < 0).all():
-            raise ValueError(f"{features_path} has no class labels (need at least 2 classes)")
-        if protocol == "per-class":
-            train, test = per_class_split(y_all, train_per_class, test_per_class, seed, features.class_names)
-        elif protocol == "stratified":
-            train, test = stratified_split(y_all, test_fraction, seed)
-        else:
-            train, test = np.flatnonzero(y_all >= 0), np.zeros(0, dtype=np.int64)
+    chosen = choose_protocol(protocol, multilabel=features.multilabel, dataset=features.record.get("dataset", ""),
+                             train_per_class=train_per_class, test_per_class=test_per_class,
+                             test_fraction=test_fraction)
+    train, test, y_all = split_rows(features, chosen, seed)
     n_classes = len(features.class_names)
     x = normalize_features(features.read_features(train), power)
     y = y_all[train]
@@ -100,15 +77,35 @@ def train_svm(features_path: str | os.PathLike, model_path: str | os.PathLike, *
         log.info("C = %g chosen by %d-fold cross-validation (%s)", C, folds,
                  ", ".join(f"{c:g}: {s:.4f}" for c, s in cv_scores.items()))
     svm = LinearSVM(C=float(C), seed=seed).fit(x, y, n_classes, gram=gram)
-    split_info = {"protocol": protocol, "seed": seed, "n_train": len(train), "n_test": len(test)}
-    if protocol == "per-class":
-        split_info.update(train_per_class=train_per_class, test_per_class=test_per_class)
-    elif protocol == "stratified":
-        split_info.update(test_fraction=test_fraction)
+    split_info = {"protocol": chosen.name, "seed": seed, "n_train": len(train), "n_test": len(test),
+                  **chosen.as_dict()}
     save_model(model_path, SVMModel(
         coef=svm.coef_, intercept=svm.intercept_, class_names=features.class_names, C=float(C), power=power,
         multilabel=features.multilabel, feature_record=features.record,
         features_fingerprint=fingerprint(features),
         train_paths=[features.paths[i] for i in train], test_paths=[features.paths[i] for i in test],
         split=split_info, cv_scores=cv_scores))
-    return TrainResult(model_path, float(C), cv_scores, len(train), len(test), time.perf_counter() - start)
+    return TrainResult(model_path, float(C), cv_scores, chosen.name, len(train), len(test),
+                       time.perf_counter() - start)
+
+
+def split_rows(features: FeatureFile, protocol: Protocol, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train rows, test rows, targets of every row: class indices, or N×K targets when multi-label);
+    ValueError when the labels cannot train one-vs-rest SVMs."""
+    if features.multilabel:
+        return np.arange(len(features.paths)), np.zeros(0, dtype=np.int64), features.targets.astype(np.int8)
+    labels = features.labels
+    present = np.unique(labels[labels >= 0])
+    if len(present) < 2:
+        found = ("no labelled rows" if len(present) == 0 else
+                 f"one class ({features.class_names[present[0]]}, {int((labels == present[0]).sum())} rows)")
+        raise ValueError(f"{features.path} has {found}; training needs at least 2 classes "
+                         "(class folders under the image folder)")
+    if protocol.name == "per-class":
+        train, test = per_class_split(labels, protocol.train_per_class, protocol.test_per_class, seed,
+                                      features.class_names)
+    elif protocol.name == "stratified":
+        train, test = stratified_split(labels, protocol.test_fraction, seed)
+    else:
+        train, test = np.flatnonzero(labels >= 0), np.zeros(0, dtype=np.int64)
+    return train, test, labels

@@ -193,5 +193,5 @@ def list_images(root: str | os.PathLike, dataset: str = "auto", split: str | Non
     if dataset == "voc2007":
         return list_voc2007(root, split or "trainval")
     if split is not None:
-        raise ValueError("--split applies to voc2007 only")
+        raise ValueError(f"split={split!r} applies to voc2007 only")
     return list_folder(root, dataset)

@@ -30,7 +30,7 @@ def assemble(output: Path, progress: ProgressFolder, image_list: ImageList, mani
     Files refused while listing go to the `skipped` list of shard 0. Returns (rows, skip reasons)."""
     segments = progress.listed()  # each one is checked as it is read below
     if missing_ranges(segments, lo, hi) or any(a.end > b.start for a, b in zip(segments, segments[1:])):
-        raise ValueError(f"{progress.path} lost segments during the run; rerun with --resume")
+        raise ValueError(f"{progress.path} lost segments during the run; run again with resume=True")
     record = manifest["config"]
     reasons: Counter = Counter()
     with FeatureWriter(output, dim=dim, dtype=record["dtype"], class_names=image_list.class_names, record=record,
@@ -43,7 +43,7 @@ def assemble(output: Path, progress: ProgressFolder, image_list: ImageList, mani
         for info in segments:
             segment = progress.load(info.name, dim)
             if segment is None:
-                raise ValueError(f"{progress.path / info.name} was damaged during the run; rerun with --resume")
+                raise ValueError(f"{progress.path / info.name} was damaged during the run; run again with resume=True")
             rows = segment.indices
             writer.append([image_list.paths[i] for i in rows], [image_list.labels[i] for i in rows],
                           segment.image_sizes, segment.features,
@@ -66,5 +66,5 @@ def check_finished(output: Path, manifest: dict) -> FeatureFile:
         changed.append("shard")
     if changed or features.attributes.get("listing_sha256") != manifest["listing_sha256"]:
         raise ValueError(f"{output} exists and was made with other settings or images "
-                         f"({', '.join(changed) or 'image list'}); pass --overwrite to replace it")
+                         f"({', '.join(changed) or 'image list'}); pass overwrite=True to replace it")
     return features

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from ..backbones import LoadedBackbone, WeightsUnavailable, load_backbone
-from ..config import ExtractionConfig
-from ..pyramid import pyramid_dim, spatial_pyramid_pool
+from ..config import ExtractionConfig, pyramid_dim
+from ..pyramid import spatial_pyramid_pool
 
 
 class SPPDescriptor(nn.Module):

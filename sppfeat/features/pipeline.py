@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -13,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..config import ExtractionConfig, provenance
 from ..data.discover import ImageList, list_images
+from ..meter import Meter
 from ..shards import check_shard, shard_bounds, shard_path
 from ..storage.hdf5 import check_output
 from ..storage.progress import ProgressFolder, SegmentBuffer, listing_fingerprint, missing_ranges
@@ -90,15 +89,15 @@ def extract(images: str | os.PathLike, output: str | os.PathLike, config: Extrac
         reasons = Counter(reason_kind(reason) for _, reason in finished.skipped)
         return ExtractResult(output, len(finished.paths), len(finished.skipped), finished.dim, 0.0, dict(reasons))
 
-    progress = open_progress(output, manifest, resume, overwrite)
-    done, dropped = progress.segments(model.dim, lo, hi)
-    if resume and (done or dropped):
-        log.info("resuming: %d of %d images already done%s", sum(s.end - s.start for s in done), hi - lo,
-                 f" ({dropped} damaged or unfinished segment files discarded)" if dropped else "")
-    todo = [np.arange(a, b) for a, b in missing_ranges(done, lo, hi)]
-    todo = np.concatenate(todo) if todo else np.zeros(0, dtype=np.int64)
-
-    with StopSignals() as stop, reported_stops(progress, hi - lo):
+    progress = ProgressFolder(output)
+    with StopSignals() as stop, reported_stops(progress, hi - lo, model.dim * np.dtype(config.dtype).itemsize):
+        open_progress(progress, manifest, resume, overwrite)
+        done, dropped = progress.segments(model.dim, lo, hi)
+        if resume and (done or dropped):
+            log.info("resuming: %d of %d images already done%s", sum(s.end - s.start for s in done), hi - lo,
+                     f" ({dropped} damaged or unfinished segment files discarded)" if dropped else "")
+        todo = [np.arange(a, b) for a, b in missing_ranges(done, lo, hi)]
+        todo = np.concatenate(todo) if todo else np.zeros(0, dtype=np.int64)
         buffer = SegmentBuffer(progress, model.dim, config.dtype,
                                runtime.checkpoint_every or segment_size(model.dim, config.dtype))
         run_model(model, ImageFiles(image_list, config.resize_policies(), todo, runtime.decode_timeout), buffer,
@@ -117,22 +116,20 @@ def list_all(images: str | os.PathLike, config: ExtractionConfig, strict: bool) 
         raise ValueError(f"no images found in {images}" + (
             f" ({len(skipped)} files skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
     if strict and skipped:
-        raise ValueError(f"--strict: {skipped[0][0]}: {skipped[0][1]}")
+        raise ValueError(f"strict=True: {skipped[0][0]}: {skipped[0][1]}")
     return image_list
 
 
-def open_progress(output: Path, manifest: dict, resume: bool, overwrite: bool) -> ProgressFolder:
-    """The progress folder of `output`: the interrupted run's when resuming (checked against
-    `manifest`), else a new one. ValueError for a leftover folder without resume or overwrite."""
-    progress = ProgressFolder(output)
+def open_progress(progress: ProgressFolder, manifest: dict, resume: bool, overwrite: bool) -> None:
+    """Continue the interrupted run's folder when resuming (checked against `manifest`), else start a
+    new one. ValueError for a leftover folder without resume or overwrite."""
     if progress.exists() and resume:
         progress.check_resumable(manifest)
     elif progress.exists() and not overwrite:
-        raise ValueError(f"an interrupted extraction left {progress.path}; pass --resume to continue it "
-                         "or --overwrite to start over")
+        raise ValueError(f"an interrupted extraction left {progress.path}; pass resume=True to continue it "
+                         "or overwrite=True to start over")
     else:
         progress.create(manifest)
-    return progress
 
 
 def run_model(model: SPPDescriptor, dataset: ImageFiles, buffer: SegmentBuffer, stop: StopSignals,
@@ -141,19 +138,18 @@ def run_model(model: SPPDescriptor, dataset: ImageFiles, buffer: SegmentBuffer, 
     images described so far are saved first."""
     if len(dataset) == 0:
         return
-    bar = tqdm(total=total, initial=done, unit="img", disable=quiet or not sys.stderr.isatty(), desc="extract",
-               smoothing=0.05)
+    meter = Meter("extract", total, done, quiet)
     n_upsampled = 0
     try:
         with described(model, dataset, device, runtime) as stream:
             for items in stream:
                 for item in items:
                     if strict and item.error is not None:
-                        raise ValueError(f"--strict: {dataset.image_list.paths[item.index]}: {item.error}")
+                        raise ValueError(f"strict=True: {dataset.image_list.paths[item.index]}: {item.error}")
                     n_upsampled += item.upsampled
                     with stop.critical():
                         buffer.add(item)
-                bar.update(len(items))
+                meter.update(len(items))
     except RuntimeError as exc:
         failure = worker_failure(exc)
         if failure is None:
@@ -162,7 +158,7 @@ def run_model(model: SPPDescriptor, dataset: ImageFiles, buffer: SegmentBuffer, 
     finally:
         with stop.critical():
             buffer.flush()
-        bar.close()
+        meter.close()
     if n_upsampled:
         log.warning("%d image(s) smaller than the network's minimum input (%d px) were upsampled",
                     n_upsampled, dataset.policies[0].min_side)

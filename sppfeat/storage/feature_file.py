@@ -203,7 +203,7 @@ def open_features(path: str | os.PathLike) -> FeatureFile:
         lost = missing_sources(f)
         if lost:
             raise ValueError(f"{path} is a merged file whose shard {lost[0]} is missing "
-                             f"({len(lost)} missing); keep the shards next to it or merge with --consolidate")
+                             f"({len(lost)} missing); keep the shards next to it or merge with consolidate=True")
         return FeatureFile(
             path=path,
             record=json.loads(f.attrs["config"]),

@@ -23,7 +23,7 @@ def check_output(path: str | os.PathLike, replace: bool) -> Path:
     `replace` allows replacing it (the CLI's --overwrite)."""
     path = Path(path)
     if path.exists() and not replace:
-        raise ValueError(f"{path} exists; pass --overwrite to replace it")
+        raise ValueError(f"{path} exists; pass overwrite=True to replace it")
     if not path.parent.is_dir():
         raise ValueError(f"output folder does not exist: {path.parent}")
     return path

@@ -31,7 +31,7 @@ def check_shards(paths: list[str | os.PathLike]) -> list[FeatureFile]:
             raise ValueError(f"{shard.path} has no shard information ({', '.join(absent)}); "
                              "it was not written by sppfeat extract")
         if shard.attributes.get("complete") is False:
-            raise ValueError(f"{shard.path} is incomplete; rerun its extraction with --resume")
+            raise ValueError(f"{shard.path} is incomplete; run its extraction again with resume=True")
     first = shards[0]
     count = first.attributes["shard_count"]
     for shard in shards[1:]:
@@ -52,7 +52,7 @@ def check_shards(paths: list[str | os.PathLike]) -> list[FeatureFile]:
     absent = [i for i in range(count) if i not in by_index]
     if absent:
         raise ValueError(f"shard{'s' if len(absent) > 1 else ''} {', '.join(f'{i}/{count}' for i in absent)} "
-                         f"missing (extract with --shard {absent[0]}/{count}, or --resume it)")
+                         f"missing (extract with shard=({absent[0]}, {count}), or run it again with resume=True)")
     return [by_index[i] for i in range(count)]
 
 

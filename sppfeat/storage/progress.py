@@ -117,23 +117,23 @@ class ProgressFolder:
         try:
             old = json.loads((self.path / MANIFEST).read_text())
         except (OSError, ValueError):
-            raise ValueError(f"cannot resume: {self.path / MANIFEST} is unreadable; rerun with --overwrite") from None
+            raise ValueError(f"cannot resume: {self.path / MANIFEST} is unreadable; run again with overwrite=True") from None
         if old.get("format_version", 1) != FORMAT_VERSION:
             raise ValueError(f"cannot resume: {self.path} was written by another version of sppfeat "
                              f"(progress format {old.get('format_version', 1)}, this one reads {FORMAT_VERSION}); "
-                             "rerun with --overwrite")
+                             "run again with overwrite=True")
         changed = changed_settings(old.get("config", {}), manifest["config"], RESUME)
         if changed:
             details = ", ".join(f"{k} {old['config'].get(k)!r} -> {manifest['config'].get(k)!r}" for k in changed)
             raise ValueError(f"cannot resume: the interrupted run used other settings ({details}); "
-                             "use the same options, or --overwrite to start over")
+                             "use the same settings, or overwrite=True to start over")
         if old.get("listing_sha256") != manifest["listing_sha256"]:
             raise ValueError(f"cannot resume: the image folder changed since the interrupted run "
                              f"({old.get('n_listed')} files then, {manifest['n_listed']} now); "
-                             "use --overwrite to extract it again")
+                             "use overwrite=True to extract it again")
         if old.get("shard") != manifest.get("shard"):
             raise ValueError(f"cannot resume: the interrupted run was shard {old.get('shard')} (now "
-                             f"{manifest.get('shard')}); use the same options, or --overwrite to start over")
+                             f"{manifest.get('shard')}); use the same settings, or overwrite=True to start over")
 
     def write(self, segment: Segment) -> None:
         arrays = {"indices": segment.indices.astype(np.int64), "features": segment.features,
@@ -163,7 +163,9 @@ class ProgressFolder:
         return segment
 
     def listed(self) -> list[SegmentInfo]:
-        """The segment files by name only (not read), sorted by start."""
+        """The segment files by name only (not read), sorted by start; none when there is no folder."""
+        if not self.path.is_dir():
+            return []
         found = [(SEGMENT_RE.match(name), name) for name in sorted(os.listdir(self.path))]
         return [SegmentInfo(int(m.group(1)), int(m.group(2)), name) for m, name in found if m]
 
