@@ -52,7 +52,7 @@ def cli_wording(message: str) -> str:
         return f"{option} {value.strip(chr(39))}"
 
     names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
-    return re.sub(rf"\b({names})=(True\b|'[^']*'|\([^)]*\)|N\b|FILE\b)?", flag, message)
+    return re.sub(rf"\b({names})=(True\b|'[^']*'|\([^)]*\)|N\b|FILE\b)?(?![\w'(])", flag, message)
 
 
 class Commands(click.Group):

@@ -65,6 +65,7 @@ def test_load_features_reads_arrays_and_parts_of_a_file(tmp_path):
     loaded = load_features(tmp_path / "f16.h5")
     assert loaded.features.dtype == np.float32 and loaded.features.shape == (20, 1280 * 5)
     assert loaded.paths == ff.paths and loaded.class_names == ["pizza", "starfish"]
+    assert all(type(p) is str for p in loaded.paths + loaded.class_names)  # not h5py's bytes
     assert loaded.labels.tolist() == [0] * 10 + [1] * 10 and loaded.targets is None
     assert loaded.config == ff.config and loaded.config.dtype == "float16"
     rows = np.array([17, 3, 9])

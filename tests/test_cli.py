@@ -148,3 +148,15 @@ def test_backbones_command_lists_offline_weights():
     assert "1280" in line and "(x-127)/128" in line and line.rstrip().endswith("yes")
     assert "resnet50" in result.output and "vgg16" in result.output
     assert max(len(line) for line in result.output.splitlines()) <= 100
+
+
+def test_progress_rate_counts_only_this_runs_images(monkeypatch):
+    """After a resume, 40 of 100 done before: 20 more in 10 s is 2.0 images/s, 40 left: 20 s."""
+    import sppfeat.meter as meter
+
+    clock = iter([100.0, 110.0])
+    monkeypatch.setattr(meter.time, "monotonic", lambda: next(clock))
+    progress = meter.Meter("extract", 100, done=40, quiet=True)
+    progress.update(20)
+    assert progress.line(110.0) == "extract 60/100 images, 2.0 images/s, ETA 20s"
+    assert meter.duration(3725) == "1h02m05s" and meter.duration(225) == "3m45s"

@@ -119,16 +119,16 @@ def evaluate(model_path: str | os.PathLike, features_path: str | os.PathLike,
     scores = decision_function(x, model.coef, model.intercept)
     evaluated_on = ("recorded test split" if same_file else
                     "every row" if not (left_out_training or unknown or n_unlabelled) else "every row but those left out")
-    counts = dict(left_out_training=left_out_training, unknown_classes=unknown, n_unlabelled=n_unlabelled)
+    left_out = dict(left_out_training=left_out_training, unknown_classes=unknown, n_unlabelled=n_unlabelled)
     if model.multilabel:
         ap = {name: average_precision_11pt(scores[:, k], truth[:, k]) for k, name in enumerate(model.class_names)}
-        result = Evaluation(len(rows), evaluated_on, **counts, mAP=float(np.mean(list(ap.values()))), ap=ap)
+        result = Evaluation(len(rows), evaluated_on, **left_out, mAP=float(np.mean(list(ap.values()))), ap=ap)
     else:
         predicted = scores.argmax(axis=1)
         per_class = per_class_accuracy(truth, predicted, len(model.class_names))
         counts = np.bincount(truth, minlength=len(model.class_names))
         result = Evaluation(
-            len(rows), evaluated_on, **counts, accuracy=float((predicted == truth).mean()),
+            len(rows), evaluated_on, **left_out, accuracy=float((predicted == truth).mean()),
             mean_class_accuracy=float(np.nanmean(per_class)),
             per_class={name: ClassAccuracy(float(per_class[k]), int(counts[k]))
                        for k, name in enumerate(model.class_names) if counts[k]})

@@ -184,9 +184,9 @@ def cross_validate_c(gram: np.ndarray, y: np.ndarray, n_classes: int, grid=DEFAU
                      seed: int = 0, tol: float = CV_TOL, limits=C_LIMITS) -> tuple[float, dict[float, float]]:
     """Choose C by stratified k-fold CV on the training Gram matrix (n×n); returns (best C, {C: score}).
 
-    Ties go to the smaller C. When the best C is the smallest or the largest value tried, the grid
-    grows by one ladder step that way (see :func:`ladder_step`) until the best is inside it or
-    reaches `limits`.
+    Ties go to the smaller C. When the best C is the largest value tried, or the smallest one and
+    better than the next (not a tie), the grid grows by one ladder step that way (see
+    :func:`ladder_step`) until the best is inside it or reaches `limits`.
     """
     scores = cv_scores(gram, y, n_classes, grid, folds, seed, tol)
     while True:
@@ -194,7 +194,7 @@ def cross_validate_c(gram: np.ndarray, y: np.ndarray, n_classes: int, grid=DEFAU
         best = max(tried, key=lambda c: scores[c])
         if best == tried[-1] and best < limits[1]:
             scores.update(cv_scores(gram, y, n_classes, [ladder_step(best, up=True)], folds, seed, tol))
-        elif best == tried[0] and best > limits[0]:
+        elif best == tried[0] and best > limits[0] and (len(tried) == 1 or scores[best] > scores[tried[1]]):
             scores.update(cv_scores(gram, y, n_classes, [ladder_step(best, up=False)], folds, seed, tol))
         else:
             return best, dict(sorted(scores.items()))

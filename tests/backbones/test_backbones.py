@@ -71,7 +71,7 @@ def test_batchnorm_folding_keeps_the_feature_map():
 
 
 def test_strict_loading_rejects_wrong_keys(tmp_path):
-    state = EfficientNetLite("lite0").state_dict()
+    state = EfficientNetLite().state_dict()
     state.pop("_fc.bias")
     state["extra.weight"] = torch.zeros(1)
     bad = tmp_path / "bad.pth"
@@ -131,3 +131,39 @@ def test_offline_without_cached_weights_is_a_one_line_error(tmp_path):
     assert len(lines) == 1, proc.stderr
     assert "resnet50-11ad3fa6.pth" in lines[0] and str(tmp_path / "torch") in lines[0] and "--weights" in lines[0]
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_a_weights_file_that_is_no_checkpoint_says_so(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("these are not weights")
+    with pytest.raises(WeightsUnavailable, match=r"notes.pth is not a PyTorch checkpoint \(") as caught:
+        load_backbone("efficientnet_lite0", text)
+    assert "\n" not in str(caught.value)
+    no_tensors = tmp_path / "dict.pth"
+    torch.save({"epoch": 3, "lr": 0.1}, no_tensors)
+    with pytest.raises(WeightsUnavailable, match="not a state dict of tensors"):
+        load_backbone("efficientnet_lite0", no_tensors)
+
+
+@pytest.mark.parametrize("torch_home", [None, "th"])
+def test_torchvision_weight_files_are_where_torch_puts_them(tmp_path, monkeypatch, torch_home):
+    """The registry names each torchvision file without importing torch; torchvision's URL and torch's
+    hub folder are the reference."""
+    import os
+
+    import torchvision.models as tvm
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    if torch_home:
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / torch_home))
+    else:
+        monkeypatch.delenv("TORCH_HOME", raising=False)
+    checked = 0
+    for spec in BACKBONES.values():
+        if hasattr(spec.weights, "enum"):
+            enum, member = spec.weights.enum.split(".")
+            url = getattr(getattr(tvm, enum), member).url
+            expected = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+            assert str(spec.weights.cache_file()) == expected
+            checked += 1
+    assert checked == 5

@@ -1,13 +1,14 @@
 """train-svm and eval through the CLI: reports, recorded splits, VOC mAP path, mismatch errors."""
 
 import json
+import shutil
 
 import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import VOC_SAMPLE, one_process
+from conftest import DEMO, VOC_SAMPLE, fast_config, one_process
 from sppfeat import ExtractionConfig, evaluate, extract, train_svm
 from sppfeat.classify.svm import DEFAULT_C_GRID
 from sppfeat.cli import main
@@ -29,7 +30,8 @@ def test_train_and_eval_single_label(tmp_path, demo_features):
     assert m.coef.shape == (6, 64000) and m.class_names == ff.class_names
     assert len(m.train_paths) == 30 and len(m.test_paths) == 30 and not set(m.train_paths) & set(m.test_paths)
     assert m.split["protocol"] == "per-class"
-    assert sorted(float(c) for c in m.cv_scores) == sorted(DEFAULT_C_GRID) and m.C in DEFAULT_C_GRID
+    tried = sorted(float(c) for c in m.cv_scores)
+    assert set(DEFAULT_C_GRID) <= set(tried) and tried[0] < m.C < tried[-1]  # the best C inside the grid tried
     assert m.feature_record == ff.record and m.feature_settings == ff.config
     report_path = tmp_path / "r.json"
     result = run_cli("eval", model, demo_features, "--report", report_path)
@@ -45,7 +47,8 @@ def test_train_and_eval_single_label(tmp_path, demo_features):
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     predicted = (x @ m.coef.T.astype(np.float64) + m.intercept).argmax(1)
     assert report["accuracy"] == pytest.approx((predicted == ff.labels[rows]).mean())
-    assert "accuracy" in result.output and "worst classes" in result.output
+    assert "accuracy" in result.output
+    assert ("worst classes" in result.output) == (report["accuracy"] < 1)  # only classes below 100 % are listed
 
 
 def test_fixed_c_and_power(tmp_path, demo_features):
@@ -105,4 +108,63 @@ def test_voc_multilabel_path_end_to_end(tmp_path):
     assert set(report.ap) == set(train.class_names) and report.n_test == len(open_features(tmp_path / "val.h5").paths)
     assert report.mAP == pytest.approx(np.mean(list(report.ap.values())))
     assert 0.2 < report.mAP <= 1.0  # far above chance (about the class frequency) even at 64 px
-    assert json.loads((tmp_path / "r.json").read_text()) == report.to_json()
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written == report.to_json() and all(round(ap, 4) == ap for ap in written["ap"].values())
+
+
+def copy_features(source, target, *, rename_class=None, touch_record=True):
+    """A copy of a feature file that is not the same file for eval (another record), optionally with
+    one class renamed."""
+    with h5py.File(source, "r") as src, h5py.File(target, "w") as dst:
+        for key in src:
+            src.copy(key, dst)
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        if touch_record:
+            record = json.loads(src.attrs["config"])
+            record["created"] = "another day"
+            dst.attrs["config"] = json.dumps(record)
+        if rename_class:
+            names = [name.replace(*rename_class) for name in dst["class_names"].asstr()[()]]
+            del dst["class_names"]
+            dst.create_dataset("class_names", data=names, dtype=h5py.string_dtype())
+
+
+def test_eval_leaves_out_training_rows_and_names_unknown_classes(tmp_path, demo_features):
+    model = tmp_path / "m.h5"
+    train_svm(demo_features, model, C=1.0, train_per_class=5, test_per_class=0)
+    other = tmp_path / "other.h5"
+    copy_features(demo_features, other, rename_class=("pizza", "dog"))
+    report = evaluate(model, other, tmp_path / "r.json")
+    assert report.left_out_training == 30 and report.evaluated_on == "every row but those left out"
+    assert report.unknown_classes == {"dog": 5}  # pizza's 5 test rows, under a name the model does not know
+    assert report.n_test == 25 and set(report.per_class) == {"Leopards", "airplanes", "grand_piano", "soccer_ball",
+                                                              "starfish"}
+    kept = evaluate(model, other, keep_training_rows=True)
+    assert kept.left_out_training == 0 and kept.n_test == 50 and kept.unknown_classes == {"dog": 10}
+    result = run_cli("eval", model, other)
+    assert "left out: 30 rows whose paths are the model's training images (--keep-training-rows" in result.output
+    assert "left out: 5 rows of classes the model does not know (dog 5)" in result.output
+    worst = result.output.split("worst classes:")[1].splitlines()[1:] if "worst classes:" in result.output else []
+    assert all(float(line.split()[1]) < 100 for line in worst if not line.startswith("left out"))
+
+
+def test_one_class_missing_folders_and_protocol_options(tmp_path, demo_features):
+    one = tmp_path / "one"
+    shutil.copytree(DEMO / "pizza", one / "pizza")
+    extract(one, tmp_path / "one.h5", fast_config(), one_process(), quiet=True)
+    with pytest.raises(ValueError, match=r"has one class \(pizza, 10 rows\); training needs at least 2 classes"):
+        train_svm(tmp_path / "one.h5", tmp_path / "m.h5")
+    for args in (["train-svm", demo_features, tmp_path / "no" / "m.h5"],
+                 ["eval", demo_features, demo_features, "--report", tmp_path / "no" / "r.json"]):
+        result = run_cli(*args)
+        assert result.exit_code == 2 and "output folder does not exist" in result.output, result.output
+    # a plain folder's automatic protocol is stratified, but per-class options choose per-class
+    plain = tmp_path / "plain.h5"
+    copy_features(demo_features, plain, touch_record=False)
+    result = run_cli("train-svm", plain, tmp_path / "pc.h5", "--train-per-class", "4", "--test-per-class", "0", "--C", "1")
+    assert result.exit_code == 0, result.output
+    split = load_model(tmp_path / "pc.h5").split
+    assert split["protocol"] == "per-class" and split["n_train"] == 24 and split["n_test"] == 36
+    both = run_cli("train-svm", plain, tmp_path / "x.h5", "--train-per-class", "4", "--test-fraction", "0.5")
+    assert both.exit_code == 2 and "pass the options of one protocol" in both.output

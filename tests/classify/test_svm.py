@@ -89,3 +89,18 @@ def test_normalize_features():
     x = np.array([[3.0, 4.0], [0.0, 0.0], [4.0, 0.0]])
     np.testing.assert_allclose(normalize_features(x), [[0.6, 0.8], [0, 0], [1, 0]])
     np.testing.assert_allclose(normalize_features(x, 0.5)[0], np.sqrt([3, 4]) / np.sqrt(7), rtol=1e-6)
+
+
+def test_the_c_grid_grows_until_the_best_c_is_inside_it(demo_split):
+    """Started below the useful range, cross-validation walks up the 1-3-10 ladder and stops where a
+    grid spanning both sides picks the same C."""
+    x, y = demo_split[0], demo_split[1]
+    gram = gram_matrix(x)
+    best, scores = cross_validate_c(gram, y, 6, grid=(0.001, 0.003), folds=3, seed=0)
+    tried = sorted(scores)
+    assert tried[:2] == [0.001, 0.003] and len(tried) > 2 and tried[0] < best < tried[-1]
+    assert all(b / a in (pytest.approx(10 / 3), pytest.approx(3)) for a, b in zip(tried, tried[1:]))
+    wide, _ = cross_validate_c(gram, y, 6, grid=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0), folds=3, seed=0)
+    assert best == wide
+    capped, capped_scores = cross_validate_c(gram, y, 6, grid=(1e4,), folds=3, seed=0)
+    assert capped_scores and min(capped_scores) < 1e4  # at the cap it looks downwards only

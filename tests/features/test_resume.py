@@ -1,7 +1,9 @@
 """Interrupted extractions: kill -9 at random moments, SIGINT / SIGTERM, damaged progress, refusals."""
 
+import errno
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -44,8 +46,8 @@ def cli(*args):
     return sppfeat_command("extract", *args)
 
 
-def extract_cli(*args):
-    return run_sppfeat("extract", *args)
+def extract_cli(*args, **options):
+    return run_sppfeat("extract", *args, **options)
 
 
 def assert_same_file(path, reference):
@@ -195,3 +197,72 @@ def test_resume_refuses_other_settings_and_a_changed_folder(many_images, tmp_pat
     assert fresh.returncode == 0 and out.exists() and not parts_path(out).exists()
     finished = extract_cli(images, out, *FAST[:-1], "--resume")
     assert finished.returncode == 0 and "already complete" in finished.stderr
+
+
+
+def test_ctrl_c_pressed_three_times_is_one_line_and_the_work_resumes(many_images, reference, tmp_path):
+    out = tmp_path / "again.h5"
+    proc = subprocess.Popen(cli(many_images, out, *FAST), stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for_segments(proc, out, 2)
+    for _ in range(3):
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=SUBPROCESS_TIMEOUT)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 130 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("sppfeat: interrupted by SIGINT after") and "--resume" in lines[0]
+    again = extract_cli(many_images, out, *FAST, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert_same_file(out, reference)
+
+
+def test_an_interruption_before_the_first_saved_image_leaves_nothing(many_images, tmp_path, monkeypatch):
+    out = tmp_path / "early.h5"
+
+    def stop_at_once(self, item):
+        raise ExtractionInterrupted(signal.SIGINT)
+
+    monkeypatch.setattr(SegmentBuffer, "add", stop_at_once)
+    with pytest.raises(ExtractionInterrupted, match="before any image was saved; nothing is left behind"):
+        extract(many_images, out, fast_config(), one_process(checkpoint_every=16), quiet=True)
+    assert not parts_path(out).exists() and not out.exists()
+
+
+@pytest.mark.parametrize("where", ["segment", "final copy"])
+def test_a_full_disk_stops_with_one_line_and_resume_completes(many_images, reference, tmp_path, monkeypatch, where):
+    """ENOSPC injected while a progress segment or the final file is written: the finished segments
+    stay, the message names the folder and the space needed, and --resume gives the whole file."""
+    from sppfeat.features.interrupts import DiskFull
+    from sppfeat.storage.feature_file import FeatureWriter
+    from sppfeat.storage.progress import ProgressFolder
+
+    out = tmp_path / "full.h5"
+    target, method = (ProgressFolder, "write") if where == "segment" else (FeatureWriter, "append")
+    real = getattr(target, method)
+    calls = {"n": 0}
+
+    def fill_up(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= 4:  # the disk stays full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(target, method, fill_up)
+    with pytest.raises(DiskFull, match=rf"the disk is full: {tmp_path} needs about [\d.]+ MiB more.*resume=True"):
+        extract(many_images, out, fast_config(), one_process(checkpoint_every=16), quiet=True)
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+    assert segments_written(out) == (3 if where == "segment" else 19)  # 300 listed images: 19 segments
+    monkeypatch.undo()
+    extract(many_images, out, fast_config(), one_process(checkpoint_every=16), resume=True, quiet=True)
+    assert_same_file(out, reference)
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(many_images, tmp_path):
+    out = tmp_path / "logged.h5"
+    run = extract_cli(many_images, out, *FAST[:-1], env=dict(os.environ, SPPFEAT_PROGRESS_SECONDS="0.2"))
+    assert run.returncode == 0, run.stderr
+    progress = [line for line in run.stderr.splitlines() if line.startswith("sppfeat: extract ")]
+    assert len(progress) >= 2, run.stderr
+    for line in progress:
+        assert re.fullmatch(r"sppfeat: extract \d+/301 images, \d+\.\d images/s(, ETA \d+(m\d\ds|s))?", line), line
+    assert "\r" not in run.stderr and "it/s" not in run.stderr  # no progress bar in a log
