@@ -13,6 +13,15 @@ from tqdm import tqdm
 PROGRESS_ENV = "SPPFEAT_PROGRESS_SECONDS"
 
 
+def size_text(n_bytes: float) -> str:
+    """1.5e9 -> '1.4 GiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n_bytes < 1024 or unit == "GiB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    return ""
+
+
 def duration(seconds: float) -> str:
     """3725 -> '1h02m05s', 225 -> '3m45s', 9 -> '9s'."""
     seconds = int(round(seconds))

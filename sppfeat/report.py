@@ -8,7 +8,10 @@ import os
 from collections import Counter
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .backbones import BACKBONES, DEFAULT_BACKBONE
+from .meter import size_text
 from .storage.feature_file import open_features
 from .storage.hdf5 import open_hdf5
 from .storage.model_file import KIND, load_model
@@ -26,8 +29,13 @@ def describe_file(path: str | os.PathLike) -> str:
 
 def describe_features(path: str | os.PathLike) -> str:
     ff = open_features(path)
+    raw = len(ff.paths) * ff.dim * np.dtype(ff.dtype).itemsize
+    stored = ("virtual (rows in the shard files)" if ff.stored_bytes is None else
+              f"{size_text(ff.stored_bytes)} stored, {size_text(raw)} raw"
+              + (f" ({raw / ff.stored_bytes:.1f}× smaller)" if ff.stored_bytes else ""))
     lines = [f"{path}: sppfeat feature file (format {ff.format_version})",
              f"  rows        {len(ff.paths)} × {ff.dim} ({ff.dtype})",
+             f"  size        {stored}",
              f"  classes     {len(ff.class_names)}" + (" (multi-label)" if ff.multilabel else "")]
     if ff.class_names:
         counts = Counter(ff.labels.tolist()) if not ff.multilabel else Counter(

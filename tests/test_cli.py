@@ -160,3 +160,17 @@ def test_progress_rate_counts_only_this_runs_images(monkeypatch):
     progress.update(20)
     assert progress.line(110.0) == "extract 60/100 images, 2.0 images/s, ETA 20s"
     assert meter.duration(3725) == "1h02m05s" and meter.duration(225) == "3m45s"
+
+
+def test_the_readme_first_screen_runs(tmp_path):
+    """The `sppfeat ...` lines of the README's first code block, run as a newcomer would (from a
+    folder holding the examples), each exit 0."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].split() for line in block.splitlines() if line.startswith("sppfeat ")]
+    assert len(commands) >= 3
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    for words in commands:
+        run = run_sppfeat(*words[1:], cwd=tmp_path)
+        assert run.returncode == 0, (words, run.stderr)
+    assert "accuracy" in run.stdout

@@ -25,16 +25,17 @@ def placement(manifest: dict, lo: int) -> dict:
 
 
 def assemble(output: Path, progress: ProgressFolder, image_list: ImageList, manifest: dict, lo: int, hi: int,
-             dim: int) -> tuple[int, Counter]:
-    """Copy the segments covering [lo, hi), in order, into the feature file `output`.
-    Files refused while listing go to the `skipped` list of shard 0. Returns (rows, skip reasons)."""
+             dim: int, threads: int) -> tuple[int, Counter]:
+    """Copy the segments covering [lo, hi), in order, into the feature file `output` (compressed in
+    `threads` threads). Files refused while listing go to the `skipped` list of shard 0. Returns
+    (rows, skip reasons)."""
     segments = progress.listed()  # each one is checked as it is read below
     if missing_ranges(segments, lo, hi) or any(a.end > b.start for a, b in zip(segments, segments[1:])):
         raise ValueError(f"{progress.path} lost segments during the run; run again with resume=True")
     record = manifest["config"]
     reasons: Counter = Counter()
     with FeatureWriter(output, dim=dim, dtype=record["dtype"], class_names=image_list.class_names, record=record,
-                       placement=placement(manifest, lo),
+                       placement=placement(manifest, lo), threads=threads,
                        n_targets=None if image_list.targets is None else image_list.targets.shape[1]) as writer:
         listing_skips = image_list.skipped if lo == 0 else []
         for path, reason in listing_skips:

@@ -9,6 +9,7 @@ import signal
 import threading
 from contextlib import contextmanager
 
+from ..meter import size_text
 from ..storage.progress import ProgressFolder
 
 
@@ -33,15 +34,6 @@ class DiskFull(RuntimeError):
 def is_disk_full(exc: OSError) -> bool:
     """ENOSPC, also as HDF5 reports it (an OSError whose text carries the errno)."""
     return exc.errno == errno.ENOSPC or "No space left on device" in str(exc) or "errno = 28" in str(exc)
-
-
-def size_text(n_bytes: float) -> str:
-    """1.5e9 -> '1.4 GiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n_bytes < 1024 or unit == "GiB":
-            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
-        n_bytes /= 1024
-    return ""
 
 
 class StopSignals:

@@ -22,7 +22,7 @@ from ..storage.progress import ProgressFolder, SegmentBuffer, listing_fingerprin
 from .assemble import assemble, check_finished, reason_kind
 from .descriptor import SPPDescriptor, build_descriptor
 from .interrupts import StopSignals, reported_stops, worker_failure
-from .runtime import ImageFiles, Runtime, described, resolve_device
+from .runtime import ImageFiles, Runtime, available_cores, described, resolve_device
 
 log = logging.getLogger("sppfeat")
 SEGMENT_BYTES = 1 << 24  # vectors per progress segment: what a kill -9 can lose, and the final copy buffers
@@ -102,7 +102,8 @@ def extract(images: str | os.PathLike, output: str | os.PathLike, config: Extrac
                                runtime.checkpoint_every or segment_size(model.dim, config.dtype))
         run_model(model, ImageFiles(image_list, config.resize_policies(), todo, runtime.decode_timeout), buffer,
                   stop, device, runtime, strict, quiet, done=hi - lo - len(todo), total=hi - lo)
-        n_written, skip_reasons = assemble(output, progress, image_list, manifest, lo, hi, model.dim)
+        n_written, skip_reasons = assemble(output, progress, image_list, manifest, lo, hi, model.dim,
+                                           runtime.cores or available_cores())
     progress.remove()
     seconds = time.perf_counter() - start
     return ExtractResult(output, n_written, sum(skip_reasons.values()), model.dim, seconds, dict(skip_reasons))

@@ -1,7 +1,8 @@
 """HDF5 feature files: written row by row while extracting, read back for training and evaluation.
 
 Layout (one row per image, in the order of ``paths``):
-    features     N×D float32 (or float16), chunked by rows, growable
+    features     N×D float32 (or float16), chunks of about 1 MiB of rows, gzip level 1 (HDF5's
+                 deflate filter: any HDF5 reader opens it), growable
     paths        N UTF-8 strings, relative to the image folder
     labels       N int32 class index, -1 when unlabeled
     targets      N×K int8, multi-label data sets only (1 positive, -1 negative, 0 difficult)
@@ -27,9 +28,9 @@ import h5py
 import numpy as np
 
 from ..config import ExtractionConfig
-from .hdf5 import STR, open_hdf5, partial_path, plain, read_strings
+from .hdf5 import GZIP_LEVEL, STR, ChunkCompressor, default_threads, open_hdf5, partial_path, plain, read_strings
 
-CHUNK_BYTES = 1 << 22  # about 4 MiB of features per chunk
+CHUNK_BYTES = 1 << 20  # about 1 MiB of raw features per chunk
 READ_ROWS = 512  # rows per read when loading features
 PLACEMENT = ("listing_sha256", "n_listed_images", "shard_index", "shard_count", "shard_start")
 
@@ -73,15 +74,19 @@ class FeatureWriter:
     As a context manager: closed when the block ends, aborted (nothing left behind) if it raises.
 
     record: the extraction record (:meth:`ExtractionConfig.to_record` plus provenance);
-    placement: the file's place in the full image list (PLACEMENT keys)."""
+    placement: the file's place in the full image list (PLACEMENT keys); threads: for compressing
+    the features (default: the cores this process may use, at most 8)."""
 
     def __init__(self, path: str | os.PathLike, *, dim: int, dtype: str, class_names: list[str],
-                 record: dict, placement: dict, n_targets: int | None = None):
+                 record: dict, placement: dict, n_targets: int | None = None, threads: int | None = None):
         self.path = Path(path)
         self.tmp = partial_path(self.path)
         self.file = h5py.File(self.tmp, "w")
         rows = max(1, CHUNK_BYTES // (dim * np.dtype(dtype).itemsize))
-        self.features = _growable(self.file, "features", dim, dtype, rows)
+        self.features = self.file.create_dataset("features", shape=(0, dim), maxshape=(None, dim), dtype=dtype,
+                                                 chunks=(rows, dim), compression="gzip",
+                                                 compression_opts=GZIP_LEVEL)
+        self.compressor = ChunkCompressor(self.features, threads or default_threads())
         self.paths = _growable(self.file, "paths", None, STR, rows)
         self.labels = _growable(self.file, "labels", None, np.int32, rows)
         self.image_sizes = _growable(self.file, "image_sizes", 2, np.int32, 1024)
@@ -95,7 +100,9 @@ class FeatureWriter:
 
     def append(self, paths: list[str], labels, image_sizes, features: np.ndarray, targets=None) -> None:
         """Add len(paths) rows: features is n×D, image_sizes n×2, targets n×K (multi-label only)."""
-        _append(self.features, features)
+        features = np.asarray(features)
+        self.features.resize(self.features.shape[0] + len(features), axis=0)
+        self.compressor.add(features)
         _append(self.paths, paths)
         _append(self.labels, labels)
         _append(self.image_sizes, np.asarray(image_sizes, dtype=np.int32).reshape(-1, 2))
@@ -108,6 +115,7 @@ class FeatureWriter:
 
     def close(self) -> Path:
         """Finish: write counts, flush, rename OUT.h5.partial -> OUT.h5. Returns the final path."""
+        self.compressor.finish()
         mark_complete(self.file, self.features.shape[0], self.skipped.shape[0])
         self.file.close()
         os.replace(self.tmp, self.path)
@@ -115,6 +123,7 @@ class FeatureWriter:
 
     def abort(self) -> None:
         """Close without marking complete and delete the .partial file."""
+        self.compressor.abort()
         if self.file.id.valid:
             self.file.close()
         self.tmp.unlink(missing_ok=True)
@@ -136,7 +145,8 @@ class FeatureFile:
 
     record: the stored extraction record (settings and provenance); paths/labels/class_names as
     written; image_sizes N×2 (height, width); targets N×K int8 or None; skipped list of
-    (path, reason); dim D; dtype of the stored vectors; attributes: placement and ``complete``.
+    (path, reason); dim D; dtype of the stored vectors; attributes: placement and ``complete``;
+    stored_bytes: the features' size on disk (None for a merged file's virtual rows).
     """
 
     path: Path
@@ -150,6 +160,7 @@ class FeatureFile:
     dim: int
     dtype: str
     attributes: dict
+    stored_bytes: int | None = None
 
     @property
     def config(self) -> ExtractionConfig:
@@ -216,6 +227,7 @@ def open_features(path: str | os.PathLike) -> FeatureFile:
             dim=f["features"].shape[1],
             dtype=str(f["features"].dtype),
             attributes={k: plain(f.attrs[k]) for k in (*PLACEMENT, "complete") if k in f.attrs},
+            stored_bytes=None if f["features"].is_virtual else f["features"].id.get_storage_size(),
         )
 
 

@@ -160,7 +160,7 @@ def test_damaged_and_unfinished_segments_are_redone(many_images, reference, tmp_
             raise ExtractionInterrupted(signal.SIGTERM)
 
     monkeypatch.setattr(SegmentBuffer, "add", add_then_stop)
-    with pytest.raises(ExtractionInterrupted, match="--resume"):
+    with pytest.raises(ExtractionInterrupted, match="resume=True"):
         extract(many_images, out, fast_config(), one_process(checkpoint_every=16), quiet=True)
     monkeypatch.undo()
     parts = parts_path(out)

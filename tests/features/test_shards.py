@@ -137,7 +137,7 @@ def test_a_failed_rank_is_named_and_the_other_shard_kept(images, single, tmp_pat
     shard_path(out, 1, 2).write_text("in the way")  # rank 1 cannot write its shard
     run = torchrun(images, out)
     assert run.returncode != 0 and not out.exists()
-    ours = [line for line in run.stderr.splitlines() if line.startswith("Error:")]
+    ours = [line for line in run.stderr.splitlines() if line.startswith("sppfeat: shard")]
     assert len(ours) == 1 and "shard 1/2 failed" in ours[0] and "--resume" in ours[0]
     assert "sppfeat/" not in run.stderr  # no traceback through our code (torchrun prints its own summary)
     assert open_features(shard_path(out, 0, 2)).attributes["shard_index"] == 0

@@ -52,15 +52,17 @@ def test_an_old_model_file_loads_and_scores_old_and_new_features(old_files):
     on_old = evaluate(old_files / "model.h5", old_files / "features.h5")
     assert on_old.evaluated_on == "recorded test split" and on_old.n_test == len(model.test_paths) == 2
     extract(old_files / "imgs", old_files / "new.h5", model.feature_settings, Runtime(workers=0), quiet=True)
-    on_new = evaluate(old_files / "model.h5", old_files / "new.h5")
-    assert on_new.evaluated_on == "every row" and on_new.n_test == 6
-    assert on_new.accuracy >= 5 / 6  # airplanes against pizza, 4 of 6 rows were its training rows
+    on_new = evaluate(old_files / "model.h5", old_files / "new.h5")  # the same photos, extracted today
+    assert on_new.left_out_training == 4 and on_new.n_test == 2
+    assert on_new.accuracy == on_old.accuracy
+    every = evaluate(old_files / "model.h5", old_files / "new.h5", keep_training_rows=True)
+    assert every.evaluated_on == "every row" and every.n_test == 6 and every.accuracy >= 5 / 6
 
 
 def test_an_old_progress_folder_is_refused_with_one_line(old_files):
     config = ExtractionConfig(**OLD_SETTINGS)
     out = old_files / "interrupted.h5"
-    with pytest.raises(ValueError, match="another version of sppfeat.*--overwrite"):
+    with pytest.raises(ValueError, match="another version of sppfeat.*overwrite=True"):
         extract(old_files / "imgs", out, config, Runtime(workers=0), resume=True, quiet=True)
     refused = CliRunner().invoke(main, ["extract", str(old_files / "imgs"), str(out), "--levels", "1", "--scale",
                                         "32", "--workers", "0", "--resume"])
