@@ -28,7 +28,8 @@ import h5py
 import numpy as np
 
 from ..config import ExtractionConfig
-from .hdf5 import GZIP_LEVEL, STR, ChunkCompressor, default_threads, open_hdf5, partial_path, plain, read_strings
+from .hdf5 import (GZIP_LEVEL, STR, ChunkCompressor, default_threads, direct_readable, open_hdf5, partial_path, plain,
+                   read_rows, read_strings)
 
 CHUNK_BYTES = 1 << 20  # about 1 MiB of raw features per chunk
 READ_ROWS = 512  # rows per read when loading features
@@ -175,8 +176,10 @@ class FeatureFile:
     def multilabel(self) -> bool:
         return self.targets is not None
 
-    def read_features(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """float32 array len(rows)×D (all rows when None), read READ_ROWS rows at a time in file order."""
+    def read_features(self, rows: np.ndarray | None = None, threads: int | None = None) -> np.ndarray:
+        """float32 array len(rows)×D (all rows when None), in file order: the chunks that hold them
+        decompressed in `threads` threads (default: the cores this process may use, at most 8), or,
+        for other layouts (merged, uncompressed), READ_ROWS rows at a time through HDF5."""
         n = len(self.paths)
         rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), self.dim), dtype=np.float32)
@@ -184,6 +187,11 @@ class FeatureFile:
         sorted_rows = rows[order]
         with h5py.File(self.path, "r") as f:
             data = f["features"]
+            if direct_readable(data):
+                in_order = np.empty_like(out)
+                read_rows(data, sorted_rows, in_order, threads or default_threads())
+                out[order] = in_order
+                return out
             for start in range(0, len(sorted_rows), READ_ROWS):
                 chunk = sorted_rows[start:start + READ_ROWS]
                 lo, hi = int(chunk[0]), int(chunk[-1]) + 1
