@@ -18,6 +18,7 @@ from .features.interrupts import ExtractionInterrupted, WorkerFailed
 from .features.runtime import Runtime
 from .pyramid import DEFAULT_LEVELS, POOLS
 from .shards import check_shard
+from .storage.prediction_file import prediction_format
 
 
 class UserError(click.ClickException):
@@ -102,10 +103,32 @@ def parse_penalty(text: str) -> float | str:
     return c
 
 
+def parse_prediction_file(text: str) -> str:
+    prediction_format(text)
+    return text
+
+
 LEVELS = ParsedOption("levels", int_list(as_levels))
 SCALES = ParsedOption("scales", int_list(as_scales))
 SHARD = ParsedOption("i/n", parse_shard)
 PENALTY = ParsedOption("C", parse_penalty)
+PREDICTION_FILE = ParsedOption("file", parse_prediction_file)
+
+
+def runtime_options(fn):
+    """The options of a Runtime (how a run uses the machine), shared by extract and predict."""
+    options = [
+        click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1)),
+        click.option("--workers", default=None, type=click.IntRange(min=0),
+                     help="Worker processes: on the CPU each decodes and runs the network on one core [default: "
+                          "cores]; with a GPU they only decode [default: cores - 1]. 0: all in this process."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--decode-timeout", default=DEFAULT_DECODE_TIMEOUT, show_default=True,
+                     type=click.FloatRange(min=0), help="Seconds per image before it is skipped (0 = no limit)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,11 +151,7 @@ def main():
                    "pooled over all scales. Aspect ratio is always kept.")
 @click.option("--max-side", default=DEFAULT_MAX_SIDE, show_default=True, type=click.IntRange(min=1),
               help="Cap on the longer side.")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option("--workers", default=None, type=click.IntRange(min=0),
-              help="Worker processes: on the CPU each decodes and runs the network on one core [default: "
-                   "cores]; with a GPU they only decode [default: cores - 1]. 0: all in this process.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@runtime_options
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES))
 @click.option("--dataset", default="auto", show_default=True, type=click.Choice(DATASETS))
 @click.option("--split", type=click.Choice(VOC_SPLITS), help="VOC 2007 image set [default: trainval].")
@@ -141,8 +160,6 @@ def main():
                                           "OUT.shard-0000i-of-0000n.h5 next to OUT.h5 (join them with sppfeat merge).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--strict", is_flag=True, help="Fail on the first file that is not a readable image.")
-@click.option("--decode-timeout", default=DEFAULT_DECODE_TIMEOUT, show_default=True,
-              type=click.FloatRange(min=0), help="Seconds per image before it is skipped (0 = no limit).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1),
               help="Images per saved progress segment [default: about 16 MiB of vectors, at most 512].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
@@ -244,10 +261,51 @@ def train_svm(features, model, C, protocol, train_per_class, test_per_class, tes
 @click.argument("features", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the scores as JSON.")
 @click.option("--show", default=10, show_default=True, type=click.IntRange(min=0), help="Per-class rows to print.")
+@click.option("--plots", type=click.Path(file_okay=False, path_type=str),
+              help="Draw PNG pictures into this folder: confusion matrix, per-class accuracy and the most "
+                   "confident mistakes; multi-label: precision-recall curves, AP per class, false positives.")
 @user_errors
-def eval_(model, features, report, show):
-    """Score MODEL on FEATURES: accuracy and per-class accuracy, or VOC 11-point AP and mAP."""
+def eval_(model, features, report, show, plots):
+    """Score MODEL on FEATURES: accuracy and per-class accuracy, or VOC 11-point AP and mAP.
+    The report's `predictions` hold every test image's path, true and predicted classes and score."""
     from .classify.evaluation import evaluate
     from .report import evaluation_text
 
-    click.echo(evaluation_text(evaluate(model, features, report), worst=show))
+    click.echo(evaluation_text(evaluate(model, features, report, plots), worst=show))
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("images", metavar="INPUT", type=click.Path(path_type=str))
+@click.option("--output", "-o", type=PREDICTION_FILE,
+              help="Write the rows to PRED.csv or PRED.jsonl as they come [default: a table on stdout].")
+@click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Best classes per row, with their scores (at most the model's classes).")
+@click.option("--threshold", type=float,
+              help="Margin a class must exceed: multi-label, every class above it is predicted [default: 0]; "
+                   "single-label, the best class or none [default: always the best].")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Local copy of the model's backbone weights (its checksum must match the model's).")
+@runtime_options
+@click.option("--strict", is_flag=True, help="Fail on the first file that is not a readable image.")
+@click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary (skipped files are still listed).")
+@user_errors
+def predict(model, images, output, top_k, threshold, weights, batch_size, workers, device, decode_timeout, strict,
+            overwrite, quiet):
+    """Label the photos of INPUT (a folder, one image, or a feature file made with MODEL's settings)
+    with MODEL: one row per image (path, predicted class, score = SVM margin, uncalibrated).
+    Extraction settings come from MODEL; rows go to --output or, as a table, to stdout; progress and
+    messages to stderr."""
+    from .classify.prediction import predict as predict_api
+    from .report import PredictionTable
+
+    table = None if output else PredictionTable(top_k, click.echo)
+    runtime = Runtime(device=device, batch_size=batch_size, workers=workers, decode_timeout=decode_timeout)
+    result = predict_api(model, images, output, top_k=top_k, threshold=threshold, runtime=runtime, weights=weights,
+                         strict=strict, overwrite=overwrite, quiet=quiet, on_rows=table.write if table else None)
+    for path, reason in result.skipped:
+        click.echo(f"sppfeat: skipped {path}: {reason}", err=True)
+    if not quiet:
+        click.echo(f"{output or 'stdout'}: {len(result)} images in {result.seconds:.1f} s "
+                   f"({len(result) / result.seconds:.1f} images/s); {len(result.skipped)} skipped", err=True)

@@ -1,5 +1,5 @@
 """Every text summary the command line prints: feature and model files (``sppfeat info``), the
-backbone table (``sppfeat backbones``) and scores (``sppfeat eval``)."""
+backbone table (``sppfeat backbones``), scores (``sppfeat eval``) and predicted rows (``sppfeat predict``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections import Counter
 
 from .backbones import BACKBONES, DEFAULT_BACKBONE
 from .classify.evaluation import Evaluation
+from .classify.prediction import Prediction
 from .storage.feature_file import open_features
 from .storage.hdf5 import open_hdf5
 from .storage.model_file import KIND, load_model
@@ -86,3 +87,25 @@ def evaluation_text(result: Evaluation, worst: int = 10) -> str:
         lines.append("worst classes:")
     lines += [f"  {name:<24}{100 * row.accuracy:6.1f} %  ({row.n} images)" for name, row in classes]
     return "\n".join(lines)
+
+
+class PredictionTable:
+    """`sppfeat predict`'s rows as a text table, printed as they come: predicted class, score (SVM
+    margin), the next best classes with --top-k, and the path last (so no column waits for the
+    longest path). `echo` prints one line."""
+
+    CLASS_WIDTH = 20
+
+    def __init__(self, top_k: int, echo):
+        self.top_k, self.echo = top_k, echo
+        self.started = False
+
+    def write(self, rows: list[Prediction]) -> None:
+        if not self.started:
+            ranks = "".join(f"{f'top{k}':<{self.CLASS_WIDTH}}{'score':>9}  " for k in range(2, self.top_k + 1))
+            self.echo(f"{'predicted':<{self.CLASS_WIDTH}}{'score':>9}  {ranks}path")
+            self.started = True
+        for row in rows:
+            predicted = row.predicted if isinstance(row.predicted, str) else ",".join(row.predicted)
+            ranks = "".join(f"{name:<{self.CLASS_WIDTH}}{score:9.3f}  " for name, score in row.top[1:])
+            self.echo(f"{predicted or '-':<{self.CLASS_WIDTH}}{row.score:9.3f}  {ranks}{row.path}")

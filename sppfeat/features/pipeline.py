@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from ..shards import check_shard, shard_bounds, shard_path
 from ..storage.hdf5 import check_output
 from ..storage.progress import ProgressFolder, SegmentBuffer, listing_fingerprint, missing_ranges
 from .assemble import assemble, check_finished, reason_kind
-from .descriptor import SPPDescriptor, build_descriptor
+from .descriptor import DecodedItem, SPPDescriptor, build_descriptor
 from .interrupts import StopSignals, reported_stops, worker_failure
 from .runtime import ImageFiles, Runtime, described, resolve_device
 
@@ -135,14 +136,25 @@ def open_progress(output: Path, manifest: dict, resume: bool, overwrite: bool) -
     return progress
 
 
-def run_model(model: SPPDescriptor, dataset: ImageFiles, buffer: SegmentBuffer, stop: StopSignals,
-              device: torch.device, runtime: Runtime, strict: bool, quiet: bool, done: int, total: int) -> None:
-    """Decode and describe the images of `dataset` into progress segments. On any exception the
-    images described so far are saved first."""
+class ItemSink(Protocol):
+    """Where described images go, in index order: a SegmentBuffer, or predict's rows."""
+
+    def add(self, item: DecodedItem) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+def run_model(model: SPPDescriptor, dataset: ImageFiles, buffer: ItemSink, stop: StopSignals,
+              device: torch.device, runtime: Runtime, strict: bool, quiet: bool, done: int, total: int,
+              desc: str = "extract", report_every: float | None = None) -> None:
+    """Decode and describe the images of `dataset` into `buffer` (progress segments for extract).
+    On any exception the images described so far are flushed first. Progress on stderr: a bar on a
+    terminal; otherwise, with `report_every`, a line every that many seconds."""
     if len(dataset) == 0:
         return
-    bar = tqdm(total=total, initial=done, unit="img", disable=quiet or not sys.stderr.isatty(), desc="extract",
+    bar = tqdm(total=total, initial=done, unit="img", disable=quiet or not sys.stderr.isatty(), desc=desc,
                smoothing=0.05)
+    lines = ProgressLines(desc, total, None if quiet or not bar.disable else report_every)
     n_upsampled = 0
     try:
         with described(model, dataset, device, runtime) as stream:
@@ -154,6 +166,7 @@ def run_model(model: SPPDescriptor, dataset: ImageFiles, buffer: SegmentBuffer, 
                     with stop.critical():
                         buffer.add(item)
                 bar.update(len(items))
+                lines.update(len(items))
     except RuntimeError as exc:
         failure = worker_failure(exc)
         if failure is None:
@@ -166,3 +179,21 @@ def run_model(model: SPPDescriptor, dataset: ImageFiles, buffer: SegmentBuffer, 
     if n_upsampled:
         log.warning("%d image(s) smaller than the network's minimum input (%d px) were upsampled",
                     n_upsampled, dataset.policies[0].min_side)
+
+
+class ProgressLines:
+    """'desc: N of M images (R images/s)' on stderr every `every` seconds (None: never): progress
+    where no terminal shows a bar (a log file, a batch job)."""
+
+    def __init__(self, desc: str, total: int, every: float | None):
+        self.desc, self.total, self.every = desc, total, every
+        self.done = 0
+        self.start = self.last = time.monotonic()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.every is not None and now - self.last >= self.every:
+            self.last = now
+            log.info("%s: %d of %d images (%.1f images/s)", self.desc, self.done, self.total,
+                     self.done / (now - self.start))
