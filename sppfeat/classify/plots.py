@@ -153,14 +153,19 @@ def precision_recall_figure(figure_class, result: Evaluation):
     for k, name in enumerate(names):
         ax = figure.add_subplot(rows, columns, k + 1)
         precision, recall = precision_recall(class_scores(result, name), class_targets(result, name))
-        ax.plot(np.r_[0, recall], np.r_[precision[:1], precision], drawstyle="steps-post", color="tab:blue")
+        end = int(np.argmax(recall >= 1)) + 1 if len(recall) else 0  # the ranks after the last positive add nothing
+        precision, recall = precision[:end], recall[:end]
+        envelope = np.maximum.accumulate(precision[::-1])[::-1]  # best precision at recall >= r, as AP uses
+        ax.plot(recall, precision, color="tab:blue", alpha=0.35, linewidth=0.8)
+        ax.plot(np.r_[0, recall], np.r_[envelope[:1], envelope], drawstyle="steps-pre", color="tab:blue")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{name}: AP {100 * result.ap[name]:.1f} %", fontsize=10)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("recall", fontsize=8)
         ax.set_ylabel("precision", fontsize=8)
-    figure.suptitle(f"precision-recall per class (VOC 2007 11-point AP), mAP {100 * result.mAP:.1f} %, "
+    figure.suptitle(f"precision-recall per class (light: at each rank; dark: best at recall ≥ r, as in the "
+                    f"11-point AP), mAP {100 * result.mAP:.1f} %, "
                     f"{result.n_test} images")
     return figure
 

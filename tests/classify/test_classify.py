@@ -45,6 +45,8 @@ def test_train_and_eval_single_label(tmp_path, demo_features):
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     predicted = (x @ m.coef.T.astype(np.float64) + m.intercept).argmax(1)
     assert report["accuracy"] == pytest.approx((predicted == ff.labels[rows]).mean())
+    assert [(p["path"], p["true"], p["predicted"]) for p in report["predictions"]] == [
+        (path, ff.class_names[ff.labels[row]], ff.class_names[k]) for path, row, k in zip(m.test_paths, rows, predicted)]
     assert "accuracy" in result.output and "worst classes" in result.output
 
 
