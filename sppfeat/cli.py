@@ -108,11 +108,18 @@ def parse_prediction_file(text: str) -> str:
     return text
 
 
+def parse_plots_folder(text: str) -> str:
+    from .classify.plots import check_plots_folder
+
+    return str(check_plots_folder(text))
+
+
 LEVELS = ParsedOption("levels", int_list(as_levels))
 SCALES = ParsedOption("scales", int_list(as_scales))
 SHARD = ParsedOption("i/n", parse_shard)
 PENALTY = ParsedOption("C", parse_penalty)
 PREDICTION_FILE = ParsedOption("file", parse_prediction_file)
+PLOTS_FOLDER = ParsedOption("folder", parse_plots_folder)
 
 
 def runtime_options(fn):
@@ -261,7 +268,7 @@ def train_svm(features, model, C, protocol, train_per_class, test_per_class, tes
 @click.argument("features", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the scores as JSON.")
 @click.option("--show", default=10, show_default=True, type=click.IntRange(min=0), help="Per-class rows to print.")
-@click.option("--plots", type=click.Path(file_okay=False, path_type=str),
+@click.option("--plots", type=PLOTS_FOLDER,
               help="Draw PNG pictures into this folder: confusion matrix, per-class accuracy and the most "
                    "confident mistakes; multi-label: precision-recall curves, AP per class, false positives.")
 @user_errors
@@ -294,13 +301,12 @@ def eval_(model, features, report, show, plots):
 def predict(model, images, output, top_k, threshold, weights, batch_size, workers, device, decode_timeout, strict,
             overwrite, quiet):
     """Label the photos of INPUT (a folder, one image, or a feature file made with MODEL's settings)
-    with MODEL: one row per image (path, predicted class, score = SVM margin, uncalibrated).
-    Extraction settings come from MODEL; rows go to --output or, as a table, to stdout; progress and
-    messages to stderr."""
+    with MODEL, extracted with MODEL's settings: one row per image (path, predicted class, score =
+    uncalibrated SVM margin) to --output or, as a table, to stdout; progress and messages to stderr."""
     from .classify.prediction import predict as predict_api
     from .report import PredictionTable
 
-    table = None if output else PredictionTable(top_k, click.echo)
+    table = None if output else PredictionTable(click.echo)
     runtime = Runtime(device=device, batch_size=batch_size, workers=workers, decode_timeout=decode_timeout)
     result = predict_api(model, images, output, top_k=top_k, threshold=threshold, runtime=runtime, weights=weights,
                          strict=strict, overwrite=overwrite, quiet=quiet, on_rows=table.write if table else None)

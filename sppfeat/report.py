@@ -96,13 +96,13 @@ class PredictionTable:
 
     CLASS_WIDTH = 20
 
-    def __init__(self, top_k: int, echo):
-        self.top_k, self.echo = top_k, echo
+    def __init__(self, echo):
+        self.echo = echo
         self.started = False
 
     def write(self, rows: list[Prediction]) -> None:
         if not self.started:
-            ranks = "".join(f"{f'top{k}':<{self.CLASS_WIDTH}}{'score':>9}  " for k in range(2, self.top_k + 1))
+            ranks = "".join(f"{f'top{k}':<{self.CLASS_WIDTH}}{'score':>9}  " for k in range(2, len(rows[0].top) + 1))
             self.echo(f"{'predicted':<{self.CLASS_WIDTH}}{'score':>9}  {ranks}path")
             self.started = True
         for row in rows:

@@ -87,8 +87,13 @@ def evaluate(model_path: str | os.PathLike, features_path: str | os.PathLike,
     `plots`, draw the pictures of :mod:`sppfeat.classify.plots` into that folder (created if needed)."""
     if report_path is not None:
         check_output(report_path, replace=True)
-    if plots is not None and not Path(plots).parent.is_dir():
-        raise ValueError(f"plots: folder {Path(plots).parent} does not exist")
+    if plots is not None:
+        from .plots import check_plots_folder, write_plots
+
+        try:
+            check_plots_folder(plots)
+        except ValueError as exc:
+            raise ValueError(f"plots: {exc}") from None
     model = load_model(model_path)
     features = open_features(features_path)
     check_compatible(model, features.record, features.dim, features_path)
@@ -139,8 +144,6 @@ def evaluate(model_path: str | os.PathLike, features_path: str | os.PathLike,
     if report_path is not None:
         Path(report_path).write_text(json.dumps(result.to_json(), indent=2) + "\n")
     if plots is not None:
-        from .plots import write_plots
-
         write_plots(result, plots, image_folder(features.record))
     return result
 

@@ -32,12 +32,22 @@ THUMB = 150  # thumbnail box, pixels
 LINE = 16  # pixels per caption line
 
 
+def check_plots_folder(folder: str | os.PathLike) -> Path:
+    """`folder` as a Path; ValueError unless it is a folder or can be made one (its parent exists)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder")
+    if not folder.parent.is_dir():
+        raise ValueError(f"folder {folder.parent} does not exist")
+    return folder
+
+
 def write_plots(result: Evaluation, folder: str | os.PathLike, images: Path | None) -> list[Path]:
     """Draw the pictures of `result` into `folder` (created if needed; files replaced); `images`:
     the folder the test paths are relative to (None: no contact sheet). Returns the files written.
     ValueError when matplotlib is not installed."""
     figure_class = _figure_class()
-    folder = Path(folder)
+    folder = check_plots_folder(folder)
     folder.mkdir(exist_ok=True)
     if result.multilabel:
         figures = {"precision_recall.png": precision_recall_figure, "average_precision.png": average_precision_figure}
@@ -83,8 +93,8 @@ def confusion_matrix(result: Evaluation) -> np.ndarray:
 def confusion_figure(figure_class, result: Evaluation):
     names = result.class_names
     k = len(names)
-    side = max(5.0, 0.14 * k + 2.5)  # about 10 pt per class: 102 classes stay legible at 6 pt
-    fontsize = 9 if k <= 30 else 6
+    side = max(5.0, 0.16 * k + 2.5)  # about 11.5 pt per class: 102 class names stay legible at 7 pt
+    fontsize = 9 if k <= 30 else 7
     figure = figure_class(figsize=(side + 1.5, side))
     ax = figure.add_subplot()
     matrix = confusion_matrix(result)

@@ -208,7 +208,7 @@ def feature_file_job(path: Path, scorer: Scorer, strict: bool) -> Job:
             with stop.critical():
                 emit(rows)
 
-    return Job(len(features.paths), list(features.skipped), run)
+    return Job(len(features.paths) + len(features.skipped), list(features.skipped), run)
 
 
 def image_job(source: Path, scorer: Scorer, runtime: Runtime, weights, strict: bool, quiet: bool) -> Job:
@@ -242,17 +242,15 @@ class RowSink:
         self.items: list[DecodedItem] = []
 
     def add(self, item: DecodedItem) -> None:
-        if item.error is not None:
+        if item.error is None:
+            self.items.append(item)
+        else:
             self.skipped.append((self.paths[item.index], item.error))
-            return
-        self.items.append(item)
-        if len(self.items) >= self.batch:
+        if len(self.items) == self.batch:
             self.flush()
 
     def flush(self) -> None:
-        if not self.items:
-            return
-        vectors = np.stack([item.vector for item in self.items]).astype(self.dtype).astype(np.float32)
-        paths = [self.paths[item.index] for item in self.items]
-        self.items = []
-        self.emit(self.scorer.rows(paths, self.scorer.scores(vectors)))
+        items, self.items = self.items, []
+        if items:
+            vectors = np.stack([item.vector for item in items]).astype(self.dtype).astype(np.float32)
+            self.emit(self.scorer.rows([self.paths[item.index] for item in items], self.scorer.scores(vectors)))

@@ -82,11 +82,16 @@ def test_confusion_matrix_against_scikit_learn_and_legible_for_102_classes():
 
     figure = confusion_figure(Figure, result)
     width, height = figure.get_size_inches() * 100
-    assert 1500 <= width <= 2500 and 1400 <= height <= 2500  # about 14 px per class at 100 dpi
+    assert 1700 <= width <= 2500 and 1700 <= height <= 2500  # about 16 px per class at 100 dpi
 
 
-def test_missing_matplotlib_is_one_line(single_label, tmp_path, monkeypatch):
+def test_plot_errors_are_one_line(single_label, tmp_path, monkeypatch):
     features, model = single_label
+    for folder, message in [(tmp_path / "no" / "plots", "'--plots': folder"), (features, "'--plots': ")]:
+        result = run_cli("eval", model, features, "--plots", folder)
+        assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match="^plots: folder"):
+        evaluate(model, features, plots=tmp_path / "no" / "plots")
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if not installed
     result = run_cli("eval", model, features, "--plots", tmp_path / "plots")
     assert result.exit_code == 2 and "needs matplotlib" in result.output
