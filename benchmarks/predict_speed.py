@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,13 +24,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import CALTECH, ROOT, linked_folder, pick_images  # noqa: E402
 
 
-def sppfeat(*args) -> float:
-    """Run `python -m sppfeat ARGS` to the end; its wall time in seconds."""
+def sppfeat(*args) -> tuple[float, float]:
+    """Run `python -m sppfeat ARGS` to the end; its wall time and the CPU time (user + system) of
+    it and its worker processes, in seconds. CPU time hardly depends on what else the machine runs."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "sppfeat", *map(str, args)], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.exit(f"sppfeat {args[0]} failed:\n{proc.stderr[-2000:]}")
-    return time.perf_counter() - start
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def main() -> None:
@@ -45,20 +50,25 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         folder = linked_folder(paths, Path(tmp) / "images")
         features, model = work / "features.h5", work / "model.h5"
-        print(f"{len(paths)} images; warm-up extract: {sppfeat('extract', folder, features, '-q', '--overwrite'):.1f} s",
-              flush=True)
+        warm_up, _ = sppfeat("extract", folder, features, "-q", "--overwrite")
+        print(f"{len(paths)} images; warm-up extract: {warm_up:.1f} s", flush=True)
         sppfeat("train-svm", features, model, "--protocol", "stratified", "--overwrite")
         commands = {"extract": ["extract", folder, work / "timed.h5", "-q", "--overwrite"],
                     "predict": ["predict", model, folder, "-o", work / "predictions.csv", "-q", "--overwrite"]}
-        seconds: dict[str, list[float]] = {"extract": [], "predict": []}
+        wall: dict[str, list[float]] = {"extract": [], "predict": []}
+        cpu: dict[str, list[float]] = {"extract": [], "predict": []}
         for run in range(args.runs):
             for name in (("extract", "predict") if run % 2 == 0 else ("predict", "extract")):
-                seconds[name].append(sppfeat(*commands[name]))
-                print(f"run {run + 1} {name}: {seconds[name][-1]:.1f} s", flush=True)
-    medians = {name: statistics.median(values) for name, values in seconds.items()}
-    row = {"images": len(paths), "runs": args.runs, "seconds": seconds, "median_s": medians,
-           "images_per_s": {name: round(len(paths) / s, 2) for name, s in medians.items()},
-           "predict_over_extract_time": round(medians["predict"] / medians["extract"], 3)}
+                seconds, cpu_seconds = sppfeat(*commands[name])
+                wall[name].append(round(seconds, 1))
+                cpu[name].append(round(cpu_seconds, 1))
+                print(f"run {run + 1} {name}: {seconds:.1f} s wall, {cpu_seconds:.1f} s CPU", flush=True)
+    median = {name: statistics.median(values) for name, values in wall.items()}
+    median_cpu = {name: statistics.median(values) for name, values in cpu.items()}
+    row = {"images": len(paths), "runs": args.runs, "wall_s": wall, "cpu_s": cpu, "median_wall_s": median,
+           "median_cpu_s": median_cpu, "images_per_s": {name: round(len(paths) / s, 2) for name, s in median.items()},
+           "predict_over_extract": {"wall": round(median["predict"] / median["extract"], 3),
+                                    "cpu": round(median_cpu["predict"] / median_cpu["extract"], 3)}}
     out = ROOT / "bench-out"
     out.mkdir(exist_ok=True)
     with open(out / "predict_speed.jsonl", "a") as fh:

@@ -306,7 +306,9 @@ def predict(model, images, output, top_k, threshold, weights, batch_size, worker
     from .classify.prediction import predict as predict_api
     from .report import PredictionTable
 
-    table = None if output else PredictionTable(click.echo)
+    from tqdm import tqdm
+
+    table = None if output else PredictionTable(lambda text: tqdm.write(text, file=sys.stdout))  # below the bar
     runtime = Runtime(device=device, batch_size=batch_size, workers=workers, decode_timeout=decode_timeout)
     result = predict_api(model, images, output, top_k=top_k, threshold=threshold, runtime=runtime, weights=weights,
                          strict=strict, overwrite=overwrite, quiet=quiet, on_rows=table.write if table else None)

@@ -92,7 +92,7 @@ def evaluation_text(result: Evaluation, worst: int = 10) -> str:
 class PredictionTable:
     """`sppfeat predict`'s rows as a text table, printed as they come: predicted class, score (SVM
     margin), the next best classes with --top-k, and the path last (so no column waits for the
-    longest path). `echo` prints one line."""
+    longest path). `echo` prints text (the lines of a batch at once)."""
 
     CLASS_WIDTH = 20
 
@@ -101,11 +101,13 @@ class PredictionTable:
         self.started = False
 
     def write(self, rows: list[Prediction]) -> None:
+        lines = []
         if not self.started:
             ranks = "".join(f"{f'top{k}':<{self.CLASS_WIDTH}}{'score':>9}  " for k in range(2, len(rows[0].top) + 1))
-            self.echo(f"{'predicted':<{self.CLASS_WIDTH}}{'score':>9}  {ranks}path")
+            lines.append(f"{'predicted':<{self.CLASS_WIDTH}}{'score':>9}  {ranks}path")
             self.started = True
         for row in rows:
             predicted = row.predicted if isinstance(row.predicted, str) else ",".join(row.predicted)
             ranks = "".join(f"{name:<{self.CLASS_WIDTH}}{score:9.3f}  " for name, score in row.top[1:])
-            self.echo(f"{predicted or '-':<{self.CLASS_WIDTH}}{row.score:9.3f}  {ranks}{row.path}")
+            lines.append(f"{predicted or '-':<{self.CLASS_WIDTH}}{row.score:9.3f}  {ranks}{row.path}")
+        self.echo("\n".join(lines))

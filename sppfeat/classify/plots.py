@@ -42,9 +42,9 @@ def check_plots_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
-def write_plots(result: Evaluation, folder: str | os.PathLike, images: Path | None) -> list[Path]:
-    """Draw the pictures of `result` into `folder` (created if needed; files replaced); `images`:
-    the folder the test paths are relative to (None: no contact sheet). Returns the files written.
+def write_plots(result: Evaluation, folder: str | os.PathLike, images: Path | None) -> None:
+    """Draw the pictures of `result` into `folder` (created if needed; files replaced) and name them
+    on stderr; `images`: the folder the test paths are relative to (None: no contact sheet).
     ValueError when matplotlib is not installed."""
     figure_class = _figure_class()
     folder = check_plots_folder(folder)
@@ -68,7 +68,7 @@ def write_plots(result: Evaluation, folder: str | os.PathLike, images: Path | No
     else:
         contact_sheet([(images / path, lines) for path, lines in tiles], title, columns).save(folder / sheet[0])
         written.append(folder / sheet[0])
-    return written
+    log.info("pictures: %s", ", ".join(map(str, written)))
 
 
 def _figure_class():

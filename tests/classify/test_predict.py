@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from conftest import DEMO, SUBPROCESS_TIMEOUT, fast_config, one_process, run_sppfeat, sppfeat_command
 from sppfeat import Prediction, evaluate, extract, predict, train_svm
 from sppfeat.cli import main
+from sppfeat.features.pipeline import ProgressLines
 from sppfeat.storage.feature_file import open_features
 from sppfeat.storage.model_file import load_model
 
@@ -215,3 +216,15 @@ def test_float16_features_and_multi_scale_settings_come_from_the_model(tmp_path)
     report = evaluate(tmp_path / "m.h5", features)
     assert {p.path: p.predicted for p in report.predictions} == {
         r.path: r.predicted for r in from_images if r.path in {p.path for p in report.predictions}}
+
+
+def test_progress_lines_where_no_bar_is_shown(caplog):
+    """Without a terminal, predict reports progress as log lines on stderr every so many seconds."""
+    caplog.set_level("INFO", logger="sppfeat")
+    every_time = ProgressLines("predict", 10, every=0.0)
+    every_time.update(4)
+    every_time.update(6)
+    ProgressLines("predict", 10, every=None).update(10)
+    ProgressLines("predict", 10, every=3600).update(10)
+    messages = [record.getMessage() for record in caplog.records]
+    assert [m.split(" (")[0] for m in messages] == ["predict: 4 of 10 images", "predict: 10 of 10 images"]
