@@ -13,6 +13,7 @@ class's side. They are comparable between images for one class, and only roughly
 
 from __future__ import annotations
 
+import numbers
 import os
 import signal
 import time
@@ -96,6 +97,8 @@ class Scorer:
     def __init__(self, model: SVMModel, top_k: int = 1, threshold: float | None = None):
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)):
+            raise ValueError(f"threshold must be a number or None, got {threshold!r}")
         self.model = model
         self.top_k = min(top_k, len(model.class_names))
         self.threshold = DEFAULT_THRESHOLD if threshold is None and model.multilabel else threshold

@@ -122,7 +122,8 @@ def test_api_rows_table_and_threshold(fast_model, tmp_path):
     assert table[0].split() == ["predicted", "score", "path"] and len(table) == 61
     assert table[1].split() == [rows[0].predicted, f"{rows[0].score:.3f}", rows[0].path]
     assert "60 images" in proc.stderr
-    for bad, message in [({"top_k": 0}, "top_k must be"), ({"output": tmp_path / "p.txt"}, "must end in .csv"),
+    for bad, message in [({"top_k": 0}, "top_k must be"), ({"threshold": "0.5"}, "threshold must be a number"),
+                         ({"output": tmp_path / "p.txt"}, "must end in .csv"),
                          ({"images": tmp_path / "nothing"}, "images: ")]:
         with pytest.raises(ValueError, match=message):
             predict(model, **{"images": features, **bad})
