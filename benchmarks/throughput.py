@@ -37,6 +37,15 @@ def pick_images(folder: Path, n: int) -> list[Path]:
     return [folder / p for p in listed.paths[::step][:n]]
 
 
+def linked_folder(paths: list[Path], folder: Path) -> Path:
+    """`folder` holding `paths` as symlinks, one subfolder per class (the files' own folder names)."""
+    for path in paths:
+        target = folder / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(path)
+    return folder
+
+
 def load_net(device):
     from sppfeat.backbones import load_backbone
 
@@ -142,11 +151,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         listing = Path(tmp) / "list.txt"
         listing.write_text("\n".join(map(str, paths)))
-        folder = Path(tmp) / "images"  # the same files for C, as symlinks in one folder per class
-        for path in paths:
-            target = folder / path.parent.name / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(path)
+        folder = linked_folder(paths, Path(tmp) / "images")  # the same files for C
         me = [sys.executable, __file__, "--list", str(listing), "--device", args.device]
         for label in args.only:
             if label in "AB":

@@ -7,7 +7,8 @@ The public API (importing one of these names loads what it needs, so `import spp
     load_features(path, rows=None) -> Features                       feature file -> arrays
     merge(shards, output)                                            shard files -> one feature file
     train_svm(features, model, ...) -> TrainResult                   feature file -> SVM model file
-    evaluate(model, features, report=None) -> Evaluation             scores of a model on a file
+    evaluate(model, features, report=None, plots=None) -> Evaluation scores (and pictures) of a model on a file
+    predict(model, images, output=None, ...) -> Predictions          a model on new photos: typed rows
     ExtractionConfig, Runtime                                        the settings these take
     spatial_pyramid_pool, SpatialPyramidPool                         the pooling op and its module
 """
@@ -29,6 +30,9 @@ _API = {
     "TrainResult": "sppfeat.classify.training",
     "evaluate": "sppfeat.classify.evaluation",
     "Evaluation": "sppfeat.classify.evaluation",
+    "predict": "sppfeat.classify.prediction",
+    "Prediction": "sppfeat.classify.prediction",
+    "Predictions": "sppfeat.classify.prediction",
     "spatial_pyramid_pool": "sppfeat.pyramid",
     "SpatialPyramidPool": "sppfeat.pyramid",
 }

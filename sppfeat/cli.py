@@ -1,6 +1,8 @@
 """Command-line interface: strings are parsed here, once (click parameter types), into the typed
 settings the Python API takes; each command is a thin layer over one API call. Every message goes
-to stderr as one line starting 'sppfeat: ' (data, such as tables, goes to stdout)."""
+to stderr as one line starting 'sppfeat: ' (data, such as tables, goes to stdout).
+
+Over 300 lines on purpose: every command's options and help live here, together, and nowhere else."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from .data.decode import DEFAULT_DECODE_TIMEOUT, DEFAULT_MAX_SIDE
 from .data.discover import DATASETS, VOC_SPLITS
 from .features.interrupts import DiskFull, ExtractionInterrupted, WorkerFailed
 from .shards import check_shard
+from .storage.prediction_file import prediction_format
 
 PREFIX = "sppfeat: "
 
@@ -143,10 +146,40 @@ def parse_penalty(text: str) -> float | str:
     return c
 
 
+def parse_prediction_file(text: str) -> str:
+    prediction_format(text)
+    return text
+
+
+def parse_plots_folder(text: str) -> str:
+    from .classify.plots import check_plots_folder
+
+    return str(check_plots_folder(text))
+
+
 LEVELS = ParsedOption("levels", int_list(as_levels))
 SCALES = ParsedOption("scales", int_list(as_scales))
 SHARD = ParsedOption("i/n", parse_shard)
 PENALTY = ParsedOption("C", parse_penalty)
+PREDICTION_FILE = ParsedOption("file", parse_prediction_file)
+PLOTS_FOLDER = ParsedOption("folder", parse_plots_folder)
+
+
+def runtime_options(fn):
+    """The options of a Runtime (how a run uses the machine), shared by extract and predict."""
+    options = [
+        click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
+                     help="Images per batch."),
+        click.option("--workers", default=None, type=click.IntRange(min=0),
+                     help="Worker processes: on the CPU each decodes and runs the network on one core [default: "
+                          "cores]; with a GPU they only decode [default: cores - 1]. 0: all in this process."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--decode-timeout", default=DEFAULT_DECODE_TIMEOUT, show_default=True,
+                     type=click.FloatRange(min=0), help="Seconds per image before it is skipped (0 = no limit)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -170,11 +203,7 @@ def main():
                    "pooled over all scales. Aspect ratio is always kept.")
 @click.option("--max-side", default=DEFAULT_MAX_SIDE, show_default=True, type=click.IntRange(min=1),
               help="Cap on the longer side in pixels.")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1), help="Images per batch.")
-@click.option("--workers", default=None, type=click.IntRange(min=0),
-              help="Worker processes: on the CPU each decodes and runs the network on one core [default: "
-                   "cores]; with a GPU they only decode [default: cores - 1]. 0: all in this process.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@runtime_options
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES),
               help="Stored vector type (float16: half the size).")
 @click.option("--dataset", default="auto", show_default=True, type=click.Choice(DATASETS),
@@ -185,8 +214,6 @@ def main():
                                           "OUT.shard-0000i-of-0000n.h5 next to OUT.h5 (join them with sppfeat merge).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--strict", is_flag=True, help="Fail on the first file that is not a readable image.")
-@click.option("--decode-timeout", default=DEFAULT_DECODE_TIMEOUT, show_default=True,
-              type=click.FloatRange(min=0), help="Seconds per image before it is skipped (0 = no limit).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1),
               help="Images per saved progress segment [default: about 16 MiB of vectors, at most 512].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
@@ -291,11 +318,52 @@ def train_svm(features, model, C, protocol, train_per_class, test_per_class, tes
               help="Classes below 100 % to list, worst first.")
 @click.option("--keep-training-rows", is_flag=True,
               help="Also score rows whose paths are the model's training images (left out by default).")
-def eval_(model, features, report, show, keep_training_rows):
-    """Score MODEL on FEATURES: accuracy and per-class accuracy, or VOC 11-point AP and mAP."""
+@click.option("--plots", type=PLOTS_FOLDER,
+              help="Draw PNG pictures into this folder: confusion matrix, per-class accuracy and the most "
+                   "confident mistakes; multi-label: precision-recall curves, AP per class, false positives.")
+def eval_(model, features, report, show, keep_training_rows, plots):
+    """Score MODEL on FEATURES: accuracy and per-class accuracy, or VOC 11-point AP and mAP.
+    The report's `predictions` hold every test image's path, true and predicted classes and score."""
     from .classify.evaluation import evaluate
     from .report import evaluation_text
 
-    result = evaluate(model, features, report, keep_training_rows=keep_training_rows)
-    text = evaluation_text(result, worst=show)
-    click.echo(cli_wording(text))
+    result = evaluate(model, features, report, plots, keep_training_rows=keep_training_rows)
+    click.echo(cli_wording(evaluation_text(result, worst=show)))
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("images", metavar="INPUT", type=click.Path(exists=True, path_type=str))
+@click.option("--output", "-o", type=PREDICTION_FILE,
+              help="Write the rows to PRED.csv or PRED.jsonl as they come [default: a table on stdout].")
+@click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Best classes per row, with their scores (at most the model's classes).")
+@click.option("--threshold", type=float,
+              help="Margin a class must exceed: multi-label, every class above it is predicted [default: 0]; "
+                   "single-label, the best class or none [default: always the best].")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Local copy of the model's backbone weights (its checksum must match the model's).")
+@runtime_options
+@click.option("--strict", is_flag=True, help="Fail on the first file that is not a readable image.")
+@click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or summary (skipped files are still listed).")
+def predict(model, images, output, top_k, threshold, weights, batch_size, workers, device, decode_timeout, strict,
+            overwrite, quiet):
+    """Label the photos of INPUT (a folder, one image, or a feature file made with MODEL's settings)
+    with MODEL, extracted with MODEL's settings: one row per image (path, predicted class, score =
+    uncalibrated SVM margin) to --output or, as a table, to stdout; progress and messages to stderr."""
+    from tqdm import tqdm
+
+    from .classify.prediction import predict as predict_api
+    from .features.runtime import Runtime
+    from .report import PredictionTable
+
+    table = None if output else PredictionTable(lambda text: tqdm.write(text, file=sys.stdout))  # below the bar
+    runtime = Runtime(device=device, batch_size=batch_size, workers=workers, decode_timeout=decode_timeout)
+    result = predict_api(model, images, output, top_k=top_k, threshold=threshold, runtime=runtime, weights=weights,
+                         strict=strict, overwrite=overwrite, quiet=quiet, on_rows=table.write if table else None)
+    for path, reason in result.skipped:
+        say(f"skipped {path}: {reason}")
+    if not quiet:
+        say(f"{output or 'stdout'}: {len(result)} images in {result.seconds:.1f} s "
+            f"({len(result) / max(result.seconds, 1e-9):.1f} images/s); {len(result.skipped)} skipped")

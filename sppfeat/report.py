@@ -1,5 +1,5 @@
 """Every text summary the command line prints: feature and model files (``sppfeat info``), the
-backbone table (``sppfeat backbones``) and scores (``sppfeat eval``)."""
+backbone table (``sppfeat backbones``), scores (``sppfeat eval``) and predicted rows (``sppfeat predict``)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .storage.model_file import KIND, load_model
 
 if TYPE_CHECKING:
     from .classify.evaluation import Evaluation
+    from .classify.prediction import Prediction
 
 
 def describe_file(path: str | os.PathLike) -> str:
@@ -117,3 +118,27 @@ def left_out_lines(result: Evaluation) -> list[str]:
     if result.n_unlabelled:
         lines.append(f"left out: {result.n_unlabelled} rows without a class")
     return lines
+
+
+class PredictionTable:
+    """`sppfeat predict`'s rows as a text table, printed as they come: predicted class, score (SVM
+    margin), the next best classes with --top-k, and the path last (so no column waits for the
+    longest path). `echo` prints text (the lines of a batch at once)."""
+
+    CLASS_WIDTH = 20
+
+    def __init__(self, echo):
+        self.echo = echo
+        self.started = False
+
+    def write(self, rows: list[Prediction]) -> None:
+        lines = []
+        if not self.started:
+            ranks = "".join(f"{f'top{k}':<{self.CLASS_WIDTH}}{'score':>9}  " for k in range(2, len(rows[0].top) + 1))
+            lines.append(f"{'predicted':<{self.CLASS_WIDTH}}{'score':>9}  {ranks}path")
+            self.started = True
+        for row in rows:
+            predicted = row.predicted if isinstance(row.predicted, str) else ",".join(row.predicted)
+            ranks = "".join(f"{name:<{self.CLASS_WIDTH}}{score:9.3f}  " for name, score in row.top[1:])
+            lines.append(f"{predicted or '-':<{self.CLASS_WIDTH}}{row.score:9.3f}  {ranks}{row.path}")
+        self.echo("\n".join(lines))

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.discover import find_voc_root
 from ..storage.feature_file import open_features
 from ..storage.hdf5 import check_output
 from ..storage.model_file import check_compatible, load_model
 from .metrics import average_precision_11pt, per_class_accuracy
-from .svm import decision_function, normalize_features
+from .prediction import Prediction, Scorer
 from .training import fingerprint
 
 
@@ -26,6 +27,21 @@ class ClassAccuracy:
 
 
 @dataclass(frozen=True)
+class ScoredImage:
+    """One scored test image. true: its class (single-label) or its positive classes (multi-label);
+    predicted, score, scores: as in :class:`~sppfeat.classify.prediction.Prediction` (margin 0 as
+    the multi-label threshold); difficult: the classes it shows only as 'difficult' objects, which
+    AP ignores (multi-label, else None)."""
+
+    path: str
+    true: str | tuple[str, ...]
+    predicted: str | tuple[str, ...]
+    score: float
+    scores: dict[str, float] | None = None
+    difficult: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """A model's scores on a feature file; every score is a fraction in [0, 1].
 
@@ -35,8 +51,9 @@ class Evaluation:
     name: rows} of classes the model does not know and n_unlabelled rows without a class (both not
     scored). Single-label models: accuracy, mean_class_accuracy and per_class {class name:
     ClassAccuracy} (classes with test images only). Multi-label models: mAP and ap {class name:
-    11-point AP}. The fields of the other kind are None. Scores in ``to_json()`` are rounded to 4
-    decimals.
+    11-point AP}. The fields of the other kind are None. class_names: the model's classes;
+    predictions: one ScoredImage per scored row, in file order. Scores in ``to_json()`` are rounded
+    to 4 decimals.
     """
 
     n_test: int
@@ -49,32 +66,46 @@ class Evaluation:
     per_class: dict[str, ClassAccuracy] | None = None
     mAP: float | None = None
     ap: dict[str, float] | None = None
+    class_names: tuple[str, ...] = ()
+    predictions: tuple[ScoredImage, ...] = ()
 
     @property
     def multilabel(self) -> bool:
         return self.mAP is not None
 
     def to_json(self) -> dict:
-        """The report as plain JSON types, without the fields of the other kind of model."""
-        return {key: _rounded(value) for key, value in asdict(self).items() if value is not None}
+        """The report as plain JSON types, without the fields (and per-image keys) of the other kind
+        of model."""
+        return _without_none(asdict(self))
 
 
-def _rounded(value):
+def _without_none(value):
+    if isinstance(value, dict):
+        return {key: _without_none(v) for key, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_without_none(v) for v in value]
     if isinstance(value, float):
         return round(value, 4)
-    if isinstance(value, dict):
-        return {key: _rounded(v) for key, v in value.items()}
     return value
 
 
 def evaluate(model_path: str | os.PathLike, features_path: str | os.PathLike,
-             report_path: str | os.PathLike | None = None, *, keep_training_rows: bool = False) -> Evaluation:
+             report_path: str | os.PathLike | None = None, plots: str | os.PathLike | None = None, *,
+             keep_training_rows: bool = False) -> Evaluation:
     """Score a model on a feature file: on the model's recorded test rows when the file is the one it
     was trained from, else on every row, except rows whose paths are the model's training images
     (unless `keep_training_rows`) and rows of classes the model does not know (counted in the
-    result). With `report_path`, also write ``to_json()`` there."""
+    result). With `report_path`, also write ``to_json()`` there; with `plots`, draw the pictures of
+    :mod:`sppfeat.classify.plots` into that folder (created if needed)."""
     if report_path is not None:
         check_output(report_path, replace=True)
+    if plots is not None:
+        from .plots import check_plots_folder, write_plots
+
+        try:
+            check_plots_folder(plots)
+        except ValueError as exc:
+            raise ValueError(f"plots: {exc}") from None
     model = load_model(model_path)
     features = open_features(features_path)
     check_compatible(model, features.record, features.dim, features_path)
@@ -115,23 +146,45 @@ def evaluate(model_path: str | os.PathLike, features_path: str | os.PathLike,
         raise ValueError(f"{features_path} has no labelled rows of the model's classes to evaluate on"
                          + (f" ({left_out_training} rows are the model's training images: keep_training_rows=True "
                             "scores them)" if left_out_training else ""))
-    x = normalize_features(features.read_features(rows), model.power)
-    scores = decision_function(x, model.coef, model.intercept)
+    scorer = Scorer(model)
+    scores = scorer.scores(features.read_features(rows))
+    images = scored_images(scorer.rows([features.paths[i] for i in rows], scores), truth, model.class_names)
     evaluated_on = ("recorded test split" if same_file else
                     "every row" if not (left_out_training or unknown or n_unlabelled) else "every row but those left out")
-    left_out = dict(left_out_training=left_out_training, unknown_classes=unknown, n_unlabelled=n_unlabelled)
+    common = dict(left_out_training=left_out_training, unknown_classes=unknown, n_unlabelled=n_unlabelled,
+                  class_names=tuple(model.class_names), predictions=images)
     if model.multilabel:
         ap = {name: average_precision_11pt(scores[:, k], truth[:, k]) for k, name in enumerate(model.class_names)}
-        result = Evaluation(len(rows), evaluated_on, **left_out, mAP=float(np.mean(list(ap.values()))), ap=ap)
+        result = Evaluation(len(rows), evaluated_on, mAP=float(np.mean(list(ap.values()))), ap=ap, **common)
     else:
         predicted = scores.argmax(axis=1)
         per_class = per_class_accuracy(truth, predicted, len(model.class_names))
         counts = np.bincount(truth, minlength=len(model.class_names))
         result = Evaluation(
-            len(rows), evaluated_on, **left_out, accuracy=float((predicted == truth).mean()),
+            len(rows), evaluated_on, accuracy=float((predicted == truth).mean()),
             mean_class_accuracy=float(np.nanmean(per_class)),
             per_class={name: ClassAccuracy(float(per_class[k]), int(counts[k]))
-                       for k, name in enumerate(model.class_names) if counts[k]})
+                       for k, name in enumerate(model.class_names) if counts[k]}, **common)
     if report_path is not None:
         Path(report_path).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    if plots is not None:
+        write_plots(result, plots, image_folder(features.record))
     return result
+
+
+def scored_images(rows: list[Prediction], truth: np.ndarray, class_names: list[str]) -> tuple[ScoredImage, ...]:
+    """The model's rows with their truth: class indices n (single-label) or targets n×K (multi-label)."""
+    if truth.ndim == 1:
+        return tuple(ScoredImage(row.path, class_names[t], row.predicted, row.score) for row, t in zip(rows, truth))
+    return tuple(ScoredImage(row.path, tuple(n for n, t in zip(class_names, targets) if t > 0), row.predicted,
+                           row.score, row.scores, tuple(n for n, t in zip(class_names, targets) if t == 0))
+                 for row, targets in zip(rows, truth))
+
+
+def image_folder(record: dict) -> Path | None:
+    """The folder a feature file's paths are relative to, if it is reachable here (VOC files record
+    the folder given to extract, the devkit's paths are relative to its VOC2007 folder below it)."""
+    root = Path(record.get("image_root") or "")
+    if record.get("dataset") == "voc2007":
+        root = find_voc_root(root) or root
+    return root if record.get("image_root") and root.is_dir() else None

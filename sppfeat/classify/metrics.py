@@ -15,24 +15,31 @@ def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -
     return out
 
 
-def average_precision_11pt(scores: np.ndarray, targets: np.ndarray) -> float:
-    """VOC 2007 AP of one class: mean over t = 0, 0.1, ..., 1 of the best precision at recall ≥ t.
+def precision_recall(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at each rank of one class's ranking (two arrays, one value per ranked
+    non-difficult example; empty without positives).
 
     scores: n floats; targets: n in {1, -1, 0}; 0 (difficult) counts neither as hit nor as miss.
-    Ranking is by decreasing score, ties in input order (as the devkit's sort). 0.0 without positives.
+    Ranking is by decreasing score, ties in input order (as the devkit's sort).
     """
     scores = np.asarray(scores, dtype=np.float64)
     targets = np.asarray(targets)
-    order = np.argsort(-scores, kind="stable")
-    ranked = targets[order]
+    ranked = targets[np.argsort(-scores, kind="stable")]
     ranked = ranked[ranked != 0]
     n_pos = int((ranked > 0).sum())
     if n_pos == 0:
-        return 0.0
+        return np.zeros(0), np.zeros(0)
     tp = np.cumsum(ranked > 0)
     fp = np.cumsum(ranked < 0)
-    recall = tp / n_pos
-    precision = tp / (tp + fp)
+    return tp / (tp + fp), tp / n_pos
+
+
+def average_precision_11pt(scores: np.ndarray, targets: np.ndarray) -> float:
+    """VOC 2007 AP of one class: mean over t = 0, 0.1, ..., 1 of the best precision at recall ≥ t
+    (of :func:`precision_recall`). 0.0 without positives."""
+    precision, recall = precision_recall(scores, targets)
+    if len(recall) == 0:
+        return 0.0
     ap = 0.0
     for t in np.linspace(0.0, 1.0, 11):
         reached = precision[recall >= t - 1e-12]

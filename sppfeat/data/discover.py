@@ -124,6 +124,17 @@ def list_folder(root: str | os.PathLike, dataset: str = "folder") -> ImageList:
     return ImageList(root, dataset, paths, labels, class_names, skipped=skipped, files=files)
 
 
+def list_file(path: str | os.PathLike) -> ImageList:
+    """One image file as an unlabeled list of one (its folder is the root); ValueError if it is not an image."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image file not found: {path}")
+    reason = _check_file(str(path))
+    if reason:
+        raise ValueError(f"{path}: {reason}")
+    return ImageList(path.parent, "folder", [display_path(path.name)], [-1], [], files=[path.name])
+
+
 def find_voc_root(root: str | os.PathLike) -> Path | None:
     """The VOC2007 folder (holding ImageSets/Main and JPEGImages) at or just below `root`."""
     root = Path(root)

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from ..shards import check_shard, shard_bounds, shard_path
 from ..storage.hdf5 import check_output
 from ..storage.progress import ProgressFolder, SegmentBuffer, listing_fingerprint, missing_ranges
 from .assemble import assemble, check_finished, reason_kind
-from .descriptor import SPPDescriptor, build_descriptor
+from .descriptor import DecodedItem, SPPDescriptor, build_descriptor
 from .interrupts import StopSignals, reported_stops, worker_failure
 from .runtime import ImageFiles, Runtime, available_cores, described, resolve_device
 
@@ -78,7 +79,7 @@ def extract(images: str | os.PathLike, output: str | os.PathLike, config: Extrac
 
     model, config, weights_path = build_descriptor(config, device)
     config = config.replace(dataset=image_list.dataset, split=image_list.split)
-    manifest = {"config": {**config.to_record(), **provenance(weights_path, images, str(device))},
+    manifest = {"config": {**config.to_record(), **provenance(weights_path, image_list.root, str(device))},
                 "shard": [shard_index, shard_count], "n_images": len(image_list.paths),
                 "n_listed": len(image_list.paths) + len(image_list.skipped),
                 "listing_sha256": listing_fingerprint(image_list.paths, image_list.labels, image_list.skipped,
@@ -133,13 +134,23 @@ def open_progress(progress: ProgressFolder, manifest: dict, resume: bool, overwr
         progress.create(manifest)
 
 
-def run_model(model: SPPDescriptor, dataset: ImageFiles, buffer: SegmentBuffer, stop: StopSignals,
-              device: torch.device, runtime: Runtime, strict: bool, quiet: bool, done: int, total: int) -> None:
-    """Decode and describe the images of `dataset` into progress segments. On any exception the
-    images described so far are saved first."""
+class ItemSink(Protocol):
+    """Where described images go, in index order: a SegmentBuffer, or predict's rows."""
+
+    def add(self, item: DecodedItem) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+def run_model(model: SPPDescriptor, dataset: ImageFiles, buffer: ItemSink, stop: StopSignals,
+              device: torch.device, runtime: Runtime, strict: bool, quiet: bool, done: int, total: int,
+              desc: str = "extract") -> None:
+    """Decode and describe the images of `dataset` into `buffer` (progress segments for extract).
+    On any exception the images described so far are flushed first. Progress on stderr (see
+    :mod:`sppfeat.meter`), named `desc`."""
     if len(dataset) == 0:
         return
-    meter = Meter("extract", total, done, quiet)
+    meter = Meter(desc, total, done, quiet)
     n_upsampled = 0
     try:
         with described(model, dataset, device, runtime) as stream:

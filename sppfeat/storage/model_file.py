@@ -92,11 +92,12 @@ def load_model(path: str | Path) -> SVMModel:
 
 
 def check_compatible(model: SVMModel, feature_record: dict, dim: int, features_path) -> None:
-    """ValueError naming the first setting in which the features differ from the model's."""
-    if model.coef.shape[1] != dim:
-        raise ValueError(f"model expects {model.coef.shape[1]}-d features, {features_path} has {dim}-d")
+    """ValueError naming the first setting in which the features differ from the model's (or their
+    dimensions, when no recorded setting explains it)."""
     changed = changed_settings(model.feature_record, feature_record, MODEL)
     if changed:
         key = changed[0]
         raise ValueError(f"{features_path} was extracted with {key}={feature_record.get(key)!r}, "
                          f"the model with {key}={model.feature_record.get(key)!r}")
+    if model.coef.shape[1] != dim:
+        raise ValueError(f"model expects {model.coef.shape[1]}-d features, {features_path} has {dim}-d")

@@ -51,6 +51,8 @@ def test_train_and_eval_single_label(tmp_path, demo_features):
     assert report["accuracy"] == pytest.approx((predicted == ff.labels[rows]).mean())
     assert "accuracy" in result.output
     assert ("worst classes" in result.output) == (report["accuracy"] < 1)  # only classes below 100 % are listed
+    assert [(p["path"], p["true"], p["predicted"]) for p in report["predictions"]] == [
+        (path, ff.class_names[ff.labels[row]], ff.class_names[k]) for path, row, k in zip(m.test_paths, rows, predicted)]
 
 
 def test_fixed_c_and_power(tmp_path, demo_features):

@@ -1,0 +1,170 @@
+"""eval --plots and eval's per-image predictions: single-label (the demo images) and multi-label (a
+small VOC 2007 devkit cut from the shared sample), and predict on multi-label models."""
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import DEMO, VOC_SAMPLE, fast_config, one_process
+from sppfeat import evaluate, extract, predict, train_svm
+from sppfeat.classify.evaluation import ClassAccuracy, Evaluation, ScoredImage, image_folder
+from sppfeat.classify.metrics import average_precision_11pt
+from sppfeat.classify.plots import confusion_figure, confusion_matrix
+from sppfeat.cli import main
+from sppfeat.data.discover import VOC_CLASSES
+from sppfeat.storage.feature_file import open_features
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def png(path) -> Image.Image:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def single_label(tmp_path_factory):
+    """Fast demo features and a model trained on one image per class: it makes mistakes."""
+    folder = tmp_path_factory.mktemp("single")
+    extract(DEMO, folder / "f.h5", fast_config(), one_process(), quiet=True)
+    train_svm(folder / "f.h5", folder / "m.h5", C=1.0, protocol="per-class", train_per_class=1, test_per_class=0)
+    return folder / "f.h5", folder / "m.h5"
+
+
+def test_single_label_plots_and_predictions(single_label, tmp_path):
+    features, model = single_label
+    result = run_cli("eval", model, features, "--report", tmp_path / "r.json", "--plots", tmp_path / "plots")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    ff = open_features(features)
+    truth = {path: ff.class_names[label] for path, label in zip(ff.paths, ff.labels)}
+    assert [p["true"] for p in report["predictions"]] == [truth[p["path"]] for p in report["predictions"]]
+    wrong = [p for p in report["predictions"] if p["predicted"] != p["true"]]
+    assert wrong and 1 - len(wrong) / report["n_test"] == pytest.approx(report["accuracy"], abs=5e-5)  # 4 decimals
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "confusion_matrix.png", "mistakes.png", "per_class_accuracy.png"]
+
+    matrix = png(tmp_path / "plots" / "confusion_matrix.png")
+    assert 400 <= matrix.width <= 1500 and 400 <= matrix.height <= 1500
+    pixels = np.asarray(matrix, dtype=np.float64)
+    dark_blue = (pixels[..., 2] > 90) & (pixels[..., 0] < 60)  # cells near 1.0 in the Blues map
+    assert pixels.std() > 30 and dark_blue.mean() > 0.02
+    bars = png(tmp_path / "plots" / "per_class_accuracy.png")
+    assert 500 <= bars.width <= 1500 and 250 <= bars.height <= 1000
+    sheet = png(tmp_path / "plots" / "mistakes.png")
+    rows = -(-min(len(wrong), 24) // 6)
+    assert 800 <= sheet.width <= 1200 and 150 * rows < sheet.height < 250 * rows + 100
+    assert np.asarray(sheet).std() > 30  # photographs, not empty tiles
+
+
+def test_confusion_matrix_against_scikit_learn_and_legible_for_102_classes():
+    from sklearn.metrics import confusion_matrix as sk_confusion
+
+    rng = np.random.default_rng(0)
+    names = tuple(f"class_{k:03d}" for k in range(102))
+    true = rng.integers(0, 102, 2000)
+    predicted = np.where(rng.random(2000) < 0.8, true, rng.integers(0, 102, 2000))
+    result = Evaluation(2000, "every row", accuracy=float((true == predicted).mean()), mean_class_accuracy=0.8,
+                        per_class={n: ClassAccuracy(0.8, 1) for n in names}, class_names=names,
+                        predictions=tuple(ScoredImage(f"{t}.jpg", names[t], names[p], 0.0)
+                                          for t, p in zip(true, predicted)))
+    expected = sk_confusion(true, predicted, labels=range(102), normalize="true")
+    np.testing.assert_allclose(confusion_matrix(result), expected)
+    from matplotlib.figure import Figure
+
+    figure = confusion_figure(Figure, result)
+    width, height = figure.get_size_inches() * 100
+    assert 1700 <= width <= 2500 and 1700 <= height <= 2500  # about 16 px per class at 100 dpi
+
+
+def test_plot_errors_are_one_line(single_label, tmp_path, monkeypatch):
+    features, model = single_label
+    for folder, message in [(tmp_path / "no" / "plots", "'--plots': folder"), (features, "'--plots': ")]:
+        result = run_cli("eval", model, features, "--plots", folder)
+        assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match="^plots: folder"):
+        evaluate(model, features, plots=tmp_path / "no" / "plots")
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if not installed
+    result = run_cli("eval", model, features, "--plots", tmp_path / "plots")
+    assert result.exit_code == 2 and "needs matplotlib" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def mini_voc(tmp_path_factory):
+    """A VOC2007 devkit of 300 train and 60 val images of the shared sample (their own label lines),
+    extracted at 64 px with one 1×1 level, and a model trained on train."""
+    if not VOC_SAMPLE.is_dir():
+        pytest.skip("needs ../shared/data/voc2007-sample")
+    source = VOC_SAMPLE / "VOCdevkit" / "VOC2007"
+    root = tmp_path_factory.mktemp("voc") / "VOC2007"
+    main_folder = root / "ImageSets" / "Main"
+    main_folder.mkdir(parents=True)
+    (root / "JPEGImages").symlink_to(source / "JPEGImages")
+    for split, n in (("train", 300), ("val", 60)):
+        ids = (source / "ImageSets" / "Main" / f"{split}.txt").read_text().split()[:n]
+        (main_folder / f"{split}.txt").write_text("\n".join(ids) + "\n")
+        keep = set(ids)
+        for name in VOC_CLASSES:
+            lines = (source / "ImageSets" / "Main" / f"{name}_{split}.txt").read_text().splitlines()
+            (main_folder / f"{name}_{split}.txt").write_text(
+                "\n".join(line for line in lines if line.split()[0] in keep) + "\n")
+        extract(root, root.parent / f"{split}.h5", fast_config(split=split, levels=(1,)), one_process(), quiet=True)
+    train_svm(root.parent / "train.h5", root.parent / "m.h5", C=1.0)
+    return root, root.parent
+
+
+def test_multilabel_plots_and_predictions(mini_voc, tmp_path):
+    root, folder = mini_voc
+    result = evaluate(folder / "m.h5", folder / "val.h5", tmp_path / "r.json", tmp_path / "plots")
+    report = json.loads((tmp_path / "r.json").read_text())
+    ff = open_features(folder / "val.h5")
+    assert [p["path"] for p in report["predictions"]] == ff.paths
+    for entry, targets in zip(report["predictions"], ff.targets):
+        assert entry["true"] == [n for n, t in zip(ff.class_names, targets) if t == 1]
+        assert entry["difficult"] == [n for n, t in zip(ff.class_names, targets) if t == 0]
+        assert entry["predicted"] == sorted((n for n, s in entry["scores"].items() if s > 0),
+                                            key=lambda n: -entry["scores"][n])
+        assert entry["score"] == max(entry["scores"].values())
+    for k, name in enumerate(ff.class_names):  # the per-image scores rebuild eval's APs
+        scores = [p["scores"][name] for p in report["predictions"]]
+        assert average_precision_11pt(scores, ff.targets[:, k]) == pytest.approx(result.ap[name])
+
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "average_precision.png", "false_positives.png", "precision_recall.png"]
+    curves = png(tmp_path / "plots" / "precision_recall.png")
+    assert 1100 <= curves.width <= 1800 and 800 <= curves.height <= 1400
+    assert np.asarray(curves).std() > 20
+    bars = png(tmp_path / "plots" / "average_precision.png")
+    assert 500 <= bars.width <= 1500 and 300 <= bars.height <= 1000
+    sheet = png(tmp_path / "plots" / "false_positives.png")
+    assert 700 <= sheet.width <= 1000 and 20 * 150 < sheet.height < 20 * 250
+    assert image_folder(ff.record) == root and image_folder({**ff.record, "image_root": "/nowhere"}) is None
+
+
+def test_predict_with_a_multilabel_model_on_images(mini_voc, tmp_path):
+    """Rows of val images given as a folder: the classes above the threshold, every class's margin,
+    equal to eval's on the stored vectors."""
+    root, folder = mini_voc
+    photos = tmp_path / "photos" / "JPEGImages"
+    photos.mkdir(parents=True)
+    val = open_features(folder / "val.h5")
+    for path in val.paths[:12]:
+        shutil.copy(root / path, photos)
+    rows = predict(folder / "m.h5", photos.parent, tmp_path / "p.csv", runtime=one_process(), threshold=-0.5)
+    assert rows.multilabel and [row.path for row in rows] == val.paths[:12]
+    evaluation = {p.path: p for p in evaluate(folder / "m.h5", folder / "val.h5").predictions}
+    for row in rows:
+        reference = evaluation[row.path].scores
+        np.testing.assert_allclose([row.scores[n] for n in reference], list(reference.values()), atol=2e-3)
+        assert set(row.predicted) == {n for n, s in row.scores.items() if s > -0.5}
+    header = (tmp_path / "p.csv").read_text().splitlines()[0].split(",")
+    assert header == ["path", "predicted", "score", *[f"score_{n}" for n in VOC_CLASSES]]
