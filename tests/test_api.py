@@ -13,7 +13,8 @@ from sppfeat import ExtractionConfig, describe, extract, load_features
 from sppfeat.storage.feature_file import open_features
 
 API = {"extract", "describe", "load_features", "merge", "train_svm", "evaluate", "ExtractionConfig", "Runtime",
-       "ExtractResult", "Features", "TrainResult", "Evaluation", "spatial_pyramid_pool", "SpatialPyramidPool"}
+       "ExtractResult", "Features", "TrainResult", "Evaluation", "spatial_pyramid_pool", "SpatialPyramidPool",
+       "regions", "RegionsResult", "describe_regions", "REGION_DEFAULTS", "pyramid_pool_boxes", "BoxPyramidPool"}
 
 
 def test_all_lists_the_api_and_no_module_is_named_like_a_function():
