@@ -22,7 +22,7 @@ from .jobs import ImageJob
 from .projection import best_scales, boxes_to_cells, orient_boxes, usable_boxes
 from .runtime import Describe, ImageFiles
 
-ALL_SCALES = -1  # scale_used of a box pooled at every scale (combine='max')
+ALL_SCALES = -1  # scale_used of a box pooled at every one of several scales (combine='max')
 
 
 @dataclass
@@ -126,7 +126,8 @@ class RegionDescriber:
         """The rows of the item's usable boxes from their pooled scales."""
         if choice is None:
             item.rows = combine_scales([pooled[k] for k in sorted(pooled)], self.model.pool) if pooled else None
-            item.scale_used = np.full(len(item.box_ids), ALL_SCALES, dtype=np.int32)
+            used = self.scales[0] if len(self.scales) == 1 else ALL_SCALES
+            item.scale_used = np.full(len(item.box_ids), used, dtype=np.int32)
         else:
             item.rows = np.zeros((len(choice), self.model.dim), dtype=np.float32)
             for scale, vectors in pooled.items():

@@ -20,7 +20,7 @@ from ..config import ExtractionConfig, provenance
 from ..data.discover import ImageList, list_images
 from ..shards import check_shard, shard_bounds, shard_path
 from ..storage.hdf5 import check_output
-from ..storage.progress import ProgressFolder, SegmentBuffer, listing_fingerprint, missing_ranges
+from ..storage.progress import ProgressFolder, SegmentBuffer, missing_ranges
 from .assemble import assemble, check_finished, reason_kind
 from .descriptor import build_descriptor
 from .interrupts import StopSignals, reported_stops, worker_failure

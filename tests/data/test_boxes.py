@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import VOC_SAMPLE
+from conftest import VOC_SAMPLE, voc_xml
 from sppfeat.data.boxes import read_boxes
 from sppfeat.data.discover import VOC_CLASSES
 
@@ -23,13 +23,6 @@ def write_coco(path):
         "annotations": [{"image_id": 100 + files.index(f), "category_id": VOC_CLASSES.index(c) + 1,
                          "bbox": [x1, y1, x2 - x1, y2 - y1]} for f, (x1, y1, x2, y2), c, _ in OBJECTS]}))
     return path
-
-
-def voc_xml(filename, objects):
-    body = "".join(f"<object><name>{c}</name><difficult>{int(d)}</difficult><bndbox><xmin>{x1 + 1}</xmin>"
-                   f"<ymin>{y1 + 1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-                   for (x1, y1, x2, y2), c, d in objects)
-    return f"<annotation><folder>VOC2007</folder><filename>{filename}</filename>{body}</annotation>"
 
 
 def write_voc(folder):
