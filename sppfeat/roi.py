@@ -79,8 +79,8 @@ def pyramid_pool_boxes(feature_map: torch.Tensor, boxes_in_cells: np.ndarray,
     channels, height, width = feature_map.shape
     boxes = check_cell_boxes(boxes_in_cells, height, width)
     windows = bin_windows(boxes, levels)  # K×B×4
-    flat = windows.reshape(-1, 4)
-    pooled = (_window_max if pool == "max" else _window_mean)(feature_map, flat).reshape(len(boxes), windows.shape[1], channels)
+    window_pool = _window_max if pool == "max" else _window_mean
+    pooled = window_pool(feature_map, windows.reshape(-1, 4)).reshape(len(boxes), windows.shape[1], channels)
     out, first = [], 0
     for n in levels:  # each level: (channels, rows, cols)
         out.append(pooled[:, first:first + n * n].transpose(1, 2).flatten(1))

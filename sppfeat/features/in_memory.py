@@ -42,8 +42,8 @@ def describe(images: Sequence[ImageLike] | ImageLike, config: ExtractionConfig |
     policies = config.resize_policies()
     out = np.empty((len(images), model.dim), dtype=np.float32)
     for start in range(0, len(images), batch_size):
-        items = [DecodedItem(k, [decoded(images[k], k, policy).pixels for policy in policies], (0, 0), False, None)
-                 for k in range(start, min(start + batch_size, len(images)))]
+        items = [DecodedItem(k, [decoded(images[k], f"images[{k}]", policy).pixels for policy in policies], (0, 0),
+                             False, None) for k in range(start, min(start + batch_size, len(images)))]
         for item in describe_items(model, items, torch_device):
             out[item.index] = item.vector
     return out
@@ -64,7 +64,7 @@ def describe_regions(image: ImageLike, boxes, config: ExtractionConfig | None = 
     config = config or REGION_DEFAULTS
     torch_device = resolve_device(device)
     model, _, _ = build_descriptor(config, torch_device)
-    item = region_item(0, [decoded(image, 0, policy) for policy in config.resize_policies()], boxes, 0)
+    item = region_item(0, [decoded(image, "image", policy) for policy in config.resize_policies()], boxes, 0)
     for k, reason in enumerate(usable_boxes(upright_boxes(item), *item.original_size)[1]):
         if reason is not None:
             raise ValueError(f"boxes[{k}]: {reason}")
@@ -72,25 +72,25 @@ def describe_regions(image: ImageLike, boxes, config: ExtractionConfig | None = 
     return item.rows
 
 
-def decoded(image: ImageLike, k: int, policy: ResizePolicy) -> DecodedImage:
-    """images[k] decoded at one scale; ValueError when it cannot be used."""
+def decoded(image: ImageLike, name: str, policy: ResizePolicy) -> DecodedImage:
+    """An image decoded at one scale; ValueError naming the argument (`name`) when it cannot be used."""
     try:
-        return _decoded(image, k, policy)
+        return _decoded(image, name, policy)
     except DecodeError as exc:
-        raise ValueError(f"images[{k}]: {exc}") from None
+        raise ValueError(f"{name}: {exc}") from None
 
 
-def _decoded(image: ImageLike, k: int, policy: ResizePolicy) -> DecodedImage:
+def _decoded(image: ImageLike, name: str, policy: ResizePolicy) -> DecodedImage:
     if isinstance(image, (str, os.PathLike)):
         if not os.path.isfile(image):
-            raise ValueError(f"images[{k}]: file not found: {image}")
+            raise ValueError(f"{name}: file not found: {image}")
         return decode_image(os.fspath(image), policy)
     if isinstance(image, Image.Image):
         image.load()  # a lazily opened JPEG is decoded whole, as given, not at a reduced DCT scale
         return decode_pil(image, policy)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-            raise ValueError(f"images[{k}]: arrays must be uint8 H×W×3 (RGB) or H×W (grey), "
+            raise ValueError(f"{name}: arrays must be uint8 H×W×3 (RGB) or H×W (grey), "
                              f"got {image.dtype} {image.shape}")
         return decode_pil(Image.fromarray(image), policy)
-    raise ValueError(f"images[{k}]: expected a path, a PIL image or a uint8 array, got {type(image).__name__}")
+    raise ValueError(f"{name}: expected a path, a PIL image or a uint8 array, got {type(image).__name__}")

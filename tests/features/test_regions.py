@@ -112,8 +112,8 @@ def test_box_rows_equal_pooling_the_cropped_map(reference):
         with torch.inference_mode():
             fmap = model.feature_map(torch.from_numpy(pixels[None]))[0]
         size = tuple(ff.image_sizes[row])
-        x0, y0, x1, y1 = brute_force_cells(data["boxes"][row].tolist(), size, pixels.shape[:2],
-                                           cell_centres(layers, pixels.shape[0], 0), cell_centres(layers, pixels.shape[1], 1))
+        rows, cols = cell_centres(layers, pixels.shape[0], 0), cell_centres(layers, pixels.shape[1], 1)
+        x0, y0, x1, y1 = brute_force_cells(data["boxes"][row].tolist(), size, pixels.shape[:2], rows, cols)
         expected = spatial_pyramid_pool(fmap[:, y0:y1, x0:x1], CONFIG.levels).numpy()
         np.testing.assert_allclose(ff.read_features(np.array([row]))[0], expected, rtol=1e-4, atol=1e-4)
 
@@ -165,6 +165,8 @@ def test_describe_regions_names_the_bad_box():
         describe_regions(photo, [[0, 0, 9, 9], [9, 9, 0, 0]], CONFIG)
     with pytest.raises(ValueError, match="boxes must be a K×4 array"):
         describe_regions(photo, [1, 2, 3], CONFIG)
+    with pytest.raises(ValueError, match="image: file not found"):
+        describe_regions(DEMO / "nothing.jpg", [[0, 0, 9, 9]], CONFIG)
 
 
 def test_voc_xml_difficult_boxes_are_flagged_and_left_out(tmp_path):
@@ -182,10 +184,9 @@ def test_voc_xml_difficult_boxes_are_flagged_and_left_out(tmp_path):
 
 def test_train_svm_and_eval_work_on_a_box_file(reference, tmp_path):
     model = tmp_path / "svm.h5"
-    trained = run_sppfeat("train-svm", reference, model, "--C", "1")
-    assert trained.returncode == 0, trained.stderr
-    evaluated = run_sppfeat("eval", model, reference, "--report", tmp_path / "r.json")
-    assert evaluated.returncode == 0, evaluated.stderr
+    assert CliRunner().invoke(main, ["train-svm", str(reference), str(model), "--C", "1"]).exit_code == 0
+    evaluated = CliRunner().invoke(main, ["eval", str(model), str(reference), "--report", str(tmp_path / "r.json")])
+    assert evaluated.exit_code == 0, evaluated.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["n_test"] == 48 and report["accuracy"] >= 0.8  # 25 % of each class's 30 boxes; chance 1/6
 
