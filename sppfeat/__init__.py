@@ -4,13 +4,16 @@ The public API (importing one of these names loads what it needs, so `import spp
 
     extract(images, output, config, runtime, ...) -> ExtractResult   folder of images -> feature file
     describe(images, config) -> (N, D) float32 array                 images in memory -> vectors
+    regions(images, boxes, output, config, runtime, ...) -> RegionsResult   boxes -> one vector per box
+    describe_regions(image, boxes, config) -> (K, D) float32 array   boxes of one image -> vectors
     load_features(path, rows=None) -> Features                       feature file -> arrays
     merge(shards, output)                                            shard files -> one feature file
     train_svm(features, model, ...) -> TrainResult                   feature file -> SVM model file
     evaluate(model, features, report=None, plots=None) -> Evaluation scores (and pictures) of a model on a file
     predict(model, images, output=None, ...) -> Predictions          a model on new photos: typed rows
-    ExtractionConfig, Runtime                                        the settings these take
+    ExtractionConfig, REGION_DEFAULTS, Runtime                       the settings these take
     spatial_pyramid_pool, SpatialPyramidPool                         the pooling op and its module
+    pyramid_pool_boxes, BoxPyramidPool                               the same for many boxes of one map
 """
 
 from importlib import import_module
@@ -19,10 +22,14 @@ __version__ = "0.1.0"
 
 _API = {
     "ExtractionConfig": "sppfeat.config",
+    "REGION_DEFAULTS": "sppfeat.config",
     "Runtime": "sppfeat.features.runtime",
     "extract": "sppfeat.features.pipeline",
     "ExtractResult": "sppfeat.features.pipeline",
     "describe": "sppfeat.features.in_memory",
+    "regions": "sppfeat.features.box_pipeline",
+    "RegionsResult": "sppfeat.features.box_pipeline",
+    "describe_regions": "sppfeat.features.in_memory",
     "load_features": "sppfeat.storage.feature_file",
     "Features": "sppfeat.storage.feature_file",
     "merge": "sppfeat.storage.merge",
@@ -35,6 +42,8 @@ _API = {
     "Predictions": "sppfeat.classify.prediction",
     "spatial_pyramid_pool": "sppfeat.pyramid",
     "SpatialPyramidPool": "sppfeat.pyramid",
+    "pyramid_pool_boxes": "sppfeat.roi",
+    "BoxPyramidPool": "sppfeat.roi",
 }
 __all__ = ["__version__", *_API]
 

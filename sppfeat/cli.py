@@ -16,8 +16,9 @@ import click
 from .backbones import BACKBONES, DEFAULT_BACKBONE, WeightsUnavailable
 from .classify.protocol import (DEFAULT_POWER, DEFAULT_TEST_FRACTION, DEFAULT_TEST_PER_CLASS,
                                 DEFAULT_TRAIN_PER_CLASS, PROTOCOLS)
-from .config import DEFAULT_LEVELS, DTYPES, POOLS, ExtractionConfig, as_levels, as_scales
-from .data.decode import DEFAULT_DECODE_TIMEOUT, DEFAULT_MAX_SIDE
+from .config import COMBINES, DTYPES, POOLS, REGION_DEFAULTS, ExtractionConfig, as_levels, as_scales
+from .data.boxes import BOX_FORMATS
+from .data.decode import DEFAULT_DECODE_TIMEOUT
 from .data.discover import DATASETS, VOC_SPLITS
 from .features.interrupts import DiskFull, ExtractionInterrupted, WorkerFailed
 from .shards import check_shard
@@ -189,64 +190,122 @@ def main():
     logging.basicConfig(format=PREFIX + "%(message)s", level=logging.INFO, stream=sys.stderr)
 
 
+def extraction_options(defaults: ExtractionConfig, scale_help: str):
+    """The options extract and regions share (the settings of a vector and of the run), with the
+    command's defaults; the command gets them as keyword arguments (see run_command)."""
+    options = [
+        click.option("--backbone", default=defaults.backbone, show_default=True, type=click.Choice(sorted(BACKBONES)),
+                     help="Network (see: sppfeat backbones)."),
+        click.option("--weights", type=click.Path(dir_okay=False),
+                     help="Local state dict instead of the registry's weights."),
+        click.option("--levels", default=",".join(map(str, defaults.levels)), show_default=True, type=LEVELS,
+                     help="Pyramid levels n (n×n bins each)."),
+        click.option("--pool", default=defaults.pool, show_default=True, type=click.Choice(POOLS),
+                     help="Pooling in each bin."),
+        click.option("--scale", default=",".join(map(str, defaults.scales)), show_default=True, type=SCALES,
+                     help=scale_help),
+        click.option("--max-side", default=defaults.max_side, show_default=True, type=click.IntRange(min=1),
+                     help="Cap on the longer side in pixels."),
+        runtime_options,
+        click.option("--dtype", default=defaults.dtype, show_default=True, type=click.Choice(DTYPES),
+                     help="Stored vector type (float16: half the size)."),
+        click.option("--resume", is_flag=True, help="Continue an interrupted run (same arguments)."),
+        click.option("--shard", type=SHARD, help="i/n: only the i-th of n parts of the image list, into "
+                                                 "OUT.shard-0000i-of-0000n.h5 next to OUT.h5 (join them with "
+                                                 "sppfeat merge)."),
+        click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists."),
+        click.option("--strict", is_flag=True, help="Fail on the first file that is not a readable image."),
+        click.option("--checkpoint-every", type=click.IntRange(min=1),
+                     help="Images per saved progress segment [default: about 16 MiB of vectors, at most 512]."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress or summary."),
+    ]
+
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def run_command(run, images, output, options: dict, **settings):
+    """Parse the shared options into typed settings and call `run(images, output, config, runtime,
+    shard=..., resume=..., overwrite=..., strict=..., quiet=...)`, once, or under torchrun
+    (WORLD_SIZE > 1) once per rank, rank 0 merging the shards. `settings`: further config fields."""
+    from .distributed import extract_distributed, launch_info
+    from .features.runtime import Runtime
+
+    o = options
+    config = ExtractionConfig(backbone=o["backbone"], weights=o["weights"], levels=o["levels"], pool=o["pool"],
+                              scales=o["scale"], max_side=o["max_side"], dtype=o["dtype"], **settings)
+    runtime = Runtime(device=o["device"], batch_size=o["batch_size"], workers=o["workers"],
+                      decode_timeout=o["decode_timeout"], checkpoint_every=o["checkpoint_every"])
+    flags = {name: o[name] for name in ("resume", "overwrite", "strict", "quiet")}
+    launch = launch_info()
+    if launch is None:
+        return run(images, output, config, runtime, shard=o["shard"], **flags)
+    if o["shard"]:
+        raise click.BadParameter("--shard cannot be combined with torchrun (the ranks are the shards)")
+    result = extract_distributed(images, output, launch, config, runtime, run=run, **flags)
+    if launch.rank == 0 and not o["quiet"]:
+        say(f"{output}: merged {launch.world_size} shards")
+    return result
+
+
+def skip_summary(result) -> str:
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(result.skip_reasons.items()))
+    return f"{result.n_skipped} skipped" + (f" ({reasons})" if reasons else "")
+
+
 @main.command()
 @click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=str))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, type=click.Choice(sorted(BACKBONES)),
-              help="Network (see: sppfeat backbones).")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Local state dict instead of the registry's weights.")
-@click.option("--levels", default=",".join(map(str, DEFAULT_LEVELS)), show_default=True, type=LEVELS,
-              help="Pyramid levels n (n×n bins each).")
-@click.option("--pool", default="max", show_default=True, type=click.Choice(POOLS), help="Pooling in each bin.")
-@click.option("--scale", default="224", show_default=True, type=SCALES,
-              help="Shorter side in pixels (0 = native size); several, e.g. 224,288, give one vector "
-                   "pooled over all scales. Aspect ratio is always kept.")
-@click.option("--max-side", default=DEFAULT_MAX_SIDE, show_default=True, type=click.IntRange(min=1),
-              help="Cap on the longer side in pixels.")
-@runtime_options
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES),
-              help="Stored vector type (float16: half the size).")
+@extraction_options(ExtractionConfig(), "Shorter side in pixels (0 = native size); several, e.g. 224,288, give "
+                                        "one vector pooled over all scales bin by bin (regions instead pools each box at "
+                                        "one scale). Aspect ratio is always kept.")
 @click.option("--dataset", default="auto", show_default=True, type=click.Choice(DATASETS),
               help="How to read IMAGES (auto: a VOC devkit, Caltech 101 or class folders).")
 @click.option("--split", type=click.Choice(VOC_SPLITS), help="VOC 2007 image set [default: trainval].")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run (same arguments).")
-@click.option("--shard", type=SHARD, help="i/n: extract only the i-th of n parts of the image list, into "
-                                          "OUT.shard-0000i-of-0000n.h5 next to OUT.h5 (join them with sppfeat merge).")
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
-@click.option("--strict", is_flag=True, help="Fail on the first file that is not a readable image.")
-@click.option("--checkpoint-every", type=click.IntRange(min=1),
-              help="Images per saved progress segment [default: about 16 MiB of vectors, at most 512].")
-@click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
-def extract(images, output, backbone, weights, levels, pool, scale, max_side, batch_size, workers, device, dtype,
-            dataset, split, resume, shard, overwrite, strict, decode_timeout, checkpoint_every, quiet):
+def extract(images, output, dataset, split, **options):
     """Write one SPP vector per image under IMAGES to the HDF5 file OUTPUT.
 
     Under torchrun (WORLD_SIZE > 1) every rank extracts one shard and rank 0 writes OUTPUT as a
     virtual file over the shard files."""
-    from .distributed import extract_distributed, launch_info
     from .features.pipeline import extract as extract_api
-    from .features.runtime import Runtime
 
-    config = ExtractionConfig(backbone=backbone, weights=weights, levels=levels, pool=pool, scales=scale,
-                              max_side=max_side, dtype=dtype, dataset=dataset, split=split)
-    runtime = Runtime(device=device, batch_size=batch_size, workers=workers, decode_timeout=decode_timeout,
-                      checkpoint_every=checkpoint_every)
-    launch = launch_info()
-    if launch is not None:
-        if shard:
-            raise click.BadParameter("--shard cannot be combined with torchrun (the ranks are the shards)")
-        result = extract_distributed(images, output, launch, config, runtime, resume=resume, overwrite=overwrite,
-                                     strict=strict, quiet=quiet)
-        if launch.rank == 0 and not quiet:
-            say(f"{output}: merged {launch.world_size} shards")
-    else:
-        result = extract_api(images, output, config, runtime, shard=shard, resume=resume, overwrite=overwrite,
-                             strict=strict, quiet=quiet)
-    if not quiet:
-        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(result.skip_reasons.items()))
+    result = run_command(extract_api, images, output, options, dataset=dataset, split=split)
+    if not options["quiet"]:
         say(f"{result.path}: {result.n_images} images × {result.dim} dims in {result.seconds:.1f} s "
-            f"({result.images_per_second:.1f} images/s); {result.n_skipped} skipped"
-            + (f" ({reasons})" if reasons else ""))
+            f"({result.images_per_second:.1f} images/s); {skip_summary(result)}")
+
+
+@main.command()
+@click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.argument("boxes", type=click.Path(exists=True, path_type=str))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=str))
+@extraction_options(REGION_DEFAULTS, "Shorter side in pixels (0 = native size). Several, e.g. 480,576,688,864,1200 "
+                                     "(the paper's five): each box is pooled at the one scale where its area is "
+                                     "closest to 224 × 224 (stored in scale_used), or with --combine max at every "
+                                     "scale bin by bin, as extract does.")
+@click.option("--box-format", default="auto", show_default=True, type=click.Choice(("auto", *BOX_FORMATS)),
+              help="BOXES: COCO JSON, a folder of VOC XML files or CSV path,x1,y1,x2,y2[,label]; auto: by content.")
+@click.option("--combine", default="best", show_default=True, type=click.Choice(COMBINES),
+              help="With several scales: best = one scale per box (the paper's); max = every scale, bin by bin.")
+def regions(images, boxes, output, box_format, combine, **options):
+    """Write one SPP vector per box of BOXES to the HDF5 file OUTPUT: each image under IMAGES is run
+    through the network once per scale, and every box is pooled from its conv map.
+
+    Boxes are pixels of the image as stored on disk, before EXIF orientation. Same options,
+    resume, shards and torchrun as extract."""
+    from .features.box_pipeline import regions as regions_api
+
+    def run(images, output, config, runtime, **flags):
+        return regions_api(images, boxes, output, config, runtime, box_format=box_format, **flags)
+
+    result = run_command(run, images, output, options, combine=combine)
+    if not options["quiet"]:
+        say(f"{result.path}: {result.n_boxes} boxes × {result.dim} dims in {result.seconds:.1f} s; "
+            f"{skip_summary(result)}")
 
 
 @main.command("merge")

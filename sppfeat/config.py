@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .backbones import DEFAULT_BACKBONE, BackboneSpec, get_backbone_spec
+from .data.boxes import BOX_FORMATS
 from .data.decode import DEFAULT_MAX_SIDE, ResizePolicy
 from .data.discover import DATASETS, VOC_SPLITS
 
@@ -26,6 +27,11 @@ FORMAT_VERSION = 2  # files without a format_version attribute are format 1 (spp
 DTYPES = ("float32", "float16")
 DEFAULT_LEVELS = (6, 3, 2, 1)
 POOLS = ("max", "avg")
+# How a box is pooled with several scales: 'best' = at the one scale where its area is closest to
+# 224 × 224 (regions only); 'max' = at every scale, combined bin by bin (the maximum; the mean for
+# average pooling), as extract does with several scales.
+COMBINES = ("best", "max")
+REQUIRED = object()  # a setting every record has (see setting's `absent`)
 
 # What two records must agree on: MODEL for a model to score features, MERGE for shards of one
 # extraction, RESUME for continuing an interrupted run.
@@ -34,10 +40,10 @@ VECTOR = frozenset({MODEL, MERGE, RESUME})  # changes what a vector means
 STORAGE = frozenset({MERGE, RESUME})  # changes which rows a file has or how they are stored
 
 
-def setting(default, checks: frozenset = frozenset(), key: str | None = None):
+def setting(default, checks: frozenset = frozenset(), key: str | None = None, absent=REQUIRED):
     """A config field: `checks` are the comparisons it takes part in; `key` its name in files
-    (default: the field name)."""
-    return field(default=default, metadata={"checks": checks, "key": key})
+    (default: the field name); `absent`: its value in records written before it existed."""
+    return field(default=default, metadata={"checks": checks, "key": key, "absent": absent})
 
 
 def check_pool(pool: str) -> str:
@@ -85,7 +91,9 @@ class ExtractionConfig:
     when a run loads them; None = any); levels: pyramid levels n (n×n bins each); pool: 'max' or
     'avg'; scales: shorter sides in pixels (0 = native size), several pooled bin by bin; max_side:
     cap on the longer side in pixels; dtype: stored vector type; dataset: reader ('auto' until a
-    run resolves it); split: VOC 2007 image set (None = trainval for VOC, nothing otherwise).
+    run resolves it; the box format for regions); split: VOC 2007 image set (None = trainval for
+    VOC, nothing otherwise); combine: how boxes use several scales (COMBINES; with one scale it is
+    resolved to 'max', the same vectors).
     """
 
     backbone: str = setting(DEFAULT_BACKBONE, VECTOR)
@@ -98,6 +106,7 @@ class ExtractionConfig:
     dtype: str = setting("float32", STORAGE)
     dataset: str = setting("auto", STORAGE)
     split: str | None = setting(None, STORAGE)
+    combine: str = setting("max", VECTOR, absent="max")
 
     def __post_init__(self):
         get_backbone_spec(self.backbone)
@@ -110,10 +119,19 @@ class ExtractionConfig:
             raise ValueError(f"max_side must be an integer >= 1, got {self.max_side!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.dataset not in DATASETS + BOX_FORMATS:
+            raise ValueError(f"dataset must be one of {DATASETS + BOX_FORMATS}, got {self.dataset!r}")
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
+        if len(self.scales) == 1:
+            set_(self, "combine", "max")
         if self.split is not None and self.split not in VOC_SPLITS:
             raise ValueError(f"split must be one of {VOC_SPLITS} or None, got {self.split!r}")
+
+    def check_whole_images(self) -> None:
+        """ValueError unless the settings describe whole images (combine='best' is for boxes)."""
+        if self.combine == "best":
+            raise ValueError("combine='best' chooses a scale per box: it applies to regions; use combine='max'")
 
     @property
     def spec(self) -> BackboneSpec:
@@ -151,10 +169,15 @@ class ExtractionConfig:
         for f in dataclasses.fields(cls):
             key = f.metadata["key"] or f.name
             if f.metadata["checks"]:
-                if key not in record:
+                if key not in record and f.metadata["absent"] is REQUIRED:
                     raise ValueError(f"the recorded extraction settings lack {key!r}")
-                values[f.name] = _decode(f.name, record[key])
+                values[f.name] = _decode(f.name, record[key]) if key in record else f.metadata["absent"]
         return cls(**values)
+
+
+# The defaults of regions: at most 16 KB of raw vector per box (R-CNN's fc7 in float32); chosen by
+# accuracy per byte on the VOC 2007 sample's boxes (docs/benchmarks.md, Regions).
+REGION_DEFAULTS = ExtractionConfig(scales=(480,), levels=(2, 1), dtype="float16", combine="best")
 
 
 def _encode(name: str, value):
@@ -187,9 +210,14 @@ def checked_keys(purpose: str) -> tuple[str, ...]:
     return tuple(keys + [key for key, checks in DERIVED_CHECKS.items() if purpose in checks])
 
 
+# the value of a setting in records written before it existed
+ABSENT = {f.metadata["key"] or f.name: f.metadata["absent"] for f in dataclasses.fields(ExtractionConfig)
+          if f.metadata["absent"] is not REQUIRED}
+
+
 def changed_settings(old: dict, new: dict, purpose: str) -> list[str]:
     """The record keys checked for `purpose` in which two records differ."""
-    return [key for key in checked_keys(purpose) if old.get(key) != new.get(key)]
+    return [key for key in checked_keys(purpose) if old.get(key, ABSENT.get(key)) != new.get(key, ABSENT.get(key))]
 
 
 def provenance(weights_path: str | os.PathLike, image_root: str | os.PathLike, device: str) -> dict:

@@ -51,10 +51,11 @@ def rank_device(info: LaunchInfo, device: str) -> str:
 
 
 def extract_distributed(images, output, info: LaunchInfo, config: ExtractionConfig, runtime: Runtime, *,
-                        resume: bool = False, overwrite: bool = False, strict: bool = False,
+                        run=extract, resume: bool = False, overwrite: bool = False, strict: bool = False,
                         quiet: bool = False) -> ExtractResult:
     """This rank's shard (on its own device, with cores / ranks per node), then (rank 0) the merged
-    file. Returns this rank's ExtractResult.
+    file. run: the extraction (``extract``, or ``regions`` with its boxes bound), called as
+    run(images, output, config, runtime, shard=..., ...). Returns this rank's result.
 
     A failed rank leaves the other shards intact; rank 0 then raises ValueError naming the shards
     to rerun (with ``shard=(i, n)`` and ``resume=True``) before merging, the other ranks exit with 2.
@@ -69,8 +70,8 @@ def extract_distributed(images, output, info: LaunchInfo, config: ExtractionConf
         target = shard_path(output, info.rank, info.world_size)
         outcome: tuple[str, str]
         try:
-            result = extract(images, output, config, runtime, shard=(info.rank, info.world_size), resume=resume,
-                             overwrite=overwrite, strict=strict, quiet=quiet)
+            result = run(images, output, config, runtime, shard=(info.rank, info.world_size), resume=resume,
+                         overwrite=overwrite, strict=strict, quiet=quiet)
             outcome = ("ok", str(target))
         except (ValueError, RuntimeError, OSError) as exc:
             outcome = ("failed", f"{target}: {exc}")

@@ -35,6 +35,14 @@ def one_process(**changes):
     return Runtime(**{"workers": 1, **changes})
 
 
+def voc_xml(filename, objects):
+    """A VOC devkit annotation: objects are (box 0-based half-open, class, difficult), written 1-based inclusive."""
+    body = "".join(f"<object><name>{c}</name><difficult>{int(d)}</difficult><bndbox><xmin>{x1 + 1}</xmin>"
+                   f"<ymin>{y1 + 1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+                   for (x1, y1, x2, y2), c, d in objects)
+    return f"<annotation><folder>VOC2007</folder><filename>{filename}</filename>{body}</annotation>"
+
+
 def sppfeat_command(*args) -> list[str]:
     return [sys.executable, "-m", "sppfeat", *map(str, args)]
 

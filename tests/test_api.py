@@ -14,7 +14,8 @@ from sppfeat.storage.feature_file import open_features
 
 API = {"extract", "describe", "load_features", "merge", "train_svm", "evaluate", "ExtractionConfig", "Runtime",
        "ExtractResult", "Features", "TrainResult", "Evaluation", "spatial_pyramid_pool", "SpatialPyramidPool",
-       "predict", "Prediction", "Predictions"}
+       "predict", "Prediction", "Predictions",
+       "regions", "RegionsResult", "describe_regions", "REGION_DEFAULTS", "pyramid_pool_boxes", "BoxPyramidPool"}
 
 
 def test_all_lists_the_api_and_no_module_is_named_like_a_function():

@@ -30,6 +30,7 @@ def test_settings_take_real_types_and_are_normalised():
     (dict(dataset="imagenet"), "dataset must be one of"),
     (dict(split="everything"), "split must be one of"),
     (dict(backbone="nope"), "unknown backbone 'nope'"),
+    (dict(combine="mean", scales=(224, 288)), "combine must be one of"),
 ])
 def test_bad_settings_name_the_argument(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -60,3 +61,16 @@ def test_each_check_compares_its_own_keys():
     assert changed_settings(base, ExtractionConfig(dtype="float16").to_record(), MERGE) == ["dtype"]
     assert changed_settings(base, ExtractionConfig(scales=(288,)).to_record(), MODEL) == ["scale"]
     assert changed_settings({**base, "image_root": "/a"}, {**base, "image_root": "/b"}, RESUME) == ["image_root"]
+
+
+def test_combine_is_resolved_and_records_without_it_read_as_before():
+    assert ExtractionConfig(scales=(480,), combine="best").combine == "max"  # one scale: nothing to choose
+    best = ExtractionConfig(scales=(480, 688), combine="best")
+    assert best.to_record()["combine"] == "best" and ExtractionConfig.from_record(best.to_record()) == best
+    old = {k: v for k, v in ExtractionConfig().to_record().items() if k != "combine"}  # written before it existed
+    assert ExtractionConfig.from_record(old).combine == "max"
+    assert changed_settings(old, ExtractionConfig().to_record(), MODEL) == []
+    two = ExtractionConfig(scales=(224, 288))
+    assert changed_settings(two.to_record(), two.replace(combine="best").to_record(), MODEL) == ["combine"]
+    with pytest.raises(ValueError, match="applies to regions"):
+        two.replace(combine="best").check_whole_images()

@@ -89,11 +89,13 @@ class ResizePolicy:
 
 @dataclass
 class DecodedImage:
-    """pixels: H×W×3 uint8 (resized); original_size: (height, width) after EXIF orientation."""
+    """pixels: H×W×3 uint8 (resized); original_size: (height, width) after EXIF orientation;
+    orientation: the EXIF orientation applied (1-8, 1 = none)."""
 
     pixels: np.ndarray
     original_size: tuple[int, int]
     upsampled: bool
+    orientation: int = 1
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -190,4 +192,4 @@ def decode_pil(im: Image.Image, policy: ResizePolicy) -> DecodedImage:
     im = to_rgb(im)
     if im.size != (target_w, target_h):
         im = im.resize((target_w, target_h), _INTERPOLATION[policy.interpolation])
-    return DecodedImage(np.asarray(im, dtype=np.uint8).copy(), oriented, upsampled)
+    return DecodedImage(np.asarray(im, dtype=np.uint8).copy(), oriented, upsampled, orientation)

@@ -54,7 +54,7 @@ def display_path(path: str | os.PathLike) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _check_file(path: str) -> str | None:
+def check_image_file(path: str) -> str | None:
     """None if `path` looks like an image, else the reason to skip it."""
     try:
         with open(path, "rb") as fh:
@@ -111,7 +111,7 @@ def list_folder(root: str | os.PathLike, dataset: str = "folder") -> ImageList:
     paths, files, label_names = [], [], []
     for path in _walk_sorted(str(root), skipped):
         rel = display_path(os.path.relpath(path, root)).replace(os.sep, "/")
-        reason = _check_file(path)
+        reason = check_image_file(path)
         if reason:
             skipped.append((rel, reason))
             continue
@@ -172,7 +172,7 @@ def list_voc2007(root: str | os.PathLike, split: str) -> ImageList:
     paths, keep, skipped = [], [], []
     for i, image_id in enumerate(ids):
         rel = f"JPEGImages/{image_id}.jpg"
-        reason = _check_file(str(voc / rel)) if (voc / rel).exists() else "missing file"
+        reason = check_image_file(str(voc / rel)) if (voc / rel).exists() else "missing file"
         if reason:
             skipped.append((rel, reason))
         else:

@@ -7,9 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 from ..config import RESUME, changed_settings
-from ..data.discover import ImageList
 from ..storage.feature_file import FeatureFile, FeatureWriter, open_features
-from ..storage.progress import ProgressFolder, missing_ranges
+from ..storage.progress import ProgressFolder, Segment, missing_ranges
+from .jobs import ImageJob
 
 
 def reason_kind(reason: str) -> str:
@@ -24,34 +24,39 @@ def placement(manifest: dict, lo: int) -> dict:
             "shard_index": shard_index, "shard_count": shard_count, "shard_start": lo}
 
 
-def assemble(output: Path, progress: ProgressFolder, image_list: ImageList, manifest: dict, lo: int, hi: int,
+def segment_skips(paths: list[str], segment: Segment) -> list[tuple[str, str]]:
+    """(path, reason) of the segment's failed images, then of its notes (unusable parts of images)."""
+    return ([(paths[i], reason) for i, reason in zip(segment.skipped_indices, segment.skipped_reasons)]
+            + [(paths[i], note) for i, note in zip(segment.note_indices, segment.notes)])
+
+
+def assemble(output: Path, progress: ProgressFolder, job: ImageJob, manifest: dict, lo: int, hi: int,
              dim: int, threads: int) -> tuple[int, Counter]:
     """Copy the segments covering [lo, hi), in order, into the feature file `output` (compressed in
-    `threads` threads). Files refused while listing go to the `skipped` list of shard 0. Returns
+    `threads` threads), their rows laid out by `job`. Files refused while listing go to the `skipped`
+    list of shard 0. Returns
     (rows, skip reasons)."""
     segments = progress.listed()  # each one is checked as it is read below
     if missing_ranges(segments, lo, hi) or any(a.end > b.start for a, b in zip(segments, segments[1:])):
         raise ValueError(f"{progress.path} lost segments during the run; run again with resume=True")
     record = manifest["config"]
+    image_list = job.image_list
     reasons: Counter = Counter()
     with FeatureWriter(output, dim=dim, dtype=record["dtype"], class_names=image_list.class_names, record=record,
-                       placement=placement(manifest, lo), threads=threads,
+                       placement=placement(manifest, lo), extra=job.extra_datasets, threads=threads,
                        n_targets=None if image_list.targets is None else image_list.targets.shape[1]) as writer:
-        listing_skips = image_list.skipped if lo == 0 else []
-        for path, reason in listing_skips:
-            writer.skip(path, reason)
-            reasons[reason_kind(reason)] += 1
+        def skip(entries):
+            for path, reason in entries:
+                writer.skip(path, reason)
+                reasons[reason_kind(reason)] += 1
+
+        skip(image_list.skipped if lo == 0 else [])
         for info in segments:
             segment = progress.load(info.name, dim)
             if segment is None:
                 raise ValueError(f"{progress.path / info.name} was damaged during the run; run again with resume=True")
-            rows = segment.indices
-            writer.append([image_list.paths[i] for i in rows], [image_list.labels[i] for i in rows],
-                          segment.image_sizes, segment.features,
-                          image_list.targets[rows] if image_list.targets is not None else None)
-            for index, reason in zip(segment.skipped_indices, segment.skipped_reasons):
-                writer.skip(image_list.paths[index], reason)
-                reasons[reason_kind(reason)] += 1
+            writer.append(**job.rows(segment))
+            skip(segment_skips(image_list.paths, segment))
         n_rows = writer.n_rows
         if n_rows == 0:
             raise ValueError(f"no image of {record['image_root']} could be decoded ({dict(reasons)})")

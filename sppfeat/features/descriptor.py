@@ -65,15 +65,21 @@ def build_descriptor(config: ExtractionConfig, device: torch.device) -> tuple[SP
 
 @dataclass
 class DecodedItem:
-    """One image through the pipeline: after decoding, its pixels at each scale (H×W×3 uint8 each);
-    after the model, its SPP vector (D float32). `error` is the skip reason of a bad file."""
+    """One image through the pipeline: after decoding, its pixels at each scale (H×W×3 uint8 each;
+    None for a scale not needed); after the model, its SPP vector (D float32). `error` is the skip
+    reason of a bad file."""
 
     index: int
-    pixels: list[np.ndarray] | None
+    pixels: list[np.ndarray | None] | None
     original_size: tuple[int, int]
     upsampled: bool
     error: str | None
     vector: np.ndarray | None = None
+
+    def outputs(self) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+        """What a described item adds to the output: rows R×D, per-row columns (R each) and notes
+        (skip reasons for parts of the image); here one row, no columns, no notes."""
+        return self.vector[None], {}, []
 
 
 def group_by_shape(items: list[DecodedItem]) -> dict[tuple[int, ...], list[tuple[DecodedItem, int]]]:
@@ -82,27 +88,40 @@ def group_by_shape(items: list[DecodedItem]) -> dict[tuple[int, ...], list[tuple
     for item in items:
         if item.error is None:
             for k, pixels in enumerate(item.pixels):
-                groups[tuple(pixels.shape)].append((item, k))
+                if pixels is not None:
+                    groups[tuple(pixels.shape)].append((item, k))
     return groups
 
 
-@torch.inference_mode()
-def describe_items(model: SPPDescriptor, items: list[DecodedItem], device: torch.device) -> list[DecodedItem]:
-    """Fill in the SPP vector of every decoded item and drop its pixels. Each shape group is one
-    batch (no padding). With several scales, an image's vectors are combined bin by bin: maximum
-    for max pooling, mean for average pooling."""
-    per_scale: dict[int, list[np.ndarray]] = defaultdict(list)
+def forward_groups(network, items: list[DecodedItem], device: torch.device):
+    """Run `network` (uint8 N×H×W×3 -> N×...) on every shape group of the items' pixels, one batch
+    per group (no padding); yields (group, outputs) with outputs[j] for group[j]."""
     for group in group_by_shape(items).values():
         batch = torch.from_numpy(np.stack([item.pixels[k] for item, k in group]))
         if device.type == "cuda":
             batch = batch.pin_memory()
-        batch = batch.to(device, non_blocking=True)
-        for (item, _), vector in zip(group, model(batch).cpu().numpy()):
+        yield group, network(batch.to(device, non_blocking=True))
+
+
+@torch.inference_mode()
+def describe_items(model: SPPDescriptor, items: list[DecodedItem], device: torch.device) -> list[DecodedItem]:
+    """Fill in the SPP vector of every decoded item and drop its pixels. With several scales, an
+    image's vectors are combined bin by bin: maximum for max pooling, mean for average pooling."""
+    per_scale: dict[int, list[np.ndarray]] = defaultdict(list)
+    for group, vectors in forward_groups(model, items, device):
+        for (item, _), vector in zip(group, vectors.cpu().numpy()):
             per_scale[item.index].append(vector)
-    combine = np.maximum.reduce if model.pool == "max" else lambda v: np.mean(v, axis=0)
     for item in items:
         vectors = per_scale.get(item.index)
         if vectors:
-            item.vector = vectors[0] if len(vectors) == 1 else combine(vectors)
+            item.vector = combine_scales(vectors, model.pool)
         item.pixels = None
     return items
+
+
+def combine_scales(vectors: list[np.ndarray], pool: str) -> np.ndarray:
+    """Vectors (or K×D arrays) of one image at several scales, combined bin by bin: maximum for max
+    pooling, mean for average pooling."""
+    if len(vectors) == 1:
+        return vectors[0]
+    return np.maximum.reduce(vectors) if pool == "max" else np.mean(vectors, axis=0)

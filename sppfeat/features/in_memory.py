@@ -1,5 +1,6 @@
-"""`describe`: SPP vectors of images held in memory (PIL images, uint8 arrays) or named by path,
-returned as one array; the same decoding, network and pooling as `extract`, with no files written."""
+"""`describe` and `describe_regions`: SPP vectors of images (or of boxes of an image) held in memory
+(PIL images, uint8 arrays) or named by path, returned as one array; the same decoding, network and
+pooling as `extract` and `regions`, with no files written."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from ..config import ExtractionConfig
+from ..config import REGION_DEFAULTS, ExtractionConfig
 from ..data.decode import DecodeError, DecodedImage, ResizePolicy, decode_image, decode_pil
+from .boxes import RegionDescriber, region_item, upright_boxes
 from .descriptor import DecodedItem, build_descriptor, describe_items
+from .projection import usable_boxes
 from .runtime import resolve_device
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
@@ -33,37 +36,61 @@ def describe(images: Sequence[ImageLike] | ImageLike, config: ExtractionConfig |
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     config = config or ExtractionConfig()
+    config.check_whole_images()
     torch_device = resolve_device(device)
     model, _, _ = build_descriptor(config, torch_device)
     policies = config.resize_policies()
     out = np.empty((len(images), model.dim), dtype=np.float32)
     for start in range(0, len(images), batch_size):
-        items = [DecodedItem(k, [pixels(images[k], k, policy) for policy in policies], (0, 0), False, None)
-                 for k in range(start, min(start + batch_size, len(images)))]
+        items = [DecodedItem(k, [decoded(images[k], f"images[{k}]", policy).pixels for policy in policies], (0, 0),
+                             False, None) for k in range(start, min(start + batch_size, len(images)))]
         for item in describe_items(model, items, torch_device):
             out[item.index] = item.vector
     return out
 
 
-def pixels(image: ImageLike, k: int, policy: ResizePolicy) -> np.ndarray:
-    """The network input of images[k] at one scale (H×W×3 uint8); ValueError when it cannot be used."""
+def describe_regions(image: ImageLike, boxes, config: ExtractionConfig | None = None, *,
+                     device: str = "auto") -> np.ndarray:
+    """SPP vectors of boxes of one image: a (K, D) float32 array, row k for boxes[k].
+
+    image: as for :func:`describe` (a path is decoded as ``regions`` decodes it); boxes: K×4 pixels
+    (x1, y1, x2, y2), 0-based, half-open, of the image as stored (before EXIF orientation).
+    config: the settings (default REGION_DEFAULTS). Raises ValueError naming the first box that
+    cannot be used (empty, inverted, outside the image, not finite) or an image that cannot.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be a K×4 array (x1, y1, x2, y2), got shape {boxes.shape}")
+    config = config or REGION_DEFAULTS
+    torch_device = resolve_device(device)
+    model, _, _ = build_descriptor(config, torch_device)
+    item = region_item(0, [decoded(image, "image", policy) for policy in config.resize_policies()], boxes, 0)
+    for k, reason in enumerate(usable_boxes(upright_boxes(item), *item.original_size)[1]):
+        if reason is not None:
+            raise ValueError(f"boxes[{k}]: {reason}")
+    RegionDescriber(model, config, torch_device)([item], torch_device)
+    return item.rows
+
+
+def decoded(image: ImageLike, name: str, policy: ResizePolicy) -> DecodedImage:
+    """An image decoded at one scale; ValueError naming the argument (`name`) when it cannot be used."""
     try:
-        return _decoded(image, k, policy).pixels
+        return _decoded(image, name, policy)
     except DecodeError as exc:
-        raise ValueError(f"images[{k}]: {exc}") from None
+        raise ValueError(f"{name}: {exc}") from None
 
 
-def _decoded(image: ImageLike, k: int, policy: ResizePolicy) -> DecodedImage:
+def _decoded(image: ImageLike, name: str, policy: ResizePolicy) -> DecodedImage:
     if isinstance(image, (str, os.PathLike)):
         if not os.path.isfile(image):
-            raise ValueError(f"images[{k}]: file not found: {image}")
+            raise ValueError(f"{name}: file not found: {image}")
         return decode_image(os.fspath(image), policy)
     if isinstance(image, Image.Image):
         image.load()  # a lazily opened JPEG is decoded whole, as given, not at a reduced DCT scale
         return decode_pil(image, policy)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-            raise ValueError(f"images[{k}]: arrays must be uint8 H×W×3 (RGB) or H×W (grey), "
+            raise ValueError(f"{name}: arrays must be uint8 H×W×3 (RGB) or H×W (grey), "
                              f"got {image.dtype} {image.shape}")
         return decode_pil(Image.fromarray(image), policy)
-    raise ValueError(f"images[{k}]: expected a path, a PIL image or a uint8 array, got {type(image).__name__}")
+    raise ValueError(f"{name}: expected a path, a PIL image or a uint8 array, got {type(image).__name__}")

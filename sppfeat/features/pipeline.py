@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,11 +20,12 @@ from ..data.discover import ImageList, list_images
 from ..meter import Meter
 from ..shards import check_shard, shard_bounds, shard_path
 from ..storage.hdf5 import check_output
-from ..storage.progress import ProgressFolder, SegmentBuffer, listing_fingerprint, missing_ranges
+from ..storage.progress import ProgressFolder, SegmentBuffer, missing_ranges
 from .assemble import assemble, check_finished, reason_kind
-from .descriptor import DecodedItem, SPPDescriptor, build_descriptor
+from .descriptor import DecodedItem, build_descriptor
 from .interrupts import StopSignals, reported_stops, worker_failure
-from .runtime import ImageFiles, Runtime, available_cores, described, resolve_device
+from .jobs import ImageJob
+from .runtime import Describe, ImageFiles, Runtime, available_cores, described, resolve_device
 
 log = logging.getLogger("sppfeat")
 SEGMENT_BYTES = 1 << 24  # vectors per progress segment: what a kill -9 can lose, and the final copy buffers
@@ -67,23 +69,32 @@ def extract(images: str | os.PathLike, output: str | os.PathLike, config: Extrac
     cannot be found offline), ExtractionInterrupted (SIGINT / SIGTERM; work saved) and WorkerFailed
     (a worker process died; work saved).
     """
-    start = time.perf_counter()
     config = config or ExtractionConfig()
-    runtime = runtime or Runtime()
+    config.check_whole_images()
+    return run(lambda: ImageJob(list_all(images, config, strict)), images, output, config, runtime or Runtime(),
+               shard=shard, resume=resume, overwrite=overwrite, strict=strict, quiet=quiet)
+
+
+def run(make_job: Callable[[], ImageJob], images: str | os.PathLike, output: str | os.PathLike,
+        config: ExtractionConfig, runtime: Runtime, *, shard: tuple[int, int] | None, resume: bool, overwrite: bool,
+        strict: bool, quiet: bool) -> ExtractResult:
+    """An extraction run: check the output -> list (``make_job()``) -> plan the shard and the
+    progress -> describe the missing images into segments -> assemble the feature file.
+    ExtractResult.n_images counts the rows written."""
+    start = time.perf_counter()
     shard_index, shard_count = check_shard(shard)
     output = shard_path(output, shard_index, shard_count) if shard is not None else Path(output)
     check_output(output, overwrite or resume)
     device = resolve_device(runtime.device)
-    image_list = list_all(images, config, strict)
-    lo, hi = shard_bounds(len(image_list.paths), shard_index, shard_count)
+    job = make_job()
+    lo, hi = shard_bounds(len(job.image_list.paths), shard_index, shard_count)
 
     model, config, weights_path = build_descriptor(config, device)
-    config = config.replace(dataset=image_list.dataset, split=image_list.split)
-    manifest = {"config": {**config.to_record(), **provenance(weights_path, image_list.root, str(device))},
-                "shard": [shard_index, shard_count], "n_images": len(image_list.paths),
-                "n_listed": len(image_list.paths) + len(image_list.skipped),
-                "listing_sha256": listing_fingerprint(image_list.paths, image_list.labels, image_list.skipped,
-                                                      image_list.targets)}
+    config = config.replace(dataset=job.image_list.dataset, split=job.image_list.split)
+    manifest = {"config": {**config.to_record(), **provenance(weights_path, job.image_list.root, str(device)), **job.provenance()},
+                "shard": [shard_index, shard_count], "n_images": len(job.image_list.paths),
+                "n_listed": len(job.image_list.paths) + len(job.image_list.skipped),
+                "listing_sha256": job.fingerprint()}
     if output.exists() and resume and not overwrite:
         finished = check_finished(output, manifest)
         log.info("%s is already complete", output)
@@ -101,9 +112,9 @@ def extract(images: str | os.PathLike, output: str | os.PathLike, config: Extrac
         todo = np.concatenate(todo) if todo else np.zeros(0, dtype=np.int64)
         buffer = SegmentBuffer(progress, model.dim, config.dtype,
                                runtime.checkpoint_every or segment_size(model.dim, config.dtype))
-        run_model(model, ImageFiles(image_list, config.resize_policies(), todo, runtime.decode_timeout), buffer,
-                  stop, device, runtime, strict, quiet, done=hi - lo - len(todo), total=hi - lo)
-        n_written, skip_reasons = assemble(output, progress, image_list, manifest, lo, hi, model.dim,
+        run_model(job.describer(model, config), job.dataset(todo, config, runtime.decode_timeout), buffer, stop,
+                  device, runtime, strict, quiet, done=hi - lo - len(todo), total=hi - lo)
+        n_written, skip_reasons = assemble(output, progress, job, manifest, lo, hi, model.dim,
                                            runtime.cores or available_cores())
     progress.remove()
     seconds = time.perf_counter() - start
@@ -142,7 +153,7 @@ class ItemSink(Protocol):
     def flush(self) -> None: ...
 
 
-def run_model(model: SPPDescriptor, dataset: ImageFiles, buffer: ItemSink, stop: StopSignals,
+def run_model(describe: Describe, dataset: ImageFiles, buffer: ItemSink, stop: StopSignals,
               device: torch.device, runtime: Runtime, strict: bool, quiet: bool, done: int, total: int,
               desc: str = "extract") -> None:
     """Decode and describe the images of `dataset` into `buffer` (progress segments for extract).
@@ -153,7 +164,7 @@ def run_model(model: SPPDescriptor, dataset: ImageFiles, buffer: ItemSink, stop:
     meter = Meter(desc, total, done, quiet)
     n_upsampled = 0
     try:
-        with described(model, dataset, device, runtime) as stream:
+        with described(describe, dataset, device, runtime) as stream:
             for items in stream:
                 for item in items:
                     if strict and item.error is not None:

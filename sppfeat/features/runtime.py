@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,9 +20,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..data.decode import DEFAULT_DECODE_TIMEOUT, DecodeError, ResizePolicy, decode_image
+from ..data.decode import DEFAULT_DECODE_TIMEOUT, DecodedImage, DecodeError, ResizePolicy, decode_image
 from ..data.discover import ImageList
-from .descriptor import DecodedItem, SPPDescriptor, describe_items
+from .descriptor import DecodedItem
+
+# describes a batch of decoded items on a device and returns them: descriptor.describe_items with
+# its model bound, or a region describer
+Describe = Callable[[list[DecodedItem], torch.device], list[DecodedItem]]
 
 RECYCLE_EVERY = 2000  # images a CPU worker process describes before a fresh one replaces it
 # Workers are forked on Linux (Python 3.14 defaults to forkserver): they share the loaded model
@@ -137,6 +141,10 @@ class ImageFiles(Dataset):
             images = [decode_image(path, policy, self.timeout) for policy in self.policies]
         except DecodeError as exc:
             return DecodedItem(index, None, (0, 0), False, str(exc))
+        return self.item(index, images)
+
+    def item(self, index: int, images: list[DecodedImage]) -> DecodedItem:
+        """The item of image `index` decoded at every scale."""
         # numpy, not torch: arrays travel from the workers by pickling, without the file-descriptor
         # sharing of torch tensors (whose server thread prints tracebacks when a run is interrupted)
         return DecodedItem(index, [image.pixels for image in images], images[0].original_size,
@@ -176,7 +184,7 @@ def batches(dataset: Dataset, batch_size: int, workers: int, collate, runs_netwo
                       multiprocessing_context=WORKER_CONTEXT if workers else None)
 
 
-def describe_in_threads(model: SPPDescriptor, batches: Iterable[list[DecodedItem]], device: torch.device,
+def describe_in_threads(describe: Describe, batches: Iterable[list[DecodedItem]], device: torch.device,
                         model_threads: int) -> Iterator[list[DecodedItem]]:
     """Describe decoded batches in order. With model_threads > 1 (CPU), that many batches run through
     the network at once in Python threads (PyTorch releases the GIL inside its ops), each with
@@ -184,32 +192,32 @@ def describe_in_threads(model: SPPDescriptor, batches: Iterable[list[DecodedItem
     convolutions across cores. Output order is input order."""
     if model_threads <= 1:
         for items in batches:
-            yield describe_items(model, items, device)
+            yield describe(items, device)
         return
     with ThreadPoolExecutor(model_threads, thread_name_prefix="sppfeat-model") as pool:
         pending: deque = deque()
         for items in batches:
-            pending.append(pool.submit(describe_items, model, items, device))
+            pending.append(pool.submit(describe, items, device))
             if len(pending) > model_threads:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
 
-def describe_in_workers(model: SPPDescriptor, dataset: ImageFiles, batch_size: int,
+def describe_in_workers(describe: Describe, dataset: ImageFiles, batch_size: int,
                         workers: int) -> Iterator[list[DecodedItem]]:
     """CPU: worker processes that each decode a batch and run it through the network on one core,
     in input order; only the vectors come back to this process. The workers are replaced by fresh
     ones every RECYCLE_EVERY images: images of ever new sizes fragment a process's heap, so a
     long-lived one grows for tens of thousands of images (docs/benchmarks.md, Memory)."""
-    describe_batch = partial(describe_items, model, device=torch.device("cpu"))
+    describe_batch = partial(describe, device=torch.device("cpu"))
     for start in range(0, len(dataset), RECYCLE_EVERY):
         part = Subset(dataset, range(start, min(start + RECYCLE_EVERY, len(dataset))))
         yield from batches(part, batch_size, workers, describe_batch, runs_network=True)
 
 
 @contextmanager
-def described(model: SPPDescriptor, dataset: ImageFiles, device: torch.device,
+def described(describe: Describe, dataset: ImageFiles, device: torch.device,
               runtime: Runtime) -> Iterator[Iterator[list[DecodedItem]]]:
     """The described batches of `dataset`, in order, by the scheme that suits the device: CPU
     worker processes running the network, or decode workers feeding model threads here. The
@@ -219,12 +227,12 @@ def described(model: SPPDescriptor, dataset: ImageFiles, device: torch.device,
     caller_threads = torch.get_num_threads()
     try:
         if device.type == "cpu" and workers > 0:
-            yield describe_in_workers(model, dataset, runtime.batch_size, workers)
+            yield describe_in_workers(describe, dataset, runtime.batch_size, workers)
         else:
             model_threads = default_model_threads(device, cores)
             if device.type == "cpu":
                 torch.set_num_threads(max(1, cores // model_threads))
             loader = batches(dataset, runtime.batch_size, workers, _as_list, runs_network=False)
-            yield describe_in_threads(model, loader, device, model_threads)
+            yield describe_in_threads(describe, loader, device, model_threads)
     finally:
         torch.set_num_threads(caller_threads)

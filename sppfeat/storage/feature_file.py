@@ -14,6 +14,8 @@ provenance and ``format_version``; see :mod:`sppfeat.config`) and each of its ke
 attribute, plus ``n_images``, ``n_skipped``, ``complete`` and the file's place in the full image
 list: ``listing_sha256``, ``n_listed_images``, ``shard_index``, ``shard_count``, ``shard_start``.
 The file is written as ``OUT.h5.partial`` and renamed to ``OUT.h5`` only when complete.
+A box file (``sppfeat regions``) has one row per box and further datasets (see the README); every
+dataset but ``class_names`` grows by rows, so shard files join by concatenating each one.
 A merged file (:mod:`sppfeat.storage.merge`) has the same datasets as virtual datasets over its shards.
 """
 
@@ -70,54 +72,80 @@ def mark_complete(f: h5py.File, n_images: int, n_skipped: int) -> None:
     f.attrs["complete"] = True
 
 
+def stacked_datasets(f: h5py.File) -> dict[str, tuple[int | None, np.dtype]]:
+    """The datasets of a feature file that grow by rows (all but class_names and merged_from), in
+    file order: name -> (width or None, dtype)."""
+    found: dict[str, tuple[int | None, np.dtype]] = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and name not in ("class_names", "merged_from"):
+            found[name] = (obj.shape[1] if obj.ndim == 2 else None, obj.dtype)
+
+    f.visititems(visit)
+    return found
+
+
 class FeatureWriter:
     """Append rows to a new feature file; ``close()`` marks it complete and renames it into place.
     As a context manager: closed when the block ends, aborted (nothing left behind) if it raises.
 
     record: the extraction record (:meth:`ExtractionConfig.to_record` plus provenance);
-    placement: the file's place in the full image list (PLACEMENT keys); threads: for compressing
-    the features (default: the cores this process may use, at most 8)."""
+    placement: the file's place in the full image list (PLACEMENT keys); extra: further growable
+    datasets, name -> (width or None, dtype), filled with :meth:`extend` or ``append(extras=...)``;
+    threads: for compressing the features (default: the cores this process may use, at most 8)."""
 
     def __init__(self, path: str | os.PathLike, *, dim: int, dtype: str, class_names: list[str],
-                 record: dict, placement: dict, n_targets: int | None = None, threads: int | None = None):
+                 record: dict, placement: dict, n_targets: int | None = None,
+                 extra: dict[str, tuple[int | None, object]] | None = None, threads: int | None = None):
         self.path = Path(path)
         self.tmp = partial_path(self.path)
         self.file = h5py.File(self.tmp, "w")
         rows = max(1, CHUNK_BYTES // (dim * np.dtype(dtype).itemsize))
-        self.features = self.file.create_dataset("features", shape=(0, dim), maxshape=(None, dim), dtype=dtype,
-                                                 chunks=(rows, dim), compression="gzip",
-                                                 compression_opts=GZIP_LEVEL)
-        self.compressor = ChunkCompressor(self.features, threads or default_threads())
-        self.paths = _growable(self.file, "paths", None, STR, rows)
-        self.labels = _growable(self.file, "labels", None, np.int32, rows)
-        self.image_sizes = _growable(self.file, "image_sizes", 2, np.int32, 1024)
-        self.targets = _growable(self.file, "targets", n_targets, np.int8, 1024) if n_targets else None
-        self.skipped = _growable(self.file, "skipped", 2, STR, 256)
+        specs = {"paths": (None, STR, rows), "labels": (None, np.int32, rows),
+                 "image_sizes": (2, np.int32, 1024), "skipped": (2, STR, 256),
+                 **({"targets": (n_targets, np.int8, 1024)} if n_targets else {}),
+                 **{name: (width, kind, 1024) for name, (width, kind) in (extra or {}).items()}}
+        self.datasets = {"features": self.file.create_dataset(
+            "features", shape=(0, dim), maxshape=(None, dim), dtype=dtype, chunks=(rows, dim), compression="gzip",
+            compression_opts=GZIP_LEVEL)}
+        self.datasets.update({name: _growable(self.file, name, width, kind, chunk)
+                              for name, (width, kind, chunk) in specs.items()})
+        self.compressor = ChunkCompressor(self.datasets["features"], threads or default_threads())
         write_header(self.file, record, placement, class_names)
 
     @property
     def n_rows(self) -> int:
-        return self.features.shape[0]
+        return self.datasets["features"].shape[0]
 
-    def append(self, paths: list[str], labels, image_sizes, features: np.ndarray, targets=None) -> None:
-        """Add len(paths) rows: features is n×D, image_sizes n×2, targets n×K (multi-label only)."""
-        features = np.asarray(features)
-        self.features.resize(self.features.shape[0] + len(features), axis=0)
-        self.compressor.add(features)
-        _append(self.paths, paths)
-        _append(self.labels, labels)
-        _append(self.image_sizes, np.asarray(image_sizes, dtype=np.int32).reshape(-1, 2))
-        if self.targets is not None:
-            _append(self.targets, targets)
+    def extend(self, name: str, rows) -> None:
+        """Add rows to the dataset `name` (the features through the compressor)."""
+        if name != "features":
+            _append(self.datasets[name], rows)
+            return
+        rows = np.asarray(rows)
+        self.datasets["features"].resize(self.n_rows + len(rows), axis=0)
+        self.compressor.add(rows)
+
+    def append(self, paths: list[str], labels, image_sizes, features: np.ndarray, targets=None,
+               extras: dict | None = None) -> None:
+        """Add len(paths) rows: features is n×D, image_sizes n×2, targets n×K (multi-label only);
+        extras: rows for the `extra` datasets."""
+        self.extend("features", features)
+        self.extend("paths", paths)
+        self.extend("labels", labels)
+        self.extend("image_sizes", np.asarray(image_sizes, dtype=np.int32).reshape(-1, 2))
+        if "targets" in self.datasets:
+            self.extend("targets", targets)
+        for name, rows in (extras or {}).items():
+            self.extend(name, rows)
 
     def skip(self, path: str, reason: str) -> None:
-        self.skipped.resize(self.skipped.shape[0] + 1, axis=0)
-        self.skipped[-1] = [path, reason]
+        self.extend("skipped", [[path, reason]])
 
     def close(self) -> Path:
         """Finish: write counts, flush, rename OUT.h5.partial -> OUT.h5. Returns the final path."""
         self.compressor.finish()
-        mark_complete(self.file, self.features.shape[0], self.skipped.shape[0])
+        mark_complete(self.file, self.n_rows, self.datasets["skipped"].shape[0])
         self.file.close()
         os.replace(self.tmp, self.path)
         return self.path

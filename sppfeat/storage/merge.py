@@ -12,13 +12,13 @@ import os
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 from ..config import MERGE, changed_settings
-from .feature_file import PLACEMENT, FeatureFile, FeatureWriter, mark_complete, open_features, write_header
+from .feature_file import (PLACEMENT, FeatureFile, FeatureWriter, mark_complete, open_features, stacked_datasets,
+                           write_header)
 from .hdf5 import STR, check_output, partial_path
 
-MERGED_DATASETS = ("features", "paths", "labels", "image_sizes", "targets", "skipped")
+STANDARD = ("features", "paths", "labels", "image_sizes", "skipped", "targets")  # FeatureWriter makes these
 
 
 def check_shards(paths: list[str | os.PathLike]) -> list[FeatureFile]:
@@ -75,22 +75,25 @@ def merge(shard_paths: list[str | os.PathLike], output: str | os.PathLike, *, co
 
 
 def _copy(shards: list[FeatureFile], output: Path, record: dict, placement: dict, block: int = 1024) -> None:
+    """Every stacked dataset of the shards, in shard order, into one ordinary file."""
     first = shards[0]
+    with h5py.File(first.path, "r") as g:
+        names = stacked_datasets(g)
     with FeatureWriter(output, dim=first.dim, dtype=first.dtype, class_names=first.class_names, record=record,
-                       placement=placement,
-                       n_targets=None if first.targets is None else first.targets.shape[1]) as writer:
+                       placement=placement, n_targets=None if first.targets is None else first.targets.shape[1],
+                       extra={name: spec for name, spec in names.items() if name not in STANDARD}) as writer:
         for shard in shards:
-            for start in range(0, len(shard.paths), block):
-                rows = np.arange(start, min(start + block, len(shard.paths)))
-                writer.append([shard.paths[i] for i in rows], shard.labels[rows], shard.image_sizes[rows],
-                              shard.read_features(rows), None if shard.targets is None else shard.targets[rows])
-            for path, reason in shard.skipped:
-                writer.skip(path, reason)
+            with h5py.File(shard.path, "r") as g:
+                for name in names:
+                    data = g[name].asstr() if h5py.check_string_dtype(g[name].dtype) else g[name]
+                    for start in range(0, g[name].shape[0], block):
+                        writer.extend(name, data[start:start + block])
 
 
 def _link(shards: list[FeatureFile], output: Path, record: dict, placement: dict) -> None:
     tmp = partial_path(output)
-    names = [name for name in MERGED_DATASETS if name != "targets" or shards[0].targets is not None]
+    with h5py.File(shards[0].path, "r") as g:
+        names = list(stacked_datasets(g))
     sources: dict[str, list[h5py.VirtualSource]] = {name: [] for name in names}
     for shard in shards:  # each shard opened once; its datasets become sources, linked by relative path
         relative = os.path.relpath(shard.path.resolve(), output.resolve().parent)

@@ -4,8 +4,9 @@ While ``OUT.h5`` is being extracted, finished images go to ``OUT.h5.parts/``:
 
     manifest.json           the extraction record, the shard, a fingerprint of the image list and
                             the format version
-    seg-START-END.npz       images START..END-1 of the list (global indices): their vectors,
-                            original sizes and the skip reasons of the ones that failed
+    seg-START-END.npz       images START..END-1 of the list (global indices): their rows (one
+                            vector per image, or per box with per-row columns), original sizes, the
+                            skip reasons of the ones that failed and notes (e.g. unusable boxes)
 
 A segment is written to a temporary name, fsync'ed and renamed, so a segment file either exists
 whole or not at all (a kill -9 or power loss in the middle of a write leaves only a ``.tmp`` file,
@@ -22,7 +23,7 @@ import os
 import re
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from ..config import FORMAT_VERSION, RESUME, changed_settings
 
 SEGMENT_RE = re.compile(r"^seg-(\d{10})-(\d{10})\.npz$")
 MANIFEST = "manifest.json"
+COLUMN = "column_"  # prefix of per-row columns in a segment file
 
 
 def parts_path(output: str | os.PathLike) -> Path:
@@ -39,12 +41,15 @@ def parts_path(output: str | os.PathLike) -> Path:
 
 
 def listing_fingerprint(paths: list[str], labels: list[int], skipped: list[tuple[str, str]],
-                        targets: np.ndarray | None) -> str:
-    """sha256 of an image list (paths, labels, targets, files refused while listing)."""
+                        targets: np.ndarray | None, arrays: list[np.ndarray] = ()) -> str:
+    """sha256 of an image list (paths, labels, targets, files refused while listing) and of further
+    `arrays` that decide the rows (e.g. boxes)."""
     digest = hashlib.sha256()
     digest.update(json.dumps([paths, [int(v) for v in labels], [list(s) for s in skipped]]).encode())
     if targets is not None:
         digest.update(np.ascontiguousarray(targets, dtype=np.int8).tobytes())
+    for array in arrays:
+        digest.update(f"{array.dtype.str}{array.shape}".encode() + np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
 
 
@@ -78,8 +83,10 @@ class SegmentInfo:
 
 @dataclass
 class Segment:
-    """Images start..end-1 of the list. indices: the n decoded ones (rows of features n×D and
-    image_sizes n×2); skipped_indices / skipped_reasons: the others."""
+    """Images start..end-1 of the list. indices: the n decoded ones, image_sizes n×2 theirs;
+    features: R×D rows, one per decoded image (R = n) unless `columns` says which part of which
+    image each row is (each column R long); skipped_indices / skipped_reasons: the images that
+    failed; note_indices / notes: skip reasons for parts of decoded images (e.g. a box)."""
 
     start: int
     end: int
@@ -88,6 +95,9 @@ class Segment:
     image_sizes: np.ndarray
     skipped_indices: np.ndarray
     skipped_reasons: list[str]
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    note_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    notes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -139,7 +149,9 @@ class ProgressFolder:
         arrays = {"indices": segment.indices.astype(np.int64), "features": segment.features,
                   "image_sizes": segment.image_sizes.astype(np.int32).reshape(-1, 2),
                   "skipped_indices": segment.skipped_indices.astype(np.int64),
-                  "skipped_reasons": np.array(segment.skipped_reasons, dtype=str)}
+                  "skipped_reasons": np.array(segment.skipped_reasons, dtype=str),
+                  "note_indices": segment.note_indices.astype(np.int64), "notes": np.array(segment.notes, dtype=str),
+                  **{COLUMN + name: values for name, values in segment.columns.items()}}
         _write_durably(self.path / segment.name, lambda f: np.savez(f, **arrays))
 
     def load(self, name: str, dim: int) -> Segment | None:
@@ -151,13 +163,19 @@ class ProgressFolder:
         try:
             with np.load(self.path / name, allow_pickle=False) as data:
                 segment = Segment(start, end, data["indices"], data["features"], data["image_sizes"],
-                                  data["skipped_indices"], data["skipped_reasons"].tolist())
+                                  data["skipped_indices"], data["skipped_reasons"].tolist(),
+                                  {key[len(COLUMN):]: data[key] for key in data.files if key.startswith(COLUMN)},
+                                  data["note_indices"], data["notes"].tolist())
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
         covered = np.sort(np.concatenate([segment.indices, segment.skipped_indices]))
-        if (segment.features.ndim != 2 or segment.features.shape != (len(segment.indices), dim)
+        rows = len(segment.features) if segment.columns else len(segment.indices)
+        if (segment.features.ndim != 2 or segment.features.shape != (rows, dim)
+                or any(values.shape != (rows,) for values in segment.columns.values())
                 or segment.image_sizes.shape != (len(segment.indices), 2)
                 or len(segment.skipped_reasons) != len(segment.skipped_indices)
+                or len(segment.notes) != len(segment.note_indices)
+                or not np.isin(segment.note_indices, segment.indices).all()
                 or not np.array_equal(covered, np.arange(start, end))):
             return None
         return segment
@@ -191,9 +209,9 @@ class ProgressFolder:
 
 
 class SegmentBuffer:
-    """Collects described images (objects with index, error, vector, original_size) in index order
-    and writes them as segments of at most `max_images` consecutive images (a gap in the indices
-    also ends a segment)."""
+    """Collects described images (objects with index, error, original_size and outputs(), see
+    features.descriptor.DecodedItem) in index order and writes them as segments of at most
+    `max_images` consecutive images (a gap in the indices also ends a segment)."""
 
     def __init__(self, progress: ProgressFolder, dim: int, dtype: str, max_images: int):
         self.progress, self.dim, self.dtype, self.max_images = progress, dim, dtype, max_images
@@ -211,14 +229,19 @@ class SegmentBuffer:
             return
         good = [item for item in self.items if item.error is None]
         bad = [item for item in self.items if item.error is not None]
-        features = np.stack([item.vector for item in good]) if good else np.zeros((0, self.dim))
+        outputs = [item.outputs() for item in good]
+        features = np.concatenate([rows for rows, _, _ in outputs]) if good else np.zeros((0, self.dim))
+        columns = {name: np.concatenate([cols[name] for _, cols, _ in outputs]) for name in
+                   (outputs[0][1] if outputs else {})}
+        notes = [(item.index, note) for item, (_, _, item_notes) in zip(good, outputs) for note in item_notes]
         self.progress.write(Segment(
             start=self.items[0].index, end=self.items[-1].index + 1,
             indices=np.array([item.index for item in good], dtype=np.int64),
             features=features.astype(self.dtype, copy=False),
             image_sizes=np.array([item.original_size for item in good], dtype=np.int32).reshape(-1, 2),
             skipped_indices=np.array([item.index for item in bad], dtype=np.int64),
-            skipped_reasons=[item.error for item in bad]))
+            skipped_reasons=[item.error for item in bad], columns=columns,
+            note_indices=np.array([index for index, _ in notes], dtype=np.int64), notes=[n for _, n in notes]))
         self.items = []
 
 
