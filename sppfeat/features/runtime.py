@@ -220,19 +220,22 @@ def describe_in_workers(describe: Describe, dataset: ImageFiles, batch_size: int
 def described(describe: Describe, dataset: ImageFiles, device: torch.device,
               runtime: Runtime) -> Iterator[Iterator[list[DecodedItem]]]:
     """The described batches of `dataset`, in order, by the scheme that suits the device: CPU
-    worker processes running the network, or decode workers feeding model threads here. The
-    caller's torch thread count is restored on exit."""
+    worker processes running the network, or decode workers feeding model threads here. On exit the
+    worker processes are stopped (not left to garbage collection, which at interpreter exit can
+    come after multiprocessing waits for them) and the caller's torch thread count is restored."""
     cores = runtime.cores or available_cores()
     workers = default_workers(device, cores) if runtime.workers is None else runtime.workers
     caller_threads = torch.get_num_threads()
+    if device.type == "cpu" and workers > 0:
+        stream = describe_in_workers(describe, dataset, runtime.batch_size, workers)
+    else:
+        model_threads = default_model_threads(device, cores)
+        if device.type == "cpu":
+            torch.set_num_threads(max(1, cores // model_threads))
+        loader = batches(dataset, runtime.batch_size, workers, _as_list, runs_network=False)
+        stream = describe_in_threads(describe, loader, device, model_threads)
     try:
-        if device.type == "cpu" and workers > 0:
-            yield describe_in_workers(describe, dataset, runtime.batch_size, workers)
-        else:
-            model_threads = default_model_threads(device, cores)
-            if device.type == "cpu":
-                torch.set_num_threads(max(1, cores // model_threads))
-            loader = batches(dataset, runtime.batch_size, workers, _as_list, runs_network=False)
-            yield describe_in_threads(describe, loader, device, model_threads)
+        yield stream
     finally:
+        stream.close()
         torch.set_num_threads(caller_threads)
