@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from .backbones import BACKBONES, DEFAULT_BACKBONE, WeightsUnavailable
+from .backbones import BACKBONES, WeightsUnavailable
 from .classify.protocol import (DEFAULT_POWER, DEFAULT_TEST_FRACTION, DEFAULT_TEST_PER_CLASS,
                                 DEFAULT_TRAIN_PER_CLASS, PROTOCOLS)
 from .config import COMBINES, DTYPES, POOLS, REGION_DEFAULTS, ExtractionConfig, as_levels, as_scales

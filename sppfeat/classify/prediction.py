@@ -19,13 +19,14 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from ..data.discover import ImageList, list_file
-from ..features.descriptor import DecodedItem, build_descriptor
+from ..features.descriptor import DecodedItem, build_descriptor, describe_items
 from ..features.interrupts import ExtractionInterrupted, StopSignals, WorkerFailed
 from ..features.pipeline import list_all, run_model
 from ..features.runtime import ImageFiles, Runtime, resolve_device
@@ -226,7 +227,8 @@ def image_job(source: Path, scorer: Scorer, runtime: Runtime, weights, strict: b
 
     def run(emit, stop: StopSignals) -> None:
         sink = RowSink(scorer, image_list, settings.dtype, runtime.batch_size, emit, skipped)
-        run_model(descriptor, files, sink, stop, device, runtime, strict, quiet, 0, len(files), desc="predict")
+        run_model(partial(describe_items, descriptor), files, sink, stop, device, runtime, strict, quiet, 0,
+                  len(files), desc="predict")
 
     return Job(len(image_list.paths) + len(skipped), skipped, run)
 

@@ -129,7 +129,7 @@ def list_file(path: str | os.PathLike) -> ImageList:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"image file not found: {path}")
-    reason = _check_file(str(path))
+    reason = check_image_file(str(path))
     if reason:
         raise ValueError(f"{path}: {reason}")
     return ImageList(path.parent, "folder", [display_path(path.name)], [-1], [], files=[path.name])

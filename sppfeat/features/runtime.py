@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -184,24 +184,36 @@ def batches(dataset: Dataset, batch_size: int, workers: int, collate, runs_netwo
                       multiprocessing_context=WORKER_CONTEXT if workers else None)
 
 
-def describe_in_threads(describe: Describe, batches: Iterable[list[DecodedItem]], device: torch.device,
+@contextmanager
+def running(loader: DataLoader) -> Iterator[Iterator]:
+    """The loader's iterator; its worker processes are stopped on leaving, also when an exception
+    passes through (a worker ignores SIGTERM, so the interpreter's exit could not stop it)."""
+    iterator = iter(loader)
+    try:
+        yield iterator
+    finally:
+        getattr(iterator, "_shutdown_workers", lambda: None)()
+
+
+def describe_in_threads(describe: Describe, loader: DataLoader, device: torch.device,
                         model_threads: int) -> Iterator[list[DecodedItem]]:
     """Describe decoded batches in order. With model_threads > 1 (CPU), that many batches run through
     the network at once in Python threads (PyTorch releases the GIL inside its ops), each with
     cores / model_threads intra-op threads: whole images in parallel instead of splitting small
     convolutions across cores. Output order is input order."""
-    if model_threads <= 1:
-        for items in batches:
-            yield describe(items, device)
-        return
-    with ThreadPoolExecutor(model_threads, thread_name_prefix="sppfeat-model") as pool:
-        pending: deque = deque()
-        for items in batches:
-            pending.append(pool.submit(describe, items, device))
-            if len(pending) > model_threads:
+    with running(loader) as batches:
+        if model_threads <= 1:
+            for items in batches:
+                yield describe(items, device)
+            return
+        with ThreadPoolExecutor(model_threads, thread_name_prefix="sppfeat-model") as pool:
+            pending: deque = deque()
+            for items in batches:
+                pending.append(pool.submit(describe, items, device))
+                if len(pending) > model_threads:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 def describe_in_workers(describe: Describe, dataset: ImageFiles, batch_size: int,
@@ -213,7 +225,8 @@ def describe_in_workers(describe: Describe, dataset: ImageFiles, batch_size: int
     describe_batch = partial(describe, device=torch.device("cpu"))
     for start in range(0, len(dataset), RECYCLE_EVERY):
         part = Subset(dataset, range(start, min(start + RECYCLE_EVERY, len(dataset))))
-        yield from batches(part, batch_size, workers, describe_batch, runs_network=True)
+        with running(batches(part, batch_size, workers, describe_batch, runs_network=True)) as described_batches:
+            yield from described_batches
 
 
 @contextmanager
