@@ -49,9 +49,14 @@ class ExtractResult:
         return self.n_images / self.seconds if self.seconds > 0 else float("nan")
 
 
+def segment_rows(dim: int, dtype: str) -> int:
+    """Rows of SEGMENT_BYTES of vectors."""
+    return max(1, SEGMENT_BYTES // (dim * np.dtype(dtype).itemsize))
+
+
 def segment_size(dim: int, dtype: str) -> int:
     """Images per progress segment: about SEGMENT_BYTES of vectors, at most 512 images."""
-    return max(1, min(512, SEGMENT_BYTES // (dim * np.dtype(dtype).itemsize)))
+    return min(512, segment_rows(dim, dtype))
 
 
 def extract(images: str | os.PathLike, output: str | os.PathLike, config: ExtractionConfig | None = None,
@@ -110,8 +115,9 @@ def run(make_job: Callable[[], ImageJob], images: str | os.PathLike, output: str
                      f" ({dropped} damaged or unfinished segment files discarded)" if dropped else "")
         todo = [np.arange(a, b) for a, b in missing_ranges(done, lo, hi)]
         todo = np.concatenate(todo) if todo else np.zeros(0, dtype=np.int64)
-        buffer = SegmentBuffer(progress, model.dim, config.dtype,
-                               runtime.checkpoint_every or segment_size(model.dim, config.dtype))
+        images_per_segment = runtime.checkpoint_every or segment_size(model.dim, config.dtype)
+        buffer = SegmentBuffer(progress, model.dim, config.dtype, images_per_segment,
+                               max(images_per_segment, segment_rows(model.dim, config.dtype)))
         run_model(job.describer(model, config), job.dataset(todo, config, runtime.decode_timeout), buffer, stop,
                   device, runtime, strict, quiet, done=hi - lo - len(todo), total=hi - lo)
         n_written, skip_reasons = assemble(output, progress, job, manifest, lo, hi, model.dim,

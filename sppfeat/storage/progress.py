@@ -211,17 +211,21 @@ class ProgressFolder:
 class SegmentBuffer:
     """Collects described images (objects with index, error, original_size and outputs(), see
     features.descriptor.DecodedItem) in index order and writes them as segments of at most
-    `max_images` consecutive images (a gap in the indices also ends a segment)."""
+    `max_images` consecutive images, ended early once they hold `max_rows` rows (images with many
+    boxes); a gap in the indices also ends a segment."""
 
-    def __init__(self, progress: ProgressFolder, dim: int, dtype: str, max_images: int):
-        self.progress, self.dim, self.dtype, self.max_images = progress, dim, dtype, max_images
+    def __init__(self, progress: ProgressFolder, dim: int, dtype: str, max_images: int, max_rows: int):
+        self.progress, self.dim, self.dtype = progress, dim, dtype
+        self.max_images, self.max_rows = max_images, max_rows
         self.items: list = []
+        self.rows = 0
 
     def add(self, item) -> None:
         if self.items and item.index != self.items[-1].index + 1:
             self.flush()
         self.items.append(item)
-        if len(self.items) >= self.max_images:
+        self.rows += 0 if item.error is not None else len(item.outputs()[0])
+        if len(self.items) >= self.max_images or self.rows >= self.max_rows:
             self.flush()
 
     def flush(self) -> None:
@@ -242,7 +246,7 @@ class SegmentBuffer:
             skipped_indices=np.array([item.index for item in bad], dtype=np.int64),
             skipped_reasons=[item.error for item in bad], columns=columns,
             note_indices=np.array([index for index, _ in notes], dtype=np.int64), notes=[n for _, n in notes]))
-        self.items = []
+        self.items, self.rows = [], 0
 
 
 def missing_ranges(segments: list[SegmentInfo], lo: int, hi: int) -> list[tuple[int, int]]:

@@ -18,11 +18,12 @@ from sppfeat import describe_regions, extract, merge, regions
 from sppfeat.cli import main
 from sppfeat.backbones.geometry import cell_centres, trace_layers
 from sppfeat.data.decode import ResizePolicy, decode_image
+from sppfeat.features.boxes import RegionItem
 from sppfeat.features.descriptor import build_descriptor
 from sppfeat.pyramid import spatial_pyramid_pool
 from sppfeat.shards import shard_path
 from sppfeat.storage.feature_file import open_features
-from sppfeat.storage.progress import parts_path
+from sppfeat.storage.progress import ProgressFolder, SegmentBuffer, parts_path
 from test_projection import brute_force_cells
 from test_resume import segments_written, wait_for_segments
 
@@ -230,3 +231,18 @@ def test_bad_box_files_are_one_line_errors(tmp_path):
         result = CliRunner().invoke(main, ["regions", str(DEMO), str(args[0]), str(tmp_path / "o.h5"), *args[1:]])
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_progress_segments_are_cut_by_rows_as_well_as_images(tmp_path):
+    """Images with many boxes: a segment ends once it holds max_rows rows (memory stays bounded)."""
+    progress = ProgressFolder(tmp_path / "o.h5")
+    progress.create({"config": {}, "shard": [0, 1], "listing_sha256": "", "n_listed": 4})
+    buffer = SegmentBuffer(progress, dim=2, dtype="float32", max_images=100, max_rows=5)
+    for index in range(4):
+        buffer.add(RegionItem(index, None, (5, 5), False, None, rows=np.full((3, 2), index, np.float32),
+                              box_ids=np.arange(3) + 3 * index, scale_used=np.zeros(3, np.int32)))
+    buffer.flush()
+    segments = [progress.load(info.name, 2) for info in progress.listed()]
+    assert [(s.start, s.end) for s in segments] == [(0, 2), (2, 4)]
+    assert segments[1].columns["box"].tolist() == [6, 7, 8, 9, 10, 11]
+    assert segments[1].features[:, 0].tolist() == [2] * 3 + [3] * 3
