@@ -1,7 +1,14 @@
-"""python benchmarks/float16_accuracy.py CALTECH_FEATURES.h5 [SEEDS]: Caltech 101 accuracy of float16-stored rows against float32, same splits, C = 10 (the value CV
-picks for these features on every seed tried)."""
-import sys, time
+"""Caltech 101 accuracy of float16-stored rows against float32 on the same splits, C = 10 (the value
+cross-validation picks for these features on every seed tried).
+
+    python benchmarks/float16_accuracy.py CALTECH_FEATURES.h5 [SEEDS]
+"""
+
+import sys
+import time
+
 import numpy as np
+
 from sppfeat import load_features
 from sppfeat.classify.split import per_class_split
 from sppfeat.classify.svm import LinearSVM, normalize_features
