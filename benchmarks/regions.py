@@ -33,7 +33,7 @@ from sppfeat.classify.svm import DEFAULT_C_GRID, LinearSVM, cross_validate_c, de
 from sppfeat.classify.svm import normalize_features
 from sppfeat.classify.training import DEFAULT_POWER
 from sppfeat.data.boxes import read_boxes
-from sppfeat.data.decode import ResizePolicy, decode_image
+from sppfeat.data.decode import ResizePolicy, decode_scales
 from sppfeat.features.boxes import RegionDescriber, region_item
 from sppfeat.features.descriptor import build_descriptor
 from sppfeat.storage.feature_file import load_features
@@ -175,7 +175,7 @@ def describer(config: ExtractionConfig) -> RegionDescriber:
 def run_ours(describe: RegionDescriber, policies: list[ResizePolicy], job: tuple[Path, np.ndarray]) -> None:
     """One image: decode it at its scales, one forward pass per scale, pool every box."""
     path, boxes = job
-    decoded = [decode_image(str(path), policy) for policy in policies]
+    decoded = decode_scales(str(path), policies)
     describe([region_item(0, decoded, boxes, 0)], torch.device("cpu"))
 
 
@@ -209,6 +209,7 @@ def speed(args, out: Path) -> None:
     rng = np.random.default_rng(0)
     configs = {"ours, defaults": REGION_DEFAULTS, "ours, 688": REGION_DEFAULTS.replace(scales=(688,)),
                "ours, five scales": REGION_DEFAULTS.replace(scales=FIVE_SCALES, combine="best")}
+    configs = {name: config.resolved("coco", None, "cpu") for name, config in configs.items()}
     contenders = {name: partial(run_ours, describer(config), config.resize_policies()) for name, config in configs.items()}
     crop_model, _, _ = build_descriptor(ExtractionConfig(levels=REGION_DEFAULTS.levels), torch.device("cpu"))
     contenders["crop + warp 224 per box"] = partial(run_crops, crop_model)

@@ -16,7 +16,8 @@ import click
 from .backbones import BACKBONES, WeightsUnavailable
 from .classify.protocol import (DEFAULT_POWER, DEFAULT_TEST_FRACTION, DEFAULT_TEST_PER_CLASS,
                                 DEFAULT_TRAIN_PER_CLASS, PROTOCOLS)
-from .config import COMBINES, DTYPES, POOLS, REGION_DEFAULTS, ExtractionConfig, as_levels, as_scales
+from .config import (COMBINES, COMPUTES, DATASET_SETTINGS, DTYPES, GENERAL_SCALES, POOLS, REGION_DEFAULTS,
+                     ExtractionConfig, as_levels, as_scales)
 from .data.boxes import BOX_FORMATS
 from .data.decode import DEFAULT_DECODE_TIMEOUT
 from .data.discover import DATASETS, VOC_SPLITS
@@ -169,8 +170,8 @@ PLOTS_FOLDER = ParsedOption("folder", parse_plots_folder)
 def runtime_options(fn):
     """The options of a Runtime (how a run uses the machine), shared by extract and predict."""
     options = [
-        click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
-                     help="Images per batch."),
+        click.option("--batch-size", default=None, type=click.IntRange(min=1),
+                     help="Images per batch [default: 16 on the CPU; 256 on a GPU, gathered by shape]."),
         click.option("--workers", default=None, type=click.IntRange(min=0),
                      help="Worker processes: on the CPU each decodes and runs the network on one core [default: "
                           "cores]; with a GPU they only decode [default: cores - 1]. 0: all in this process."),
@@ -202,8 +203,16 @@ def extraction_options(defaults: ExtractionConfig, scale_help: str):
                      help="Pyramid levels n (n×n bins each)."),
         click.option("--pool", default=defaults.pool, show_default=True, type=click.Choice(POOLS),
                      help="Pooling in each bin."),
-        click.option("--scale", default=",".join(map(str, defaults.scales)), show_default=True, type=SCALES,
-                     help=scale_help),
+        click.option("--scale", default=None if defaults.scales is None else ",".join(map(str, defaults.scales)),
+                     show_default=defaults.scales is not None, type=SCALES, help=scale_help),
+        click.option("--exact/--bucketed", "exact", default=None,
+                     help="exact: every image at its own resized size (a vector independent of its batch); "
+                          "bucketed: each side also rounded to a multiple of the network's stride (aspect change "
+                          "<= half a stride), so equal shapes run as one batch [default: exact on the CPU, "
+                          "bucketed on a GPU]."),
+        click.option("--compute", default="auto", show_default=True, type=click.Choice(COMPUTES),
+                     help="Numeric type of the network (auto: float32 on the CPU, bfloat16 autocast on a GPU); "
+                          "vectors are float32 before --dtype."),
         click.option("--max-side", default=defaults.max_side, show_default=True, type=click.IntRange(min=1),
                      help="Cap on the longer side in pixels."),
         runtime_options,
@@ -236,8 +245,10 @@ def run_command(run, images, output, options: dict, **settings):
     from .features.runtime import Runtime
 
     o = options
+    shapes = "auto" if o["exact"] is None else "exact" if o["exact"] else "bucketed"
     config = ExtractionConfig(backbone=o["backbone"], weights=o["weights"], levels=o["levels"], pool=o["pool"],
-                              scales=o["scale"], max_side=o["max_side"], dtype=o["dtype"], **settings)
+                              scales=o["scale"], max_side=o["max_side"], dtype=o["dtype"], shapes=shapes,
+                              compute=o["compute"], **settings)
     runtime = Runtime(device=o["device"], batch_size=o["batch_size"], workers=o["workers"],
                       decode_timeout=o["decode_timeout"], checkpoint_every=o["checkpoint_every"])
     flags = {name: o[name] for name in ("resume", "overwrite", "strict", "quiet")}
@@ -252,6 +263,19 @@ def run_command(run, images, output, options: dict, **settings):
     return result
 
 
+def scale_defaults() -> str:
+    """'224; voc2007: 320' — the general scale, then each data set's measured one."""
+    measured = "; ".join(f"{name}: {','.join(map(str, values['scales']))}"
+                         for name, values in DATASET_SETTINGS.items() if "scales" in values)
+    return ",".join(map(str, GENERAL_SCALES)) + (f"; --dataset {measured}" if measured else "")
+
+
+def steady_summary(result) -> str:
+    if result.steady_images_per_second != result.steady_images_per_second:  # NaN: one batch
+        return ""
+    return f"; {result.steady_images_per_second:.1f} images/s after {result.startup_seconds:.1f} s of start-up"
+
+
 def skip_summary(result) -> str:
     reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(result.skip_reasons.items()))
     return f"{result.n_skipped} skipped" + (f" ({reasons})" if reasons else "")
@@ -261,8 +285,9 @@ def skip_summary(result) -> str:
 @click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=str))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=str))
 @extraction_options(ExtractionConfig(), "Shorter side in pixels (0 = native size); several, e.g. 224,288, give "
-                                        "one vector pooled over all scales bin by bin (regions instead pools each box at "
-                                        "one scale). Aspect ratio is always kept.")
+                                        "one vector pooled over all scales bin by bin (each file is decoded once). "
+                                        "Aspect ratio is always kept. [default: "
+                                        f"{scale_defaults()}]")
 @click.option("--dataset", default="auto", show_default=True, type=click.Choice(DATASETS),
               help="How to read IMAGES (auto: a VOC devkit, Caltech 101 or class folders).")
 @click.option("--split", type=click.Choice(VOC_SPLITS), help="VOC 2007 image set [default: trainval].")
@@ -276,7 +301,7 @@ def extract(images, output, dataset, split, **options):
     result = run_command(extract_api, images, output, options, dataset=dataset, split=split)
     if not options["quiet"]:
         say(f"{result.path}: {result.n_images} images × {result.dim} dims in {result.seconds:.1f} s "
-            f"({result.images_per_second:.1f} images/s); {skip_summary(result)}")
+            f"({result.images_per_second:.1f} images/s{steady_summary(result)}); {skip_summary(result)}")
 
 
 @main.command()

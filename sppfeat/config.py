@@ -31,6 +31,19 @@ POOLS = ("max", "avg")
 # 224 × 224 (regions only); 'max' = at every scale, combined bin by bin (the maximum; the mean for
 # average pooling), as extract does with several scales.
 COMBINES = ("best", "max")
+# How images are shaped for the network: 'exact' = each at its own resized size (a vector is
+# independent of its batch); 'bucketed' = each side also rounded to a multiple of the backbone's
+# stride, so a folder has few distinct shapes and equal shapes run as one batch (see ResizePolicy).
+SHAPES = ("auto", "exact", "bucketed")
+# The numeric type the network computes in: float32, or bfloat16 autocast (vectors are float32).
+COMPUTES = ("auto", "float32", "bfloat16")
+GENERAL_SCALES = (224,)  # shorter side for plain folders and data sets without measured settings
+# Settings measured best per data-set reader (docs/benchmarks.md, "Accuracy per protocol"), used
+# where the caller leaves them unset, like a pretrained config; plain folders keep the general ones.
+DATASET_SETTINGS: dict[str, dict] = {"voc2007": {"scales": (320,)}}
+# How each device kind runs the network where the caller leaves it unset (docs/benchmarks.md, GPU).
+DEVICE_SETTINGS = {"cpu": {"shapes": "exact", "compute": "float32"},
+                   "cuda": {"shapes": "bucketed", "compute": "bfloat16"}}
 REQUIRED = object()  # a setting every record has (see setting's `absent`)
 
 # What two records must agree on: MODEL for a model to score features, MERGE for shards of one
@@ -89,11 +102,13 @@ class ExtractionConfig:
     backbone: registry name; weights: a local state-dict file instead of the registry's (a location,
     not recorded: its checksum is); weights_sha256: the checksum the weights must have (filled in
     when a run loads them; None = any); levels: pyramid levels n (n×n bins each); pool: 'max' or
-    'avg'; scales: shorter sides in pixels (0 = native size), several pooled bin by bin; max_side:
-    cap on the longer side in pixels; dtype: stored vector type; dataset: reader ('auto' until a
-    run resolves it; the box format for regions); split: VOC 2007 image set (None = trainval for
-    VOC, nothing otherwise); combine: how boxes use several scales (COMBINES; with one scale it is
-    resolved to 'max', the same vectors).
+    'avg'; scales: shorter sides in pixels (0 = native size), several pooled bin by bin (None: the
+    data set's measured scales, DATASET_SETTINGS, else GENERAL_SCALES); max_side: cap on the longer
+    side in pixels; dtype: stored vector type; dataset: reader ('auto' until a run resolves it; the
+    box format for regions); split: VOC 2007 image set (None = trainval for VOC, nothing
+    otherwise); combine: how boxes use several scales (COMBINES; with one scale it is resolved to
+    'max', the same vectors); shapes: SHAPES; compute: COMPUTES ('auto' for both: the device's
+    DEVICE_SETTINGS). A run records its settings resolved (:meth:`resolved`).
     """
 
     backbone: str = setting(DEFAULT_BACKBONE, VECTOR)
@@ -101,18 +116,21 @@ class ExtractionConfig:
     weights_sha256: str | None = setting(None, VECTOR)
     levels: tuple[int, ...] = setting(DEFAULT_LEVELS, VECTOR)
     pool: str = setting("max", VECTOR)
-    scales: tuple[int, ...] = setting((224,), VECTOR, key="scale")
+    scales: tuple[int, ...] | None = setting(None, VECTOR, key="scale")
     max_side: int = setting(DEFAULT_MAX_SIDE, VECTOR)
     dtype: str = setting("float32", STORAGE)
     dataset: str = setting("auto", STORAGE)
     split: str | None = setting(None, STORAGE)
     combine: str = setting("max", VECTOR, absent="max")
+    shapes: str = setting("auto", VECTOR, absent="exact")
+    compute: str = setting("auto", VECTOR, absent="float32")
 
     def __post_init__(self):
         get_backbone_spec(self.backbone)
         set_ = object.__setattr__  # frozen: normalise the types once, here
         set_(self, "levels", as_levels(self.levels))
-        set_(self, "scales", as_scales(self.scales))
+        if self.scales is not None:
+            set_(self, "scales", as_scales(self.scales))
         set_(self, "weights", None if self.weights is None else Path(self.weights))
         check_pool(self.pool)
         if not isinstance(self.max_side, numbers.Integral) or self.max_side < 1:
@@ -123,7 +141,10 @@ class ExtractionConfig:
             raise ValueError(f"dataset must be one of {DATASETS + BOX_FORMATS}, got {self.dataset!r}")
         if self.combine not in COMBINES:
             raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
-        if len(self.scales) == 1:
+        for name, choices in (("shapes", SHAPES), ("compute", COMPUTES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.scales is not None and len(self.scales) == 1:
             set_(self, "combine", "max")
         if self.split is not None and self.split not in VOC_SPLITS:
             raise ValueError(f"split must be one of {VOC_SPLITS} or None, got {self.split!r}")
@@ -142,16 +163,48 @@ class ExtractionConfig:
         """D = channels · Σ n²."""
         return pyramid_dim(self.spec.channels, self.levels)
 
+    def resolved(self, dataset: str, split: str | None, device_type: str) -> "ExtractionConfig":
+        """The settings a run uses: the reader `dataset` and `split` it found, the data set's
+        measured settings (DATASET_SETTINGS) where unset, and the defaults of `device_type` ('cpu',
+        'cuda') for shapes and compute where 'auto'."""
+        changes = {"dataset": dataset, "split": split}
+        if self.scales is None:
+            changes["scales"] = DATASET_SETTINGS.get(dataset, {}).get("scales", GENERAL_SCALES)
+        return self.replace(**changes).for_device(device_type)
+
+    def for_device(self, device_type: str) -> "ExtractionConfig":
+        """Shapes and compute left 'auto' set to the defaults of `device_type` ('cpu', 'cuda')."""
+        defaults = DEVICE_SETTINGS.get(device_type, DEVICE_SETTINGS["cpu"])
+        return self.replace(**{name: value for name, value in defaults.items() if getattr(self, name) == "auto"})
+
+    def dataset_settings_used(self, unresolved: "ExtractionConfig") -> dict:
+        """{setting: value} of DATASET_SETTINGS this resolved config took because `unresolved` left them unset."""
+        measured = DATASET_SETTINGS.get(self.dataset, {})
+        return {name: value for name, value in measured.items() if getattr(unresolved, name) is None}
+
+    @property
+    def is_resolved(self) -> bool:
+        return self.scales is not None and "auto" not in (self.shapes, self.compute)
+
+    def _check_resolved(self) -> None:
+        if not self.is_resolved:
+            raise ValueError("the settings are not resolved yet (scales, shapes or compute left to the run): "
+                             "use config.resolved(dataset, split, device_type)")
+
     def resize_policies(self) -> list[ResizePolicy]:
-        """One resize rule per scale, with the backbone's smallest input and interpolation."""
+        """One resize rule per scale, with the backbone's smallest input and interpolation, and its
+        stride when shapes are bucketed."""
+        self._check_resolved()
         spec = self.spec
-        return [ResizePolicy(s, self.max_side, spec.min_input, spec.interpolation) for s in self.scales]
+        stride = spec.stride if self.shapes == "bucketed" else 0
+        return [ResizePolicy(s, self.max_side, spec.min_input, spec.interpolation, stride) for s in self.scales]
 
     def replace(self, **changes) -> "ExtractionConfig":
         return dataclasses.replace(self, **changes)
 
     def to_record(self) -> dict:
         """The settings as file attributes (JSON-able), with what the backbone implies."""
+        self._check_resolved()
         record = {}
         for f in dataclasses.fields(self):
             if f.metadata["checks"]:
@@ -218,6 +271,15 @@ ABSENT = {f.metadata["key"] or f.name: f.metadata["absent"] for f in dataclasses
 def changed_settings(old: dict, new: dict, purpose: str) -> list[str]:
     """The record keys checked for `purpose` in which two records differ."""
     return [key for key in checked_keys(purpose) if old.get(key, ABSENT.get(key)) != new.get(key, ABSENT.get(key))]
+
+
+def describe_settings(settings: dict) -> str:
+    """{field: value} -> 'scale=320' in the CLI's spelling ('' for none)."""
+    parts = []
+    for name, value in settings.items():
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        parts.append(f"{'scale' if name == 'scales' else name}={shown}")
+    return ", ".join(parts)
 
 
 def provenance(weights_path: str | os.PathLike, image_root: str | os.PathLike, device: str) -> dict:

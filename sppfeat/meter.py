@@ -38,6 +38,8 @@ class Meter:
         self.what, self.total, self.count, self.unit = what, total, done, unit
         self.start_count = done
         self.start = self.last = time.monotonic()
+        self.first: tuple[float, int] | None = None  # (time, count) when the first items finished
+        self.latest = self.start
         self.every = float(os.environ.get(PROGRESS_ENV, "30"))
         self.lines = not quiet and not sys.stderr.isatty()
         self.bar = tqdm(total=total, initial=done, unit=unit[:3], desc=what, smoothing=0.05,
@@ -46,7 +48,9 @@ class Meter:
     def update(self, n: int) -> None:
         self.count += n
         self.bar.update(n)
-        now = time.monotonic()
+        now = self.latest = time.monotonic()
+        if self.first is None:
+            self.first = (now, self.count)
         if self.lines and now - self.last >= self.every:
             self.last = now
             print(f"sppfeat: {self.line(now)}", file=sys.stderr, flush=True)
@@ -55,6 +59,13 @@ class Meter:
         rate = (self.count - self.start_count) / max(now - self.start, 1e-9)
         eta = f", ETA {duration((self.total - self.count) / rate)}" if rate > 0 else ""
         return f"{self.what} {self.count}/{self.total} {self.unit}, {rate:.1f} {self.unit}/s{eta}"
+
+    def steady_rate(self) -> float:
+        """Items per second from the first finished batch to the last (NaN before a second batch):
+        the rate without start-up (loading, first batches of workers, first shapes)."""
+        if self.first is None or self.latest <= self.first[0]:
+            return float("nan")
+        return (self.count - self.first[1]) / (self.latest - self.first[0])
 
     def close(self) -> None:
         self.bar.close()

@@ -17,7 +17,8 @@ import math
 import signal
 import threading
 import warnings
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,13 +60,18 @@ class ResizePolicy:
 
     scale: shorter side in pixels (0 keeps the native size); max_side: cap on the longer side;
     min_side: images whose shorter side would be smaller are upsampled to it (the backbone's
-    smallest input that still gives a 1×1 map).
+    smallest input that still gives a 1×1 map); stride: when > 0, each side is then rounded to the
+    nearest multiple of it (at least one stride, at most max_side rounded down), which bounds the
+    distinct shapes of a folder: with a scale that is a multiple of the stride, every image not
+    capped by max_side has its shorter side at the scale and its longer side at one of
+    max_side / stride values (the aspect changes by at most half a stride over the longer side).
     """
 
     scale: int = 224
     max_side: int = DEFAULT_MAX_SIDE
     min_side: int = 1
     interpolation: str = "bicubic"
+    stride: int = 0
 
     def __post_init__(self):
         if self.scale < 0:
@@ -74,6 +80,8 @@ class ResizePolicy:
             raise ValueError(f"max_side must be >= 1, got {self.max_side}")
         if self.interpolation not in _INTERPOLATION:
             raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATION)}")
+        if self.stride < 0:
+            raise ValueError(f"stride must be >= 0, got {self.stride}")
 
     def target_size(self, height: int, width: int) -> tuple[int, int, bool]:
         """(height, width) to resize an image to, and whether it had to be upsampled past `scale`."""
@@ -81,10 +89,20 @@ class ResizePolicy:
         if max(height, width) * factor > self.max_side:
             factor = self.max_side / max(height, width)
         h, w = max(1, round(height * factor)), max(1, round(width * factor))
-        if min(h, w) >= self.min_side:
-            return h, w, False
-        grow = self.min_side / min(h, w)
-        return max(self.min_side, math.ceil(h * grow)), max(self.min_side, math.ceil(w * grow)), True
+        upsampled = min(h, w) < self.min_side
+        if upsampled:
+            grow = self.min_side / min(h, w)
+            h, w = max(self.min_side, math.ceil(h * grow)), max(self.min_side, math.ceil(w * grow))
+        return self.snap(h), self.snap(w), upsampled
+
+    def snap(self, side: int) -> int:
+        """`side` rounded to the nearest multiple of the stride (halves up), kept between the first
+        multiple >= min_side and the last <= max_side; unchanged without a stride."""
+        if not self.stride:
+            return side
+        bottom = max(1, -(-self.min_side // self.stride)) * self.stride
+        top = max(bottom, self.max_side // self.stride * self.stride)
+        return min(top, max(bottom, (2 * side + self.stride) // (2 * self.stride) * self.stride))
 
 
 @dataclass
@@ -144,22 +162,36 @@ def time_limit(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
+def draft_factor(size: tuple[int, int], target: tuple[int, int]) -> int:
+    """The DCT scale reduction (1, 2, 4 or 8) Pillow's JPEG draft chooses to bring a stored `size`
+    (width, height) no lower than `target` (width, height)."""
+    fit = min(size[0] // max(1, target[0]), size[1] // max(1, target[1]))
+    return next((f for f in (8, 4, 2) if fit >= f), 1)
+
+
 def decode_image(path: str, policy: ResizePolicy, timeout: float | None = None) -> DecodedImage:
     """Read `path` and return its resized RGB pixels; raises DecodeError with a one-line reason,
     also when decoding takes longer than `timeout` seconds."""
+    return decode_scales(path, [policy], timeout)[0]
+
+
+def decode_scales(path: str, policies: Sequence[ResizePolicy], timeout: float | None = None) -> list[DecodedImage]:
+    """Read `path` once and return its pixels under each policy (see :func:`decode_pil`); raises
+    DecodeError with a one-line reason, also when decoding takes longer than `timeout` seconds."""
     try:
         with time_limit(timeout):
-            return _decode_file(path, policy)
+            return _decode_file(path, policies)
     except _TimeUp:
         raise DecodeError(f"decoding took longer than {timeout:g} s") from None
 
 
-def _decode_file(path: str, policy: ResizePolicy) -> DecodedImage:
+def _decode_file(path: str, policies: Sequence[ResizePolicy]) -> list[DecodedImage]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF and palette warnings are not the user's business
-            with Image.open(path) as im:
-                return decode_pil(im, policy)
+            with ExitStack() as opened:
+                im = opened.enter_context(Image.open(path))
+                return decode_pil(im, policies, lambda: opened.enter_context(Image.open(path)))
     except DecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -171,25 +203,45 @@ def _decode_file(path: str, policy: ResizePolicy) -> DecodedImage:
         raise DecodeError(f"cannot decode ({type(exc).__name__}: {message})") from None
 
 
-def decode_pil(im: Image.Image, policy: ResizePolicy) -> DecodedImage:
-    """An opened image -> its resized RGB pixels (EXIF orientation applied; a JPEG not yet loaded is
-    decoded at a reduced DCT scale when the target allows). Raises DecodeError for an empty image."""
+def decode_pil(im: Image.Image, policies: Sequence[ResizePolicy],
+               reopen: Callable[[], Image.Image] | None = None) -> list[DecodedImage]:
+    """An opened image -> its resized RGB pixels under each policy (EXIF orientation applied).
+
+    A JPEG not yet loaded is decoded at a reduced DCT scale (1/2, 1/4, 1/8) when a target allows.
+    The image is decoded once for all targets that share a DCT scale and resized from there to
+    each; targets that need another scale get a fresh decoding from `reopen()` (the file opened
+    again), so every target's pixels equal those of decoding it alone. Without `reopen` (an image
+    in memory) it is decoded once, at the scale of the largest target. DecodeError for an empty image.
+    """
     width, height = im.size
     if width < 1 or height < 1:
         raise DecodeError(f"empty image ({width}×{height})")
     orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "TIFF", "PNG", "WEBP") else 1
     swapped = orientation in _SWAPPING_ORIENTATIONS
     oriented = (width, height) if swapped else (height, width)  # (height, width) as displayed
-    target_h, target_w, upsampled = policy.target_size(*oriented)
-    if im.format == "JPEG":
-        stored_target = (target_h, target_w) if swapped else (target_w, target_h)
-        im.draft(im.mode, stored_target)  # DCT-domain downscale by 2, 4 or 8 when the target allows
+    targets = [policy.target_size(*oriented) for policy in policies]
+    stored = [(w, h) if not swapped else (h, w) for h, w, _ in targets]  # (width, height) as stored
+    factors = [draft_factor((width, height), size) if im.format == "JPEG" and reopen else 1 for size in stored]
+    decoded: list[DecodedImage | None] = [None] * len(policies)
+    for n, factor in enumerate(sorted(set(factors))):
+        source = im if n == 0 else reopen()
+        members = [k for k in range(len(policies)) if factors[k] == factor]
+        if source.format == "JPEG":
+            source.draft(source.mode, max((stored[k] for k in members), key=lambda size: size[0] * size[1]))
+        pixels = _upright_rgb(source)
+        for k in members:
+            target_h, target_w, upsampled = targets[k]
+            resized = pixels if pixels.size == (target_w, target_h) else pixels.resize(
+                (target_w, target_h), _INTERPOLATION[policies[k].interpolation])
+            decoded[k] = DecodedImage(np.asarray(resized, dtype=np.uint8).copy(), oriented, upsampled, orientation)
+    return decoded
+
+
+def _upright_rgb(im: Image.Image) -> Image.Image:
+    """Load `im`, apply its EXIF orientation and convert it to RGB."""
     im.load()
     try:
         im = ImageOps.exif_transpose(im)
     except Exception:  # a broken EXIF block must not cost the image
         pass
-    im = to_rgb(im)
-    if im.size != (target_w, target_h):
-        im = im.resize((target_w, target_h), _INTERPOLATION[policy.interpolation])
-    return DecodedImage(np.asarray(im, dtype=np.uint8).copy(), oriented, upsampled, orientation)
+    return to_rgb(im)

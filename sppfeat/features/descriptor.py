@@ -21,10 +21,14 @@ class SPPDescriptor(nn.Module):
     """uint8 images N×H×W×3 (one shape per call) -> float32 SPP vectors N×D, D = C · Σ n².
 
     The backbone's batch norms are folded into its convolutions when it supports it (``fuse()``).
+    compute: 'float32', or 'bfloat16' (the trunk under autocast; the pooled vectors are float32).
     """
 
-    def __init__(self, backbone: LoadedBackbone, levels: Sequence[int], pool: str = "max"):
+    def __init__(self, backbone: LoadedBackbone, levels: Sequence[int], pool: str = "max", compute: str = "float32"):
         super().__init__()
+        if compute not in ("float32", "bfloat16"):
+            raise ValueError(f"compute must be 'float32' or 'bfloat16', got {compute!r}")
+        self.compute = compute
         spec = backbone.spec
         net = backbone.net
         if hasattr(net, "fuse"):
@@ -45,7 +49,8 @@ class SPPDescriptor(nn.Module):
         """
         x = images.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
         x = (x - self.mean) * self.inv_std
-        return self.trunk(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.compute == "bfloat16"):
+            return self.trunk(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return spatial_pyramid_pool(self.feature_map(images).float(), self.levels, self.pool)
@@ -53,13 +58,14 @@ class SPPDescriptor(nn.Module):
 
 def build_descriptor(config: ExtractionConfig, device: torch.device) -> tuple[SPPDescriptor, ExtractionConfig, Path]:
     """Load the weights of `config` and build its network on `device`. Returns the network, the
-    config with ``weights_sha256`` filled in, and the weights file. WeightsUnavailable when the
+    config with ``weights_sha256`` filled in and shapes and compute resolved for `device`, and the weights file. WeightsUnavailable when the
     weights cannot be found, or differ from a pinned ``weights_sha256``."""
+    config = config.for_device(device.type)
     loaded = load_backbone(config.backbone, config.weights)
     if config.weights_sha256 and config.weights_sha256 != loaded.weights_sha256:
         raise WeightsUnavailable(f"{loaded.weights_path} is not the weights file the settings were made with "
                                  f"(sha256 {loaded.weights_sha256[:12]}..., expected {config.weights_sha256[:12]}...)")
-    model = SPPDescriptor(loaded, config.levels, config.pool).to(device)
+    model = SPPDescriptor(loaded, config.levels, config.pool, config.compute).to(device)
     return model, config.replace(weights_sha256=loaded.weights_sha256), loaded.weights_path
 
 
@@ -95,7 +101,8 @@ def group_by_shape(items: list[DecodedItem]) -> dict[tuple[int, ...], list[tuple
 
 def forward_groups(network, items: list[DecodedItem], device: torch.device):
     """Run `network` (uint8 N×H×W×3 -> N×...) on every shape group of the items' pixels, one batch
-    per group (no padding); yields (group, outputs) with outputs[j] for group[j]."""
+    per group (no padding); yields (group, outputs) with outputs[j] for group[j]. On a GPU the
+    pixels go through pinned memory and are copied without waiting."""
     for group in group_by_shape(items).values():
         batch = torch.from_numpy(np.stack([item.pixels[k] for item, k in group]))
         if device.type == "cuda":
@@ -105,12 +112,20 @@ def forward_groups(network, items: list[DecodedItem], device: torch.device):
 
 @torch.inference_mode()
 def describe_items(model: SPPDescriptor, items: list[DecodedItem], device: torch.device) -> list[DecodedItem]:
-    """Fill in the SPP vector of every decoded item and drop its pixels. With several scales, an
-    image's vectors are combined bin by bin: maximum for max pooling, mean for average pooling."""
-    per_scale: dict[int, list[np.ndarray]] = defaultdict(list)
+    """Fill in the SPP vector of every decoded item and drop its pixels; the vectors of all shape
+    groups come to the host in one copy. With several scales, an image's vectors are combined bin
+    by bin: maximum for max pooling, mean for average pooling."""
+    groups, outputs = [], []
     for group, vectors in forward_groups(model, items, device):
-        for (item, _), vector in zip(group, vectors.cpu().numpy()):
-            per_scale[item.index].append(vector)
+        groups.append(group)
+        outputs.append(vectors)
+    per_scale: dict[int, list[np.ndarray]] = defaultdict(list)
+    if outputs:
+        host = torch.cat(outputs).cpu().numpy()
+        rows = iter(host)
+        for group in groups:
+            for (item, _), vector in zip(group, rows):
+                per_scale[item.index].append(vector)
     for item in items:
         vectors = per_scale.get(item.index)
         if vectors:

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import REGION_DEFAULTS, ExtractionConfig
-from ..data.decode import DecodeError, DecodedImage, ResizePolicy, decode_image, decode_pil
+from ..data.decode import DecodeError, DecodedImage, ResizePolicy, decode_pil, decode_scales
 from .boxes import RegionDescriber, region_item, upright_boxes
 from .descriptor import DecodedItem, build_descriptor, describe_items
 from .projection import usable_boxes
@@ -28,7 +28,8 @@ def describe(images: Sequence[ImageLike] | ImageLike, config: ExtractionConfig |
     ``extract`` writes for that file up to batching's last bits), a PIL image (EXIF orientation
     applied, used at the resolution it has) or a uint8 array H×W×3 (RGB) or H×W (grey). A single
     image may be passed on its own; an N×H×W×3 array is N images. config: the settings (default
-    ExtractionConfig(); `dataset`, `split` and `dtype` do not apply: the result is float32).
+    ExtractionConfig(); `dataset` only chooses the data set's measured settings where `config`
+    leaves them unset; `split` and `dtype` do not apply: the result is float32).
     Raises ValueError naming the first image that cannot be used.
     """
     if isinstance(images, (str, os.PathLike, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim < 4):
@@ -38,11 +39,11 @@ def describe(images: Sequence[ImageLike] | ImageLike, config: ExtractionConfig |
     config = config or ExtractionConfig()
     config.check_whole_images()
     torch_device = resolve_device(device)
-    model, _, _ = build_descriptor(config, torch_device)
+    model, config, _ = build_descriptor(resolved_for(config, torch_device), torch_device)
     policies = config.resize_policies()
     out = np.empty((len(images), model.dim), dtype=np.float32)
     for start in range(0, len(images), batch_size):
-        items = [DecodedItem(k, [decoded(images[k], f"images[{k}]", policy).pixels for policy in policies], (0, 0),
+        items = [DecodedItem(k, [image.pixels for image in decoded(images[k], f"images[{k}]", policies)], (0, 0),
                              False, None) for k in range(start, min(start + batch_size, len(images)))]
         for item in describe_items(model, items, torch_device):
             out[item.index] = item.vector
@@ -63,8 +64,8 @@ def describe_regions(image: ImageLike, boxes, config: ExtractionConfig | None = 
         raise ValueError(f"boxes must be a K×4 array (x1, y1, x2, y2), got shape {boxes.shape}")
     config = config or REGION_DEFAULTS
     torch_device = resolve_device(device)
-    model, _, _ = build_descriptor(config, torch_device)
-    item = region_item(0, [decoded(image, "image", policy) for policy in config.resize_policies()], boxes, 0)
+    model, config, _ = build_descriptor(resolved_for(config, torch_device), torch_device)
+    item = region_item(0, decoded(image, "image", config.resize_policies()), boxes, 0)
     for k, reason in enumerate(usable_boxes(upright_boxes(item), *item.original_size)[1]):
         if reason is not None:
             raise ValueError(f"boxes[{k}]: {reason}")
@@ -72,25 +73,32 @@ def describe_regions(image: ImageLike, boxes, config: ExtractionConfig | None = 
     return item.rows
 
 
-def decoded(image: ImageLike, name: str, policy: ResizePolicy) -> DecodedImage:
-    """An image decoded at one scale; ValueError naming the argument (`name`) when it cannot be used."""
+def resolved_for(config: ExtractionConfig, device) -> ExtractionConfig:
+    """`config` resolved for images in memory: the data set's measured settings when `dataset`
+    names one, the general ones otherwise, and the device's shapes and compute."""
+    return config.resolved("folder" if config.dataset == "auto" else config.dataset, config.split, device.type)
+
+
+def decoded(image: ImageLike, name: str, policies: Sequence[ResizePolicy]) -> list[DecodedImage]:
+    """An image decoded once and resized under each policy; ValueError naming the argument (`name`)
+    when it cannot be used."""
     try:
-        return _decoded(image, name, policy)
+        return _decoded(image, name, policies)
     except DecodeError as exc:
         raise ValueError(f"{name}: {exc}") from None
 
 
-def _decoded(image: ImageLike, name: str, policy: ResizePolicy) -> DecodedImage:
+def _decoded(image: ImageLike, name: str, policies: Sequence[ResizePolicy]) -> list[DecodedImage]:
     if isinstance(image, (str, os.PathLike)):
         if not os.path.isfile(image):
             raise ValueError(f"{name}: file not found: {image}")
-        return decode_image(os.fspath(image), policy)
+        return decode_scales(os.fspath(image), policies)
     if isinstance(image, Image.Image):
         image.load()  # a lazily opened JPEG is decoded whole, as given, not at a reduced DCT scale
-        return decode_pil(image, policy)
+        return decode_pil(image, policies)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
             raise ValueError(f"{name}: arrays must be uint8 H×W×3 (RGB) or H×W (grey), "
                              f"got {image.dtype} {image.shape}")
-        return decode_pil(Image.fromarray(image), policy)
+        return decode_pil(Image.fromarray(image), policies)
     raise ValueError(f"{name}: expected a path, a PIL image or a uint8 array, got {type(image).__name__}")

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..config import ExtractionConfig, provenance
+from ..config import ExtractionConfig, describe_settings, provenance
 from ..data.discover import ImageList, list_images
 from ..meter import Meter
 from ..shards import check_shard, shard_bounds, shard_path
@@ -35,7 +35,9 @@ SEGMENT_BYTES = 1 << 24  # vectors per progress segment: what a kill -9 can lose
 class ExtractResult:
     """path: the feature file written (a shard's own file for a shard); n_images: rows; n_skipped:
     files not extracted; dim: D; seconds: wall time of this call (0 when the file was already
-    complete); skip_reasons: {reason without details: count}."""
+    complete); skip_reasons: {reason without details: count}; startup_seconds: from the call to
+    the first described batch (listing, weights, workers' start); steady_images_per_second: from
+    the first described batch to the last (NaN with fewer than two batches)."""
 
     path: Path
     n_images: int
@@ -43,6 +45,8 @@ class ExtractResult:
     dim: int
     seconds: float
     skip_reasons: dict[str, int]
+    startup_seconds: float = float("nan")
+    steady_images_per_second: float = float("nan")
 
     @property
     def images_per_second(self) -> float:
@@ -86,7 +90,7 @@ def run(make_job: Callable[[], ImageJob], images: str | os.PathLike, output: str
     """An extraction run: check the output -> list (``make_job()``) -> plan the shard and the
     progress -> describe the missing images into segments -> assemble the feature file.
     ExtractResult.n_images counts the rows written."""
-    start = time.perf_counter()
+    start = time.monotonic()
     shard_index, shard_count = check_shard(shard)
     output = shard_path(output, shard_index, shard_count) if shard is not None else Path(output)
     check_output(output, overwrite or resume)
@@ -94,9 +98,12 @@ def run(make_job: Callable[[], ImageJob], images: str | os.PathLike, output: str
     job = make_job()
     lo, hi = shard_bounds(len(job.image_list.paths), shard_index, shard_count)
 
+    given = config
+    config = config.resolved(job.image_list.dataset, job.image_list.split, device.type)
     model, config, weights_path = build_descriptor(config, device)
-    config = config.replace(dataset=job.image_list.dataset, split=job.image_list.split)
-    manifest = {"config": {**config.to_record(), **provenance(weights_path, job.image_list.root, str(device)), **job.provenance()},
+    record = {**config.to_record(), **provenance(weights_path, job.image_list.root, str(device)),
+              "dataset_settings": describe_settings(config.dataset_settings_used(given)), **job.provenance()}
+    manifest = {"config": record,
                 "shard": [shard_index, shard_count], "n_images": len(job.image_list.paths),
                 "n_listed": len(job.image_list.paths) + len(job.image_list.skipped),
                 "listing_sha256": job.fingerprint()}
@@ -118,13 +125,15 @@ def run(make_job: Callable[[], ImageJob], images: str | os.PathLike, output: str
         images_per_segment = runtime.checkpoint_every or segment_size(model.dim, config.dtype)
         buffer = SegmentBuffer(progress, model.dim, config.dtype, images_per_segment,
                                max(images_per_segment, segment_rows(model.dim, config.dtype)))
-        run_model(job.describer(model, config), job.dataset(todo, config, runtime.decode_timeout), buffer, stop,
-                  device, runtime, strict, quiet, done=hi - lo - len(todo), total=hi - lo)
+        meter = run_model(job.describer(model, config), job.dataset(todo, config, runtime.decode_timeout), buffer,
+                          stop, device, runtime, strict, quiet, done=hi - lo - len(todo), total=hi - lo)
         n_written, skip_reasons = assemble(output, progress, job, manifest, lo, hi, model.dim,
                                            runtime.cores or available_cores())
     progress.remove()
-    seconds = time.perf_counter() - start
-    return ExtractResult(output, n_written, sum(skip_reasons.values()), model.dim, seconds, dict(skip_reasons))
+    seconds = time.monotonic() - start
+    startup = meter.first[0] - start if meter and meter.first else float("nan")
+    return ExtractResult(output, n_written, sum(skip_reasons.values()), model.dim, seconds, dict(skip_reasons),
+                         startup, meter.steady_rate() if meter else float("nan"))
 
 
 def list_all(images: str | os.PathLike, config: ExtractionConfig, strict: bool) -> ImageList:
@@ -161,12 +170,12 @@ class ItemSink(Protocol):
 
 def run_model(describe: Describe, dataset: ImageFiles, buffer: ItemSink, stop: StopSignals,
               device: torch.device, runtime: Runtime, strict: bool, quiet: bool, done: int, total: int,
-              desc: str = "extract") -> None:
+              desc: str = "extract") -> Meter | None:
     """Decode and describe the images of `dataset` into `buffer` (progress segments for extract).
     On any exception the images described so far are flushed first. Progress on stderr (see
-    :mod:`sppfeat.meter`), named `desc`."""
+    :mod:`sppfeat.meter`), named `desc`. Returns the meter, with the run's timing (None: no images)."""
     if len(dataset) == 0:
-        return
+        return None
     meter = Meter(desc, total, done, quiet)
     n_upsampled = 0
     try:
@@ -191,3 +200,4 @@ def run_model(describe: Describe, dataset: ImageFiles, buffer: ItemSink, stop: S
     if n_upsampled:
         log.warning("%d image(s) smaller than the network's minimum input (%d px) were upsampled",
                     n_upsampled, dataset.policies[0].min_side)
+    return meter

@@ -8,10 +8,11 @@ import math
 import os
 import signal
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..data.decode import DEFAULT_DECODE_TIMEOUT, DecodedImage, DecodeError, ResizePolicy, decode_image
+from ..data.decode import DEFAULT_DECODE_TIMEOUT, DecodedImage, DecodeError, ResizePolicy, decode_scales
 from ..data.discover import ImageList
 from .descriptor import DecodedItem
 
@@ -38,7 +39,9 @@ WORKER_CONTEXT = "fork" if sys.platform.startswith("linux") else None
 class Runtime:
     """How a run uses the machine (never what a vector is).
 
-    device: 'auto', 'cpu', 'cuda' or 'cuda:N'; batch_size: images per batch; workers: worker
+    device: 'auto', 'cpu', 'cuda' or 'cuda:N'; batch_size: images per batch (None: 16 on the CPU,
+    where a worker process decodes and describes a batch; 256 on a GPU, where decoded images are
+    gathered into windows of that many and each window's equal shapes run as one batch); workers: worker
     processes (None: one per core on the CPU, cores - 1 for a GPU; 0: all in this process); cores:
     CPU cores the run may use (None: see :func:`available_cores`); decode_timeout: seconds per image
     and scale before it is skipped (0 = no limit); checkpoint_every: images per progress segment
@@ -46,16 +49,14 @@ class Runtime:
     """
 
     device: str = "auto"
-    batch_size: int = 16
+    batch_size: int | None = None
     workers: int | None = None
     cores: int | None = None
     decode_timeout: float = DEFAULT_DECODE_TIMEOUT
     checkpoint_every: int | None = None
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        for name in ("workers", "cores", "checkpoint_every"):
+        for name in ("batch_size", "workers", "cores", "checkpoint_every"):
             value, least = getattr(self, name), 0 if name == "workers" else 1
             if value is not None and value < least:
                 raise ValueError(f"{name} must be >= {least}, got {value}")
@@ -108,6 +109,15 @@ def available_cores() -> int:
     return max(1, min(cores, math.ceil(limit)) if limit else cores)
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Images per batch: 16 on the CPU (more gives no speed there); 256 on a GPU, whose kernels
+    need large batches to keep busy (docs/benchmarks.md, GPU)."""
+    return 16 if device.type == "cpu" else 256
+
+
+DECODE_BATCH = 32  # images a decode worker hands over at once when batches are gathered into windows
+
+
 def default_workers(device: torch.device, cores: int) -> int:
     """Worker processes. On the CPU they decode and run the network, one per core; for a GPU they
     only decode, one per core beyond the first (at most 8)."""
@@ -115,9 +125,10 @@ def default_workers(device: torch.device, cores: int) -> int:
 
 
 def default_model_threads(device: torch.device, cores: int) -> int:
-    """Images in flight through the network at once in the main process: one per core on the CPU
-    (used when there are no worker processes), one on a GPU."""
-    return max(1, cores) if device.type == "cpu" else 1
+    """Batches in flight through the network at once in the main process: one per core on the CPU
+    (used when there are no worker processes); two on a GPU, so that one window is stacked and
+    copied while the other runs, each on its own CUDA stream."""
+    return max(1, cores) if device.type == "cpu" else 2
 
 
 class ImageFiles(Dataset):
@@ -138,7 +149,7 @@ class ImageFiles(Dataset):
         index = int(self.indices[k])
         path = self.image_list.file(index)
         try:
-            images = [decode_image(path, policy, self.timeout) for policy in self.policies]
+            images = decode_scales(path, self.policies, self.timeout)
         except DecodeError as exc:
             return DecodedItem(index, None, (0, 0), False, str(exc))
         return self.item(index, images)
@@ -195,25 +206,56 @@ def running(loader: DataLoader) -> Iterator[Iterator]:
         getattr(iterator, "_shutdown_workers", lambda: None)()
 
 
-def describe_in_threads(describe: Describe, loader: DataLoader, device: torch.device,
+def windows(batches: Iterator[list[DecodedItem]], size: int) -> Iterator[list[DecodedItem]]:
+    """Consecutive batches joined into windows of at least `size` items (the last may be smaller),
+    in order."""
+    window: list[DecodedItem] = []
+    for items in batches:
+        window.extend(items)
+        if len(window) >= size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def on_own_stream(describe: Describe) -> Describe:
+    """`describe` running on a CUDA stream of the calling thread's own (created on first use), so
+    that model threads overlap one window's copies with another's kernels; it waits for its stream
+    before returning the vectors."""
+    local = threading.local()
+
+    def run(items: list[DecodedItem], device: torch.device) -> list[DecodedItem]:
+        if not hasattr(local, "stream"):
+            local.stream = torch.cuda.Stream(device)
+        with torch.cuda.stream(local.stream):
+            described_items = describe(items, device)
+        local.stream.synchronize()
+        return described_items
+
+    return run
+
+
+def describe_in_threads(describe: Describe, batches_in: Iterator[list[DecodedItem]], device: torch.device,
                         model_threads: int) -> Iterator[list[DecodedItem]]:
-    """Describe decoded batches in order. With model_threads > 1 (CPU), that many batches run through
-    the network at once in Python threads (PyTorch releases the GIL inside its ops), each with
-    cores / model_threads intra-op threads: whole images in parallel instead of splitting small
-    convolutions across cores. Output order is input order."""
-    with running(loader) as batches:
-        if model_threads <= 1:
-            for items in batches:
-                yield describe(items, device)
-            return
-        with ThreadPoolExecutor(model_threads, thread_name_prefix="sppfeat-model") as pool:
-            pending: deque = deque()
-            for items in batches:
-                pending.append(pool.submit(describe, items, device))
-                if len(pending) > model_threads:
-                    yield pending.popleft().result()
-            while pending:
+    """Describe decoded batches in order. With model_threads > 1, that many batches run through the
+    network at once in Python threads (PyTorch releases the GIL inside its ops). On the CPU each
+    has cores / model_threads intra-op threads: whole images in parallel instead of splitting small
+    convolutions across cores; on a GPU each has its own CUDA stream. Output order is input order."""
+    if model_threads <= 1:
+        for items in batches_in:
+            yield describe(items, device)
+        return
+    if device.type == "cuda":
+        describe = on_own_stream(describe)
+    with ThreadPoolExecutor(model_threads, thread_name_prefix="sppfeat-model") as pool:
+        pending: deque = deque()
+        for items in batches_in:
+            pending.append(pool.submit(describe, items, device))
+            if len(pending) > model_threads:
                 yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def describe_in_workers(describe: Describe, dataset: ImageFiles, batch_size: int,
@@ -233,22 +275,31 @@ def describe_in_workers(describe: Describe, dataset: ImageFiles, batch_size: int
 def described(describe: Describe, dataset: ImageFiles, device: torch.device,
               runtime: Runtime) -> Iterator[Iterator[list[DecodedItem]]]:
     """The described batches of `dataset`, in order, by the scheme that suits the device: CPU
-    worker processes running the network, or decode workers feeding model threads here. On exit the
-    worker processes are stopped (not left to garbage collection, which at interpreter exit can
-    come after multiprocessing waits for them) and the caller's torch thread count is restored."""
+    worker processes running the network, or decode workers feeding model threads here (on a GPU
+    in windows of batch_size images, with cuDNN autotuning when the shapes are bucketed, so few).
+    On exit the worker processes are stopped (not left to garbage collection, which at interpreter
+    exit can come after multiprocessing waits for them) and the caller's torch thread count and
+    cuDNN setting are restored."""
     cores = runtime.cores or available_cores()
     workers = default_workers(device, cores) if runtime.workers is None else runtime.workers
-    caller_threads = torch.get_num_threads()
-    if device.type == "cpu" and workers > 0:
-        stream = describe_in_workers(describe, dataset, runtime.batch_size, workers)
-    else:
-        model_threads = default_model_threads(device, cores)
-        if device.type == "cpu":
-            torch.set_num_threads(max(1, cores // model_threads))
-        loader = batches(dataset, runtime.batch_size, workers, _as_list, runs_network=False)
-        stream = describe_in_threads(describe, loader, device, model_threads)
-    try:
-        yield stream
-    finally:
-        stream.close()
-        torch.set_num_threads(caller_threads)
+    batch_size = runtime.batch_size or default_batch_size(device)
+    caller_threads, caller_autotune = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    with ExitStack() as stack:
+        if device.type == "cpu" and workers > 0:
+            stream = describe_in_workers(describe, dataset, batch_size, workers)
+        else:
+            model_threads = default_model_threads(device, cores)
+            if device.type == "cpu":
+                torch.set_num_threads(max(1, cores // model_threads))
+                decoded = stack.enter_context(running(batches(dataset, batch_size, workers, _as_list, False)))
+            else:
+                torch.backends.cudnn.benchmark = all(policy.stride for policy in dataset.policies)
+                loader = batches(dataset, min(DECODE_BATCH, batch_size), workers, _as_list, False)
+                decoded = windows(stack.enter_context(running(loader)), batch_size)
+            stream = describe_in_threads(describe, decoded, device, model_threads)
+        try:
+            yield stream
+        finally:
+            stream.close()
+            torch.set_num_threads(caller_threads)
+            torch.backends.cudnn.benchmark = caller_autotune

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,25 +213,47 @@ class SegmentBuffer:
     """Collects described images (objects with index, error, original_size and outputs(), see
     features.descriptor.DecodedItem) in index order and writes them as segments of at most
     `max_images` consecutive images, ended early once they hold `max_rows` rows (images with many
-    boxes); a gap in the indices also ends a segment."""
+    boxes); a gap in the indices also ends a segment. A segment is written in a background thread
+    while the next one fills (one write at a time); ``flush()`` writes the rest and waits, and
+    raises what a write raised (a full disk, say)."""
 
     def __init__(self, progress: ProgressFolder, dim: int, dtype: str, max_images: int, max_rows: int):
         self.progress, self.dim, self.dtype = progress, dim, dtype
         self.max_images, self.max_rows = max_images, max_rows
         self.items: list = []
         self.rows = 0
+        self.writing: BackgroundCall | None = None
 
     def add(self, item) -> None:
         if self.items and item.index != self.items[-1].index + 1:
-            self.flush()
+            self.write()
         self.items.append(item)
         self.rows += 0 if item.error is not None else len(item.outputs()[0])
         if len(self.items) >= self.max_images or self.rows >= self.max_rows:
-            self.flush()
+            self.write()
 
     def flush(self) -> None:
+        """Write the collected images and wait until every segment is on disk."""
+        try:
+            self.write()
+        finally:
+            self.wait()
+
+    def wait(self) -> None:
+        writing, self.writing = self.writing, None
+        if writing is not None:
+            writing.result()
+
+    def write(self) -> None:
+        """Start writing the collected images as one segment, after the previous write ends."""
         if not self.items:
             return
+        segment = self.segment()
+        self.items, self.rows = [], 0
+        self.wait()
+        self.writing = BackgroundCall(self.progress.write, segment)
+
+    def segment(self) -> Segment:
         good = [item for item in self.items if item.error is None]
         bad = [item for item in self.items if item.error is not None]
         outputs = [item.outputs() for item in good]
@@ -238,15 +261,35 @@ class SegmentBuffer:
         columns = {name: np.concatenate([cols[name] for _, cols, _ in outputs]) for name in
                    (outputs[0][1] if outputs else {})}
         notes = [(item.index, note) for item, (_, _, item_notes) in zip(good, outputs) for note in item_notes]
-        self.progress.write(Segment(
+        return Segment(
             start=self.items[0].index, end=self.items[-1].index + 1,
             indices=np.array([item.index for item in good], dtype=np.int64),
             features=features.astype(self.dtype, copy=False),
             image_sizes=np.array([item.original_size for item in good], dtype=np.int32).reshape(-1, 2),
             skipped_indices=np.array([item.index for item in bad], dtype=np.int64),
             skipped_reasons=[item.error for item in bad], columns=columns,
-            note_indices=np.array([index for index, _ in notes], dtype=np.int64), notes=[n for _, n in notes]))
-        self.items, self.rows = [], 0
+            note_indices=np.array([index for index, _ in notes], dtype=np.int64), notes=[n for _, n in notes])
+
+
+class BackgroundCall:
+    """``fn(*args)`` in a thread of its own; ``result()`` waits and re-raises its exception."""
+
+    def __init__(self, fn, *args):
+        self.error: BaseException | None = None
+
+        def run():
+            try:
+                fn(*args)
+            except BaseException as exc:  # handed to the caller of result()
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, name="sppfeat-writer", daemon=True)
+        self.thread.start()
+
+    def result(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def missing_ranges(segments: list[SegmentInfo], lo: int, hi: int) -> list[tuple[int, int]]:

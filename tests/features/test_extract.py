@@ -12,9 +12,9 @@ import torch
 from conftest import DEMO, cosine, fast_config, one_process
 from sppfeat import ExtractionConfig, Runtime, extract
 from sppfeat.backbones import load_backbone
-from sppfeat.data.decode import ResizePolicy, decode_image
+from sppfeat.data.decode import ResizePolicy, decode_image, decode_scales
 from sppfeat.features import runtime as runtime_module
-from sppfeat.features.descriptor import SPPDescriptor
+from sppfeat.features.descriptor import SPPDescriptor, build_descriptor
 from sppfeat.storage.feature_file import open_features
 
 
@@ -36,7 +36,8 @@ def test_schema_round_trip(demo_features):
         assert key in record
     assert record["levels"] == [6, 3, 2, 1] and record["feature_dim"] == 64000 and record["dataset"] == "folder"
     assert len(record["weights_sha256"]) == 64
-    assert ff.config == ExtractionConfig(weights_sha256=record["weights_sha256"], dataset="folder")
+    assert ff.config == ExtractionConfig(weights_sha256=record["weights_sha256"]).resolved("folder", None, "cpu")
+    assert (record["scale"], record["shapes"], record["compute"], record["dataset_settings"]) == (224, "exact", "float32", "")
     from PIL import Image
 
     for row in (0, 33):
@@ -124,7 +125,7 @@ def test_recycled_cpu_workers_give_the_rows_of_one_process(tmp_path, monkeypatch
     assert (cosine(a.read_features(), b.read_features()) >= 0.9999).all()
 
 
-def test_multi_scale_vector_is_the_binwise_max_of_the_single_scales(tmp_path):
+def test_multi_scale_vector_is_the_binwise_max_of_the_scales_of_one_decoding(tmp_path):
     folder = tmp_path / "few"
     shutil.copytree(DEMO / "starfish", folder)
     runs = {}
@@ -132,7 +133,17 @@ def test_multi_scale_vector_is_the_binwise_max_of_the_single_scales(tmp_path):
         out = tmp_path / f"s{'_'.join(map(str, scales))}.h5"
         extract(folder, out, ExtractionConfig(scales=scales, levels=(2, 1)), one_process(), quiet=True)
         runs[scales] = open_features(out).read_features()
-    np.testing.assert_allclose(runs[(64, 96)], np.maximum(runs[(64,)], runs[(96,)]), rtol=1e-5, atol=1e-6)
+    # each file is decoded once, at the largest scale, and resized for the others
+    config = ExtractionConfig(scales=(64, 96), levels=(2, 1)).resolved("folder", None, "cpu")
+    model, _, _ = build_descriptor(config, torch.device("cpu"))
+    paths = open_features(tmp_path / "s64_96.h5").paths
+    with torch.inference_mode():
+        expected = [np.maximum(*[model(torch.from_numpy(image.pixels)[None])[0].numpy()
+                                 for image in decode_scales(str(folder / path), config.resize_policies())])
+                    for path in paths]
+    np.testing.assert_allclose(runs[(64, 96)], np.stack(expected), rtol=1e-4, atol=1e-4)  # batching: last bits
+    # against decoding once per scale (the separate runs): the largest scale is decoded the same way
+    assert (cosine(runs[(64, 96)], np.maximum(runs[(64,)], runs[(96,)])) >= 0.999).all()
     recorded = open_features(tmp_path / "s64_96.h5")
     assert recorded.record["scale"] == [64, 96] and recorded.config.scales == (64, 96)
 

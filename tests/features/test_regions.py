@@ -109,7 +109,7 @@ def test_box_rows_equal_pooling_the_cropped_map(reference):
     ff, data = open_features(reference), datasets(reference)
     for row in (1, 2, 50, 121, 179):
         path = DEMO / data["images/paths"][data["box_image"][row]]
-        pixels = decode_image(str(path), CONFIG.resize_policies()[0]).pixels
+        pixels = decode_image(str(path), CONFIG.resolved("folder", None, "cpu").resize_policies()[0]).pixels
         with torch.inference_mode():
             fmap = model.feature_map(torch.from_numpy(pixels[None]))[0]
         size = tuple(ff.image_sizes[row])
