@@ -54,7 +54,7 @@ def describe_features(path: str | os.PathLike) -> str:
     lines.append("  configuration")
     for key, value in sorted(ff.record.items()):
         if value != "":  # a setting that does not apply (no VOC split, say)
-            lines.append(f"    {key:<16}{value}")
+            lines.append(f"    {key:<18}{value}")
     return "\n".join(lines)
 
 

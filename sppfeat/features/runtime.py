@@ -120,8 +120,9 @@ DECODE_BATCH = 32  # images a decode worker hands over at once when batches are 
 
 def default_workers(device: torch.device, cores: int) -> int:
     """Worker processes. On the CPU they decode and run the network, one per core; for a GPU they
-    only decode, one per core beyond the first (at most 8)."""
-    return max(1, cores) if device.type == "cpu" else max(1, min(8, cores - 1))
+    only decode, one per core beyond the first (at most 32): a GPU describes a few thousand images a
+    second, a decoding core a few hundred."""
+    return max(1, cores) if device.type == "cpu" else max(1, min(32, cores - 1))
 
 
 def default_model_threads(device: torch.device, cores: int) -> int:

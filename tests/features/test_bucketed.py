@@ -178,4 +178,5 @@ def test_the_command_line_records_the_mode_and_info_shows_it(mixed, bucketed_ref
     assert "images/s after" in done.stderr  # steady rate and start-up are reported apart
     assert_same_rows(out, bucketed_reference)
     shown = run_sppfeat("info", out)
-    assert "shapes          bucketed" in shown.stdout and "compute         float32" in shown.stdout
+    settings = dict(line.split(None, 1) for line in shown.stdout.splitlines() if line.startswith("    "))
+    assert settings["shapes"] == "bucketed" and settings["compute"] == "float32"
