@@ -1,5 +1,5 @@
 """The descriptor network: input normalisation, the backbone trunk and spatial pyramid pooling, and
-describing decoded images one exact-shape batch at a time."""
+describing decoded images one batch per shape (exact or bucketed sizes; never padded)."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..data.decode import DEFAULT_DECODE_TIMEOUT, DecodedImage, DecodeError, ResizePolicy, decode_scales
 from ..data.discover import ImageList
 from .descriptor import DecodedItem
+from .gather import ShapeGatherer
 
 # describes a batch of decoded items on a device and returns them: descriptor.describe_items with
 # its model bound, or a region describer
@@ -40,8 +41,8 @@ class Runtime:
     """How a run uses the machine (never what a vector is).
 
     device: 'auto', 'cpu', 'cuda' or 'cuda:N'; batch_size: images per batch (None: 16 on the CPU,
-    where a worker process decodes and describes a batch; 256 on a GPU, where decoded images are
-    gathered into windows of that many and each window's equal shapes run as one batch); workers: worker
+    where a worker process decodes and describes a batch; 256 on a GPU, where decoded images wait
+    by shape until a batch of one shape is full); workers: worker
     processes (None: one per core on the CPU, cores - 1 for a GPU; 0: all in this process); cores:
     CPU cores the run may use (None: see :func:`available_cores`); decode_timeout: seconds per image
     and scale before it is skipped (0 = no limit); checkpoint_every: images per progress segment
@@ -115,7 +116,8 @@ def default_batch_size(device: torch.device) -> int:
     return 16 if device.type == "cpu" else 256
 
 
-DECODE_BATCH = 32  # images a decode worker hands over at once when batches are gathered into windows
+DECODE_BATCH = 32  # images a decode worker hands over at once when this process gathers batches
+WAITING_BATCHES = 4  # batches' worth of decoded images that may wait for their shape's batch to fill
 
 
 def default_workers(device: torch.device, cores: int) -> int:
@@ -207,22 +209,9 @@ def running(loader: DataLoader) -> Iterator[Iterator]:
         getattr(iterator, "_shutdown_workers", lambda: None)()
 
 
-def windows(batches: Iterator[list[DecodedItem]], size: int) -> Iterator[list[DecodedItem]]:
-    """Consecutive batches joined into windows of at least `size` items (the last may be smaller),
-    in order."""
-    window: list[DecodedItem] = []
-    for items in batches:
-        window.extend(items)
-        if len(window) >= size:
-            yield window
-            window = []
-    if window:
-        yield window
-
-
 def on_own_stream(describe: Describe) -> Describe:
     """`describe` running on a CUDA stream of the calling thread's own (created on first use), so
-    that model threads overlap one window's copies with another's kernels; it waits for its stream
+    that model threads overlap one batch's copies with another's kernels; it waits for its stream
     before returning the vectors."""
     local = threading.local()
 
@@ -275,32 +264,35 @@ def describe_in_workers(describe: Describe, dataset: ImageFiles, batch_size: int
 @contextmanager
 def described(describe: Describe, dataset: ImageFiles, device: torch.device,
               runtime: Runtime) -> Iterator[Iterator[list[DecodedItem]]]:
-    """The described batches of `dataset`, in order, by the scheme that suits the device: CPU
-    worker processes running the network, or decode workers feeding model threads here (on a GPU
-    in windows of batch_size images, with cuDNN autotuning when the shapes are bucketed, so few).
-    On exit the worker processes are stopped (not left to garbage collection, which at interpreter
-    exit can come after multiprocessing waits for them) and the caller's torch thread count and
-    cuDNN setting are restored."""
+    """The described images of `dataset`, in order, in lists, by the scheme that suits the device:
+    on the CPU, worker processes that decode and run the network; otherwise (a GPU, or workers=0)
+    decode workers feeding this process, where images are gathered into batches of one shape
+    (:mod:`.gather`) that model threads run (on a GPU with cuDNN autotuning when the shapes are
+    bucketed, so few). On exit the worker processes are stopped (not left to garbage collection,
+    which at interpreter exit can come after multiprocessing waits for them) and the caller's torch
+    thread count and cuDNN setting are restored."""
     cores = runtime.cores or available_cores()
     workers = default_workers(device, cores) if runtime.workers is None else runtime.workers
     batch_size = runtime.batch_size or default_batch_size(device)
     caller_threads, caller_autotune = torch.get_num_threads(), torch.backends.cudnn.benchmark
     with ExitStack() as stack:
         if device.type == "cpu" and workers > 0:
-            stream = describe_in_workers(describe, dataset, batch_size, workers)
+            stream = inner = describe_in_workers(describe, dataset, batch_size, workers)
         else:
             model_threads = default_model_threads(device, cores)
             if device.type == "cpu":
                 torch.set_num_threads(max(1, cores // model_threads))
-                decoded = stack.enter_context(running(batches(dataset, batch_size, workers, _as_list, False)))
             else:
                 torch.backends.cudnn.benchmark = all(policy.stride for policy in dataset.policies)
-                loader = batches(dataset, min(DECODE_BATCH, batch_size), workers, _as_list, False)
-                decoded = windows(stack.enter_context(running(loader)), batch_size)
-            stream = describe_in_threads(describe, decoded, device, model_threads)
+            decoded = stack.enter_context(running(batches(dataset, min(DECODE_BATCH, batch_size), workers, _as_list,
+                                                          False)))
+            gatherer = ShapeGatherer(batch_size, WAITING_BATCHES * batch_size)
+            inner = describe_in_threads(describe, gatherer.batches(decoded), device, model_threads)
+            stream = gatherer.released(inner)
         try:
             yield stream
         finally:
             stream.close()
+            inner.close()
             torch.set_num_threads(caller_threads)
             torch.backends.cudnn.benchmark = caller_autotune

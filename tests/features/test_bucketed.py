@@ -1,11 +1,13 @@
-"""The GPU path's logic on the CPU: bucketed shapes, bfloat16 autocast, windows of batches, and the
-mode recorded so that resume and merge refuse to mix modes."""
+"""The GPU path's logic on the CPU: bucketed shapes, bfloat16 autocast, batches of one shape
+gathered and released in order (the path of --workers 0), and the mode recorded so that resume,
+shards, torchrun and merge work with it and refuse to mix modes."""
 
 import os
 import shutil
 import signal
 import subprocess
 import sys
+from collections import deque
 
 import numpy as np
 import pytest
@@ -17,8 +19,8 @@ from conftest import (CALTECH, DEMO, FAST_ARGS, SUBPROCESS_TIMEOUT, assert_same_
 from sppfeat import ExtractionConfig, Runtime, describe, extract, merge
 from sppfeat.data.decode import ResizePolicy
 from sppfeat.features.descriptor import DecodedItem
+from sppfeat.features.gather import ShapeGatherer, chunk_sizes, shape_key
 from sppfeat.features.interrupts import ExtractionInterrupted
-from sppfeat.features.runtime import windows
 from sppfeat.shards import shard_path
 from sppfeat.storage.feature_file import open_features
 from sppfeat.storage.progress import SegmentBuffer
@@ -109,11 +111,41 @@ def test_bfloat16_autocast_runs_on_the_cpu_and_stays_close_to_float32():
     assert half.dtype == np.float32 and similarity.min() >= 0.99 and np.median(similarity) >= 0.998
 
 
-def test_windows_join_batches_in_order():
-    batches = [[DecodedItem(i, None, (1, 1), False, None) for i in range(a, b)] for a, b in
-               ((0, 3), (3, 4), (4, 9), (9, 10))]
-    joined = list(windows(iter(batches), 4))
-    assert [[item.index for item in w] for w in joined] == [[0, 1, 2, 3], [4, 5, 6, 7, 8], [9]]
+def test_gathered_batches_have_one_shape_bounded_sizes_and_come_back_in_input_order():
+    rng = np.random.default_rng(2)
+    shapes = [(64, 96, 3), (96, 64, 3), (64, 64, 3), (64, 128, 3), (64, 160, 3)]
+    items = []
+    for index in range(1000):
+        if index % 97 == 5:
+            items.append(DecodedItem(index, None, (0, 0), False, "cannot decode"))
+        else:
+            shape = shapes[min(4, int(rng.exponential(0.8)))]  # skewed, as photo sizes are
+            items.append(DecodedItem(index, [np.zeros(shape, np.uint8)], shape[:2], False, None))
+    decoded = [items[a:a + 32] for a in range(0, len(items), 32)]
+    gatherer = ShapeGatherer(batch_size=16, max_waiting=64)
+    sent, pending = [], deque()
+
+    def described_late(batches):  # two batches in flight, as with two model threads
+        for batch in batches:
+            sent.append(batch)
+            pending.append(batch)
+            if len(pending) > 2:
+                yield pending.popleft()
+        yield from pending
+
+    released = [item.index for ready in gatherer.released(described_late(gatherer.batches(iter(decoded))))
+                for item in ready]
+    assert released == list(range(1000))
+    assert sorted(item.index for batch in sent for item in batch) == list(range(1000))
+    for batch in sent:
+        assert len({shape_key(item) for item in batch}) == 1
+        assert len(batch) in (1, 2, 4, 8, 16)
+    full = sum(len(batch) == 16 for batch in sent if shape_key(batch[0]) is not None)
+    assert full * 16 > 0.8 * 1000  # most images run in full batches
+
+
+def test_chunk_sizes_are_full_batches_then_powers_of_two():
+    assert chunk_sizes(13, 8) == [8, 4, 1] and chunk_sizes(40, 16) == [16, 16, 8] and chunk_sizes(3, 256) == [2, 1]
 
 
 @pytest.mark.parametrize("runtime", [Runtime(device="cpu", workers=0, batch_size=64, cores=2),
