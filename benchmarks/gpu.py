@@ -226,7 +226,6 @@ def run_decode(paths_root: Path, workers: int) -> float:
 def run_decode_gpu(paths: list[str], device, batch: int = 64) -> float:
     """torchvision.io.decode_jpeg on the GPU in batches, EXIF orientation applied, each image resized
     on the GPU to shorter side 224 (bicubic, antialiased); file bytes read in the main thread."""
-    import torch
     from torch.nn import functional as F
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 

@@ -11,7 +11,6 @@ from collections import deque
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import (CALTECH, DEMO, FAST_ARGS, SUBPROCESS_TIMEOUT, assert_same_rows, cosine, fast_config, one_process,
