@@ -26,7 +26,8 @@ def main() -> None:
     parser.add_argument("--images", default=str(CALTECH))
     parser.add_argument("--features", help="existing feature file (skips extraction)")
     parser.add_argument("--out", default=str(ROOT / "bench-out"))
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=10, help="splits 0 .. seeds-1")
+    parser.add_argument("--seed-list", type=int, nargs="+", help="these splits instead (e.g. to run some in parallel)")
     parser.add_argument("--C", default="auto")
     parser.add_argument("--power", type=float, default=None, help="default: the train-svm default")
     parser.add_argument("--test-per-class", type=int, default=50, help="0 = all remaining images")
@@ -44,7 +45,8 @@ def main() -> None:
     options = {} if args.power is None else {"power": args.power}
     C = args.C if args.C == "auto" else float(args.C)
     accuracy, class_accuracy, train_s, eval_s, chosen = [], [], [], [], []
-    for seed in range(args.seeds):
+    seeds = args.seed_list or list(range(args.seeds))
+    for seed in seeds:
         model = out / f"caltech101_svm_seed{seed}.h5"
         t0 = time.perf_counter()
         trained = train_svm(features, model, C=C, seed=seed, test_per_class=args.test_per_class,
@@ -62,7 +64,7 @@ def main() -> None:
               f"train {t1 - t0:.1f} s, eval {t2 - t1:.1f} s", flush=True)
     acc, cls = 100 * np.array(accuracy), 100 * np.array(class_accuracy)
     print(f"\nCaltech 101 (102 classes, 30 train / <= {args.test_per_class or 'all'} test per class), "
-          f"{args.seeds} splits, {features.name}:")
+          f"{len(seeds)} splits, {features.name}:")
     print(f"  accuracy               {acc.mean():.2f} ± {acc.std():.2f} %")
     print(f"  mean per-class acc.    {cls.mean():.2f} ± {cls.std():.2f} %")
     print(f"  train-svm              {np.mean(train_s):.1f} s per split (C chosen: {sorted(set(chosen))})")

@@ -36,7 +36,8 @@ def old_files(tmp_path):
 def test_an_old_feature_file_opens_and_its_vectors_are_todays(old_files):
     old = open_features(old_files / "features.h5")
     assert old.format_version == 1 and len(old.paths) == 6 and old.dim == 1280
-    assert old.config == ExtractionConfig(**OLD_SETTINGS, dataset="folder", weights_sha256=old.record["weights_sha256"])
+    assert old.config == ExtractionConfig(**OLD_SETTINGS, dataset="folder", weights_sha256=old.record["weights_sha256"],
+                                          shapes="exact", compute="float32")  # what sppfeat 0.1.0 did
     result = extract(old_files / "imgs", old_files / "new.h5", old.config, Runtime(workers=0), quiet=True)
     new = open_features(result.path)
     assert new.format_version == 2 and new.paths == old.paths and new.labels.tolist() == old.labels.tolist()
