@@ -40,6 +40,7 @@ COMPUTES = ("auto", "float32", "bfloat16")
 GENERAL_SCALES = (224,)  # shorter side for plain folders and data sets without measured settings
 # Settings measured best per data-set reader (docs/benchmarks.md, "Accuracy per protocol"), used
 # where the caller leaves them unset, like a pretrained config; plain folders keep the general ones.
+# VOC 2007 at 320: +1.7 points of mAP in CV over 224. Caltech 101 keeps 224: 256 gained 0.05 only.
 DATASET_SETTINGS: dict[str, dict] = {"voc2007": {"scales": (320,)}}
 # How each device kind runs the network where the caller leaves it unset (docs/benchmarks.md, GPU).
 DEVICE_SETTINGS = {"cpu": {"shapes": "exact", "compute": "float32"},
