@@ -145,32 +145,21 @@ def run_a(paths: list[str], device) -> float:
 def run_b(paths: list[str], device, workers: int) -> float:
     """The fixed 224 × 224 pipeline (see the module docstring); steady-state images/s."""
     import torch
-    from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
-    from torchvision import transforms
+    from torch.utils.data import DataLoader
 
     from sppfeat import ExtractionConfig
     from sppfeat.features.descriptor import build_descriptor
 
-    transform = transforms.Compose([
-        transforms.Resize(SCALE, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(SCALE),
-        transforms.PILToTensor()])
-
-    class Files(Dataset):
-        def __len__(self):
-            return len(paths)
-
-        def __getitem__(self, i):
-            with Image.open(paths[i]) as im:
-                return transform(im.convert("RGB")).permute(1, 2, 0)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from throughput import center_crops
 
     torch.backends.cudnn.benchmark = True  # one shape
     model, _, _ = build_descriptor(ExtractionConfig(compute="bfloat16"), device)
-    loader = DataLoader(Files(), batch_size=256, num_workers=workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(center_crops(paths), batch_size=256, num_workers=workers, pin_memory=device.type == "cuda")
     times, counts = [], []
     with torch.inference_mode():
-        for batch in loader:
-            model(batch.to(device, non_blocking=True)).cpu()
+        for batch in loader:  # N×3×224×224; the model takes N×H×W×3
+            model(batch.to(device, non_blocking=True).permute(0, 2, 3, 1)).cpu()
             times.append(time.perf_counter())
             counts.append(len(batch))
     return steady(times, counts)

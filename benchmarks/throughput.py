@@ -74,13 +74,12 @@ def run_a(paths: list[str], device: str) -> float:
     return time.perf_counter() - start
 
 
-def run_b(paths: list[str], device: str) -> float:
-    import torch
+def center_crops(paths: list[str]):
+    """The usual fixed-size input: a Dataset of `paths` as Resize(224) + CenterCrop(224) uint8
+    3×224×224 tensors (baseline B here and in gpu.py)."""
     from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
+    from torch.utils.data import Dataset
     from torchvision import transforms
-
-    from sppfeat.pyramid import spatial_pyramid_pool
 
     transform = transforms.Compose([
         transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(224),
@@ -94,9 +93,18 @@ def run_b(paths: list[str], device: str) -> float:
             with Image.open(paths[i]) as im:
                 return transform(im.convert("RGB"))
 
+    return Files()
+
+
+def run_b(paths: list[str], device: str) -> float:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from sppfeat.pyramid import spatial_pyramid_pool
+
     net = load_net(device)
     workers = max(1, min(8, (os.cpu_count() or 1)))
-    loader = DataLoader(Files(), batch_size=64, num_workers=workers, pin_memory=device != "cpu")
+    loader = DataLoader(center_crops(paths), batch_size=64, num_workers=workers, pin_memory=device != "cpu")
     start = time.perf_counter()
     with torch.no_grad():
         for batch in loader:

@@ -129,7 +129,7 @@ def default_workers(device: torch.device, cores: int) -> int:
 
 def default_model_threads(device: torch.device, cores: int) -> int:
     """Batches in flight through the network at once in the main process: one per core on the CPU
-    (used when there are no worker processes); two on a GPU, so that one window is stacked and
+    (used when there are no worker processes); two on a GPU, so that one batch is stacked and
     copied while the other runs, each on its own CUDA stream."""
     return max(1, cores) if device.type == "cpu" else 2
 
