@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from conftest import DEMO, one_process, run_sppfeat
-from sppfeat import ExtractionConfig, extract
+from conftest import DEMO, cosine, one_process, run_sppfeat
+from sppfeat import ExtractionConfig, describe, extract
 from sppfeat import config as config_module
 from sppfeat.data.discover import VOC_CLASSES
 from sppfeat.report import describe_features
@@ -42,7 +42,8 @@ def test_a_data_set_without_the_scale_set_gets_its_measured_scale_recorded(tiny_
     assert ff.config.scales == (96,) and ff.record["scale"] == 96 and ff.record["dataset_settings"] == "scale=96"
     shown = dict(line.split(None, 1) for line in describe_features(out).splitlines() if line.startswith("    "))
     assert shown["dataset_settings"] == "scale=96" and shown["scale"] == "96"
-    assert max(open_features(out).image_sizes.min(axis=1)) > 96  # the photos are larger: they were resized
+    at_96 = describe([str(tiny_voc / p) for p in ff.paths], ExtractionConfig(levels=(1,), scales=(96,)), device="cpu")
+    assert (cosine(ff.read_features(), at_96) >= 0.9999).all()  # the pixels really were at 96
 
 
 def test_the_callers_scale_wins_and_plain_folders_keep_the_general_default(tiny_voc, tmp_path, measured):
