@@ -91,9 +91,12 @@ def replicate(images: Path, copies: int, dest: Path) -> Path:
     return dest
 
 
-def steady(times: list[float], counts: list[int]) -> float:
-    """Items per second from the first finished batch to the last."""
-    return (sum(counts) - counts[0]) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else float("nan")
+def pace(what: str):
+    """A silent sppfeat Meter: ``update(n)`` per finished batch, then ``steady_rate()``, the same
+    steady-state figure extract reports for C."""
+    from sppfeat.meter import Meter
+
+    return Meter(what, 0, quiet=True)
 
 
 def synchronize(device) -> None:
@@ -129,7 +132,7 @@ def run_a(paths: list[str], device) -> float:
 
     torch.backends.cudnn.benchmark = False
     model, _, _ = build_descriptor(ExtractionConfig(compute="float32"), device)  # batch norm folded
-    times = []
+    meter = pace("A")
     with torch.inference_mode():
         for path in paths:
             with Image.open(path) as im:
@@ -138,8 +141,8 @@ def run_a(paths: list[str], device) -> float:
                 im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.Resampling.BICUBIC)
             x = torch.from_numpy(np.asarray(im).copy())[None].to(device)
             model(x).cpu()
-            times.append(time.perf_counter())
-    return steady(times, [1] * len(times))
+            meter.update(1)
+    return meter.steady_rate()
 
 
 def run_b(paths: list[str], device, workers: int) -> float:
@@ -156,13 +159,12 @@ def run_b(paths: list[str], device, workers: int) -> float:
     torch.backends.cudnn.benchmark = True  # one shape
     model, _, _ = build_descriptor(ExtractionConfig(compute="bfloat16"), device)
     loader = DataLoader(center_crops(paths), batch_size=256, num_workers=workers, pin_memory=device.type == "cuda")
-    times, counts = [], []
+    meter = pace("B")
     with torch.inference_mode():
         for batch in loader:  # N×3×224×224; the model takes N×H×W×3
             model(batch.to(device, non_blocking=True).permute(0, 2, 3, 1)).cpu()
-            times.append(time.perf_counter())
-            counts.append(len(batch))
-    return steady(times, counts)
+            meter.update(len(batch))
+    return meter.steady_rate()
 
 
 def run_c(images: Path, out: Path, device, **settings) -> dict:
@@ -219,7 +221,7 @@ def run_decode_gpu(paths: list[str], device, batch: int = 64) -> float:
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
     jpegs = [p for p in paths if p.lower().endswith((".jpg", ".jpeg"))]
-    times, counts = [], []
+    meter = pace("decode_gpu")
     for start in range(0, len(jpegs), batch):
         data = [read_file(p) for p in jpegs[start:start + batch]]
         decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
@@ -229,9 +231,8 @@ def run_decode_gpu(paths: list[str], device, batch: int = 64) -> float:
             F.interpolate(image[None].float(), size=(max(1, round(h * f)), max(1, round(w * f))), mode="bicubic",
                           antialias=True)
         synchronize(device)
-        times.append(time.perf_counter())
-        counts.append(len(data))
-    return steady(times, counts)
+        meter.update(len(data))
+    return meter.steady_rate()
 
 
 def run_writer(features_file: Path, n: int, tmp: Path) -> dict:

@@ -248,9 +248,9 @@ class SegmentBuffer:
         """Start writing the collected images as one segment, after the previous write ends."""
         if not self.items:
             return
+        self.wait()  # first: if the previous write failed, these images stay collected
         segment = self.segment()
         self.items, self.rows = [], 0
-        self.wait()
         self.writing = BackgroundCall(self.progress.write, segment)
 
     def segment(self) -> Segment:
