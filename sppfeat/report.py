@@ -54,8 +54,17 @@ def describe_features(path: str | os.PathLike) -> str:
     lines.append("  configuration")
     for key, value in sorted(ff.record.items()):
         if value != "":  # a setting that does not apply (no VOC split, say)
-            lines.append(f"    {key:<18}{value}")
+            lines.append(f"    {key:<18}{setting_text(key, value, ff.record)}")
     return "\n".join(lines)
+
+
+def setting_text(key: str, value, record: dict) -> str:
+    """A recorded setting as `info` shows it. A regions file of one scale records combine 'max' even
+    when 'best' was asked for (the same vectors; the recorded value is what resume and models compare)."""
+    scales = record.get("scale")
+    if key == "combine" and "boxes_file" in record and not (isinstance(scales, list) and len(scales) > 1):
+        return f"{value} (one scale: best and max are the same)"
+    return str(value)
 
 
 def describe_model(path: str | os.PathLike) -> str:
