@@ -1,9 +1,12 @@
 """Sharded extraction: --shard i/n in separate processes, torchrun ranks, merged virtual files."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import traceback
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -11,12 +14,21 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import DEMO, FAST_ARGS, SUBPROCESS_TIMEOUT, assert_same_rows, fast_config, one_process, sppfeat_command
+import sppfeat
 from sppfeat import evaluate, extract, merge, train_svm
 from sppfeat.cli import main
 from sppfeat.shards import shard_bounds, shard_path
 from sppfeat.storage.feature_file import open_features
 
 FAST = [*FAST_ARGS, "--workers", "1", "-q"]
+PACKAGE = Path(sppfeat.__file__).resolve().parent
+
+
+def frames_in_package(text: str) -> list[str]:
+    """The traceback frames (`File "...", line N`, torchrun prefixes them with `[rank1]: `) in text whose file
+    is inside the sppfeat package folder (not merely under a folder named sppfeat, as a checkout's .venv is)."""
+    files = re.findall(r'File "([^"]+)", line \d+', text)
+    return [f for f in files if Path(f).resolve().is_relative_to(PACKAGE)]
 
 
 def extract_fast(images, out, **options):
@@ -38,6 +50,16 @@ def single(images, tmp_path_factory):
     out = tmp_path_factory.mktemp("single") / "single.h5"
     extract_fast(images, out)
     return out
+
+
+def test_frames_in_package_finds_our_frames_only():
+    with pytest.raises(ValueError) as raised:
+        sppfeat.shards.check_shard((2, 1))
+    ours = "".join(traceback.format_exception(raised.value))
+    assert len(frames_in_package(ours)) == 1
+    assert len(frames_in_package("".join(f"[rank1]: {line}\n" for line in ours.splitlines()))) == 1
+    venv = f'  File "{PACKAGE.parent / ".venv" / "lib" / "torch" / "run.py"}", line 1, in <module>\n'
+    assert frames_in_package(venv) == []  # a checkout named sppfeat holding its .venv
 
 
 def test_shard_bounds_cover_the_list_once_without_padding():
@@ -139,7 +161,8 @@ def test_a_failed_rank_is_named_and_the_other_shard_kept(images, single, tmp_pat
     assert run.returncode != 0 and not out.exists()
     ours = [line for line in run.stderr.splitlines() if line.startswith("sppfeat: shard")]
     assert len(ours) == 1 and "shard 1/2 failed" in ours[0] and "--resume" in ours[0]
-    assert "sppfeat/" not in run.stderr  # no traceback through our code (torchrun prints its own summary)
+    # No traceback through our code; torchrun prints its own traceback and summary, whatever the folder names.
+    assert frames_in_package(run.stderr) == [], run.stderr[-3000:]
     assert open_features(shard_path(out, 0, 2)).attributes["shard_index"] == 0
     shard_path(out, 1, 2).unlink()
     extract_fast(images, out, shard=(1, 2))
