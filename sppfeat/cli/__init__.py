@@ -1,0 +1,101 @@
+"""Command-line interface: strings are parsed here, once (click parameter types, in
+:mod:`.options`), into the typed settings the Python API takes; each command is a thin layer over
+one API call. Every message goes to stderr as one line starting 'sppfeat: ' (data, such as
+tables, goes to stdout).
+
+The commands live by subject: :mod:`.features` (extract, regions, merge, backbones, info) and
+:mod:`.classify` (train-svm, eval, predict). A new module of commands is one import at the end of
+this file."""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import sys
+
+import click
+
+from ..backbones import WeightsUnavailable
+from ..features.interrupts import DiskFull, ExtractionInterrupted, WorkerFailed
+
+PREFIX = "sppfeat: "
+
+
+def say(message: str) -> None:
+    """One line on stderr, with the tool's prefix."""
+    click.echo(PREFIX + message, err=True)
+
+
+class Failure(click.ClickException):
+    """The end of a command: one line on stderr and an exit code (2: bad input, missing weights,
+    mismatched files; 1: a worker died; 128 + signal: interrupted)."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def cli_wording(message: str) -> str:
+    """An API message with the command line's names: overwrite=True -> --overwrite,
+    shard=(1, 3) -> --shard 1/3, protocol='all' -> --protocol all, workers=N -> --workers N."""
+    flags = {p.name: max(p.opts, key=len) for c in main.commands.values() for p in c.params
+             if isinstance(p, click.Option)}
+
+    def flag(match: re.Match) -> str:
+        option, value = flags[match.group(1)], match.group(2) or ""
+        if value in ("", "True"):
+            return option
+        if value.startswith("("):
+            return f"{option} " + "/".join(v.strip() for v in value[1:-1].split(","))
+        return f"{option} {value.strip(chr(39))}"
+
+    names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
+    return re.sub(rf"\b({names})=(True\b|'[^']*'|\([^)]*\)|N\b|FILE\b)?(?![\w'(])", flag, message)
+
+
+class Commands(click.Group):
+    """The command group: whatever stops a command (an error, Ctrl-C, a dead worker) ends as one
+    line on stderr, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (ValueError, WeightsUnavailable, FileNotFoundError, PermissionError) as exc:
+            raise Failure(str(exc)) from None
+        except ExtractionInterrupted as exc:
+            raise Failure(str(exc), 128 + exc.signum) from None
+        except (WorkerFailed, DiskFull) as exc:
+            raise Failure(str(exc), 1) from None
+        except OSError as exc:  # the machine, not the input: one line, exit 1
+            raise Failure(" ".join(str(exc).split()), 1) from None
+        except KeyboardInterrupt:
+            raise Failure("interrupted", 130) from None
+
+    def main(self, args=None, prog_name=None, standalone_mode: bool = True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the last line
+            message = exc.format_message()
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                message += f" (see: {exc.ctx.command_path} --help)"
+            say(cli_wording(message))
+            sys.exit(exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            say("interrupted")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sppfeat")
+def main():
+    """Fixed-length SPP descriptors from images of any size, and linear SVMs on them."""
+    logging.basicConfig(format=PREFIX + "%(message)s", level=logging.INFO, stream=sys.stderr)
+
+
+from . import classify, features  # noqa: E402,F401  (the commands register on `main`)
