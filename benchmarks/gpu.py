@@ -273,7 +273,8 @@ def run(args) -> None:
     import torch
     import torchvision
 
-    from sppfeat.features.runtime import available_cores, default_workers
+    from sppfeat.cores import available_cores
+    from sppfeat.features.runtime import default_workers
 
     device = torch.device(args.device)
     out = Path(args.out)

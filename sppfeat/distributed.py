@@ -16,8 +16,9 @@ import torch
 import torch.distributed as dist
 
 from .config import ExtractionConfig
+from .cores import available_cores
 from .features.pipeline import ExtractResult, extract
-from .features.runtime import Runtime, available_cores
+from .features.runtime import Runtime
 from .shards import shard_path
 from .storage.hdf5 import check_output
 from .storage.merge import merge

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..config import ExtractionConfig, describe_settings, provenance
+from ..cores import available_cores
 from ..data.discover import ImageList, list_images
 from ..meter import Meter
 from ..shards import check_shard, shard_bounds, shard_path
@@ -25,7 +26,7 @@ from .assemble import assemble, check_finished, reason_kind
 from .descriptor import DecodedItem, build_descriptor
 from .interrupts import StopSignals, reported_stops, worker_failure
 from .jobs import ImageJob
-from .runtime import Describe, ImageFiles, Runtime, available_cores, described, resolve_device
+from .runtime import Describe, ImageFiles, Runtime, described, resolve_device
 
 log = logging.getLogger("sppfeat")
 SEGMENT_BYTES = 1 << 24  # vectors per progress segment: what a kill -9 can lose, and the final copy buffers

@@ -4,7 +4,6 @@ Nothing here changes a vector beyond its last bits (batching)."""
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..cores import available_cores
 from ..data.decode import DEFAULT_DECODE_TIMEOUT, DecodedImage, DecodeError, ResizePolicy, decode_scales
 from ..data.discover import ImageList
 from .descriptor import DecodedItem
@@ -44,7 +44,7 @@ class Runtime:
     where a worker process decodes and describes a batch; 256 on a GPU, where decoded images wait
     by shape until a batch of one shape is full); workers: worker
     processes (None: one per core on the CPU, cores - 1 for a GPU; 0: all in this process); cores:
-    CPU cores the run may use (None: see :func:`available_cores`); decode_timeout: seconds per image
+    CPU cores the run may use (None: :func:`sppfeat.cores.available_cores`); decode_timeout: seconds per image
     and scale before it is skipped (0 = no limit); checkpoint_every: images per progress segment
     (None: about 16 MiB of vectors, at most 512).
     """
@@ -78,36 +78,6 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(f"unsupported device {device!r} (use auto, cpu, cuda or cuda:N)")
     return resolved
-
-
-def cgroup_cpu_limit(root: str | os.PathLike = "/sys/fs/cgroup") -> float | None:
-    """The CPU quota of this process's cgroup (a container's --cpus), in cores; None if unlimited
-    or unknown. Reads cgroup v2 ``cpu.max`` or v1 ``cpu/cpu.cfs_quota_us`` under `root`."""
-    root = Path(root)
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-    except (OSError, ValueError):
-        try:
-            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
-            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
-        except OSError:
-            return None
-    try:
-        quota_us, period_us = int(quota), int(period)
-    except ValueError:  # "max": no limit
-        return None
-    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
-
-
-def available_cores() -> int:
-    """CPU cores this process may use: its CPU affinity (taskset, Slurm), capped by a cgroup CPU
-    quota (containers), where os.cpu_count() would report every core of the host."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    limit = cgroup_cpu_limit()
-    return max(1, min(cores, math.ceil(limit)) if limit else cores)
 
 
 def default_batch_size(device: torch.device) -> int:

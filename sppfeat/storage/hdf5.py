@@ -12,6 +12,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..cores import available_cores
+
 STR = h5py.string_dtype("utf-8")
 GZIP_LEVEL = 1  # Caltech 101 rows 5.1x smaller at ~100 MB/s per core; higher levels gain little (docs/benchmarks.md)
 
@@ -99,11 +101,8 @@ class ChunkCompressor:
 
 
 def default_threads() -> int:
-    """Compression threads: the cores this process may use, at most 8."""
-    try:
-        return min(8, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return min(8, os.cpu_count() or 1)
+    """Compression threads: the cores this process may use (:func:`sppfeat.cores.available_cores`), at most 8."""
+    return min(8, available_cores())
 
 
 def direct_readable(dataset: h5py.Dataset) -> bool:

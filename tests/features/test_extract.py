@@ -1,7 +1,6 @@
-"""extract end to end on real photos: schema, ordering, batching, workers, bad files, cores."""
+"""extract end to end on real photos: schema, ordering, batching, workers, bad files."""
 
 import json
-import os
 import shutil
 
 import h5py
@@ -187,28 +186,3 @@ def test_shard_files_are_named_by_the_api(tmp_path):
     assert not (tmp_path / "out.h5").exists()
     with pytest.raises(ValueError, match="0 <= i < n"):
         extract(folder, tmp_path / "out.h5", fast_config(), shard=(3, 3), quiet=True)
-
-
-@pytest.mark.parametrize("files, expected", [
-    ({"cpu.max": "max 100000\n"}, None),  # cgroup v2, no quota
-    ({"cpu.max": "250000 100000\n"}, 2.5),  # docker --cpus 2.5
-    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # cgroup v1, no quota
-    ({"cpu/cpu.cfs_quota_us": "150000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.5),
-    ({}, None),  # no cgroup file system
-])
-def test_cgroup_cpu_quota_is_read_from_v1_and_v2_files(tmp_path, files, expected):
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    assert runtime_module.cgroup_cpu_limit(tmp_path) == expected
-
-
-def test_available_cores_respects_affinity_and_a_container_quota(monkeypatch):
-    """Workers are sized from the cores this process may use, not every core of the host."""
-    allowed = len(os.sched_getaffinity(0))
-    monkeypatch.setattr(runtime_module, "cgroup_cpu_limit", lambda: None)
-    assert runtime_module.available_cores() == allowed
-    monkeypatch.setattr(runtime_module, "cgroup_cpu_limit", lambda: 0.5)
-    assert runtime_module.available_cores() == 1
-    monkeypatch.setattr(runtime_module, "cgroup_cpu_limit", lambda: 1000.0)
-    assert runtime_module.available_cores() == allowed
