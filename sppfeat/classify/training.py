@@ -62,14 +62,17 @@ def train_svm(features_path: str | os.PathLike, model_path: str | os.PathLike, *
         raise ValueError(f"C must be a positive number or 'auto', got {C!r}")
     if power <= 0:
         raise ValueError(f"power must be > 0, got {power}")
+    if C == "auto" and folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
     features = open_features(features_path)
     chosen = choose_protocol(protocol, multilabel=features.multilabel, dataset=features.record.get("dataset", ""),
                              train_per_class=train_per_class, test_per_class=test_per_class,
                              test_fraction=test_fraction)
     train, test, y_all = split_rows(features, chosen, seed)
     n_classes = len(features.class_names)
-    x = normalize_features(features.read_features(train), power)
     y = y_all[train]
+    check_enough_images(y, features.class_names, folds if C == "auto" else None)
+    x = normalize_features(features.read_features(train), power)
     gram = gram_matrix(x)
     cv_scores: dict = {}
     if C == "auto":
@@ -87,6 +90,33 @@ def train_svm(features_path: str | os.PathLike, model_path: str | os.PathLike, *
         split=split_info, cv_scores=cv_scores))
     return TrainResult(model_path, float(C), cv_scores, chosen.name, len(train), len(test),
                        time.perf_counter() - start)
+
+
+def check_enough_images(y: np.ndarray, class_names: list[str], folds: int | None) -> None:
+    """ValueError naming the classes with too few training images: fewer than `folds` (C chosen by
+    cross-validation over that many stratified folds), or none (folds None: a fixed C).
+
+    y: the training targets, class indices n (single-label: a class without rows is not trained and
+    not checked) or n×K targets in {1, -1, 0} (multi-label: positive images of every class counted).
+    """
+    if y.ndim == 1:
+        counts = np.bincount(y, minlength=len(class_names))
+        checked = counts > 0
+    else:
+        counts = (y > 0).sum(axis=0)
+        checked = np.ones(len(class_names), dtype=bool)
+    needed = folds or 1
+    short = [(name, n) for name, n, c in zip(class_names, counts.tolist(), checked) if c and n < needed]
+    if not short:
+        return
+    listed = ", ".join(f"{name} has {n}" for name, n in short[:5])
+    listed += f" and {len(short) - 5} more classes" if len(short) > 5 else ""
+    images = "training images" if y.ndim == 1 else "positive training images"
+    if folds is None:
+        raise ValueError(f"every class needs {images}: {listed}")
+    fewer = "fewer folds=N, " if min(n for _, n in short) >= 2 else ""
+    raise ValueError(f"C='auto' picks C by {folds}-fold cross-validation, which needs {folds} {images} of every "
+                     f"class: {listed}; pass {fewer}a fixed C=N or more images")
 
 
 def split_rows(features: FeatureFile, protocol: Protocol, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,15 +2,17 @@
 
 import json
 import shutil
+import warnings
 
 import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import DEMO, VOC_SAMPLE, fast_config, one_process
+from conftest import DEMO, VOC_SAMPLE, fast_config, one_process, run_sppfeat
 from sppfeat import ExtractionConfig, evaluate, extract, train_svm
 from sppfeat.classify.svm import DEFAULT_C_GRID
+from sppfeat.classify.training import check_enough_images
 from sppfeat.cli import main
 from sppfeat.storage.feature_file import open_features
 from sppfeat.storage.model_file import load_model
@@ -172,3 +174,40 @@ def test_one_class_missing_folders_and_protocol_options(tmp_path, demo_features)
     assert split["protocol"] == "per-class" and split["n_train"] == 24 and split["n_test"] == 36
     both = run_cli("train-svm", plain, tmp_path / "x.h5", "--train-per-class", "4", "--test-fraction", "0.5")
     assert both.exit_code == 2 and "pass the options of one protocol" in both.output
+
+
+@pytest.fixture
+def three_images(tmp_path):
+    """A feature file of 3 images: class a has 1, class b 2 (the stratified split tests one of b's)."""
+    for name, source, n in (("a", "pizza", 1), ("b", "starfish", 2)):
+        (tmp_path / "img" / name).mkdir(parents=True)
+        for path in sorted((DEMO / source).iterdir())[:n]:
+            shutil.copy(path, tmp_path / "img" / name)
+    extract(tmp_path / "img", tmp_path / "f.h5", fast_config(), one_process(), quiet=True)
+    return tmp_path / "f.h5"
+
+
+def test_too_few_images_for_cross_validation_are_refused_in_one_line(three_images, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy warning on the way
+        with pytest.raises(ValueError, match=r"^C='auto' picks C by 3-fold cross-validation, which needs 3 "
+                                             r"training images of every class: a has 1, b has 1; pass a fixed C=N"):
+            train_svm(three_images, tmp_path / "m.h5")
+        assert not (tmp_path / "m.h5").exists()
+        result = train_svm(three_images, tmp_path / "m.h5", C=1.0)  # a fixed C needs no folds
+    assert (result.n_train, result.n_test, result.cv_scores) == (2, 1, {})
+    done = run_sppfeat("train-svm", three_images, tmp_path / "cli.h5")
+    assert done.returncode == 2 and not (tmp_path / "cli.h5").exists()
+    assert done.stderr.splitlines() == ["sppfeat: --C auto picks C by 3-fold cross-validation, which needs 3 training "
+                                        "images of every class: a has 1, b has 1; pass a fixed --C N or more images"]
+
+
+def test_enough_images_names_the_classes_short_of_them():
+    names = [f"c{k}" for k in range(8)]
+    check_enough_images(np.repeat(np.arange(8), 3), names, 3)
+    with pytest.raises(ValueError, match=r"needs 4 training images of every class: c0 has 3, c1 has 3, c2 has 3, "
+                                         r"c3 has 3, c4 has 3 and 3 more classes; pass fewer folds=N, a fixed C=N"):
+        check_enough_images(np.repeat(np.arange(8), 3), names, 4)
+    multilabel = np.array([[1, -1], [1, 0], [-1, -1]])  # b: no positive image (a difficult one only)
+    with pytest.raises(ValueError, match=r"^every class needs positive training images: b has 0$"):
+        check_enough_images(multilabel, ["a", "b"], None)
