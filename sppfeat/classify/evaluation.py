@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,96 +13,27 @@ from ..storage.feature_file import open_features
 from ..storage.hdf5 import check_output
 from ..storage.model_file import check_compatible, load_model
 from .metrics import average_precision_11pt, per_class_accuracy
+from .plots import check_plots_folder, write_plots
 from .prediction import Prediction, Scorer
+from .results import ClassAccuracy, Evaluation, ScoredImage
 from .training import fingerprint
-
-
-@dataclass(frozen=True)
-class ClassAccuracy:
-    """accuracy: fraction of the class's n test images classified correctly."""
-
-    accuracy: float
-    n: int
-
-
-@dataclass(frozen=True)
-class ScoredImage:
-    """One scored test image. true: its class (single-label) or its positive classes (multi-label);
-    predicted, score, scores: as in :class:`~sppfeat.classify.prediction.Prediction` (margin 0 as
-    the multi-label threshold); difficult: the classes it shows only as 'difficult' objects, which
-    AP ignores (multi-label, else None)."""
-
-    path: str
-    true: str | tuple[str, ...]
-    predicted: str | tuple[str, ...]
-    score: float
-    scores: dict[str, float] | None = None
-    difficult: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """A model's scores on a feature file; every score is a fraction in [0, 1].
-
-    n_test: rows scored; evaluated_on: 'recorded test split' (the model's own feature file), 'every
-    row' (another file) or 'every row but those left out'; left_out_training: rows of another file
-    whose paths are the model's training images, left out unless asked for; unknown_classes {class
-    name: rows} of classes the model does not know and n_unlabelled rows without a class (both not
-    scored). Single-label models: accuracy, mean_class_accuracy and per_class {class name:
-    ClassAccuracy} (classes with test images only). Multi-label models: mAP and ap {class name:
-    11-point AP}. The fields of the other kind are None. class_names: the model's classes;
-    predictions: one ScoredImage per scored row, in file order. Scores in ``to_json()`` are rounded
-    to 4 decimals.
-    """
-
-    n_test: int
-    evaluated_on: str
-    left_out_training: int = 0
-    unknown_classes: dict[str, int] = field(default_factory=dict)
-    n_unlabelled: int = 0
-    accuracy: float | None = None
-    mean_class_accuracy: float | None = None
-    per_class: dict[str, ClassAccuracy] | None = None
-    mAP: float | None = None
-    ap: dict[str, float] | None = None
-    class_names: tuple[str, ...] = ()
-    predictions: tuple[ScoredImage, ...] = ()
-
-    @property
-    def multilabel(self) -> bool:
-        return self.mAP is not None
-
-    def to_json(self) -> dict:
-        """The report as plain JSON types, without the fields (and per-image keys) of the other kind
-        of model."""
-        return _without_none(asdict(self))
-
-
-def _without_none(value):
-    if isinstance(value, dict):
-        return {key: _without_none(v) for key, v in value.items() if v is not None}
-    if isinstance(value, (list, tuple)):
-        return [_without_none(v) for v in value]
-    if isinstance(value, float):
-        return round(value, 4)
-    return value
 
 
 def evaluate(model_path: str | os.PathLike, features_path: str | os.PathLike,
              report_path: str | os.PathLike | None = None, plots: str | os.PathLike | None = None, *,
-             keep_training_rows: bool = False) -> Evaluation:
+             keep_training_rows: bool = False, overwrite: bool = False) -> Evaluation:
     """Score a model on a feature file: on the model's recorded test rows when the file is the one it
     was trained from, else on every row, except rows whose paths are the model's training images
     (unless `keep_training_rows`) and rows of classes the model does not know (counted in the
     result). With `report_path`, also write ``to_json()`` there; with `plots`, draw the pictures of
-    :mod:`sppfeat.classify.plots` into that folder (created if needed)."""
+    :mod:`sppfeat.classify.plots` into that folder (created if needed). An existing report, or a
+    plots folder that is not empty, is refused before any work unless `overwrite` (which replaces
+    the report and the folder's earlier pictures)."""
     if report_path is not None:
-        check_output(report_path, replace=True)
+        check_output(report_path, overwrite)
     if plots is not None:
-        from .plots import check_plots_folder, write_plots
-
         try:
-            check_plots_folder(plots)
+            check_plots_folder(plots, overwrite=overwrite)
         except ValueError as exc:
             raise ValueError(f"plots: {exc}") from None
     model = load_model(model_path)

@@ -5,7 +5,8 @@ Single-label: ``confusion_matrix.png`` (rows true, columns predicted, each row n
 confident mistakes). Multi-label: ``precision_recall.png`` (each class's curve and 11-point AP),
 ``average_precision.png`` and ``false_positives.png`` (each class's highest-scored images that do
 not show it). Contact sheets need the test images: they are read from the feature file's image
-folder, and left out with a warning when it is not reachable.
+folder, and left out with a warning when it is not reachable. A folder that is not empty is
+refused unless the caller allows overwriting, which removes the earlier pictures first.
 
 Charts are drawn by matplotlib's Agg canvas (no pyplot, no display, nothing global changed),
 contact sheets by Pillow.
@@ -19,10 +20,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
 
-from .evaluation import Evaluation
+from ..data.decode import DEFAULT_DECODE_TIMEOUT, DecodeError, ResizePolicy, decode_image
 from .metrics import precision_recall
+from .results import Evaluation
 
 log = logging.getLogger("sppfeat")
 DPI = 100
@@ -30,25 +32,36 @@ MISTAKES = 24  # thumbnails on the mistakes sheet
 FALSE_POSITIVES = 5  # thumbnails per class on the false-positives sheet
 THUMB = 150  # thumbnail box, pixels
 LINE = 16  # pixels per caption line
+PICTURES = ("confusion_matrix.png", "per_class_accuracy.png", "mistakes.png",
+            "precision_recall.png", "average_precision.png", "false_positives.png")  # every file written
+THUMBNAIL = ResizePolicy(scale=0, max_side=THUMB)  # native size, the longer side capped at THUMB
 
 
-def check_plots_folder(folder: str | os.PathLike) -> Path:
-    """`folder` as a Path; ValueError unless it is a folder or can be made one (its parent exists)."""
+def check_plots_folder(folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """`folder` as a Path, checked before any work is done: ValueError unless matplotlib is
+    installed and the folder is new (its parent exists) or empty, or `overwrite` allows
+    :func:`write_plots` to replace the pictures in it."""
+    _figure_class()
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} is not a folder")
     if not folder.parent.is_dir():
         raise ValueError(f"folder {folder.parent} does not exist")
+    if not overwrite and folder.is_dir() and any(folder.iterdir()):
+        raise ValueError(f"{folder} is not empty: pass overwrite=True to replace its pictures")
     return folder
 
 
 def write_plots(result: Evaluation, folder: str | os.PathLike, images: Path | None) -> None:
-    """Draw the pictures of `result` into `folder` (created if needed; files replaced) and name them
-    on stderr; `images`: the folder the test paths are relative to (None: no contact sheet).
-    ValueError when matplotlib is not installed."""
+    """Draw the pictures of `result` into `folder` (created if needed) and name them on stderr;
+    `images`: the folder the test paths are relative to (None: no contact sheet). The pictures an
+    earlier run left there (the PICTURES file names; other files are kept) are removed first, so
+    none of another model survives: check the folder with :func:`check_plots_folder` before."""
     figure_class = _figure_class()
-    folder = check_plots_folder(folder)
+    folder = Path(folder)
     folder.mkdir(exist_ok=True)
+    for name in PICTURES:
+        (folder / name).unlink(missing_ok=True)
     if result.multilabel:
         figures = {"precision_recall.png": precision_recall_figure, "average_precision.png": average_precision_figure}
         sheet = ("false_positives.png", false_positive_tiles)
@@ -75,7 +88,7 @@ def _figure_class():
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ValueError("--plots needs matplotlib: pip install matplotlib (make install installs it)") from None
+        raise ValueError("drawing needs matplotlib: pip install matplotlib (make install installs it)") from None
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # not its font-cache notes on our stderr
     return Figure
 
@@ -203,7 +216,7 @@ def false_positive_tiles(result: Evaluation) -> tuple[str, list[tuple[str, list[
 
 
 def contact_sheet(tiles: list[tuple[Path, list[str]]], title: str, columns: int) -> Image.Image:
-    """Thumbnails (at most THUMB px a side, EXIF orientation applied) with two caption lines each,
+    """Thumbnails (see :func:`_thumbnail`) with two caption lines each,
     `columns` per row, under a title line; an unreadable file is a grey tile saying so."""
     font = ImageFont.load_default(size=13)
     width, height = THUMB + 12, THUMB + 2 * LINE + 14
@@ -221,13 +234,11 @@ def contact_sheet(tiles: list[tuple[Path, list[str]]], title: str, columns: int)
 
 
 def _thumbnail(path: Path) -> Image.Image:
+    """The image as the network saw it (decoded by :mod:`sppfeat.data.decode`: EXIF orientation,
+    transparency over white), at most THUMB px a side; an unreadable file is a grey tile saying so."""
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (THUMB, THUMB))
-            thumb = ImageOps.exif_transpose(im).convert("RGB")
-            thumb.thumbnail((THUMB, THUMB))
-            return thumb
-    except Exception:  # a missing or broken file must not cost the sheet
+        return Image.fromarray(decode_image(str(path), THUMBNAIL, DEFAULT_DECODE_TIMEOUT).pixels)
+    except DecodeError:  # a missing or broken file must not cost the sheet
         tile = Image.new("RGB", (THUMB, THUMB), (200, 200, 200))
         ImageDraw.Draw(tile).text((8, THUMB // 2 - 8), "unreadable", fill="black")
         return tile

@@ -14,10 +14,11 @@ from conftest import DEMO, VOC_SAMPLE, fast_config, one_process
 from sppfeat import evaluate, extract, predict, train_svm
 from sppfeat.classify.evaluation import ClassAccuracy, Evaluation, ScoredImage, image_folder
 from sppfeat.classify.metrics import average_precision_11pt
-from sppfeat.classify.plots import confusion_figure, confusion_matrix
+from sppfeat.classify.plots import contact_sheet, confusion_figure, confusion_matrix
 from sppfeat.cli import main
 from sppfeat.data.discover import VOC_CLASSES
 from sppfeat.storage.feature_file import open_features
+from sppfeat.storage.model_file import load_model
 
 
 def run_cli(*args):
@@ -96,6 +97,47 @@ def test_plot_errors_are_one_line(single_label, tmp_path, monkeypatch):
     result = run_cli("eval", model, features, "--plots", tmp_path / "plots")
     assert result.exit_code == 2 and "needs matplotlib" in result.output
     assert len(result.output.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match="needs matplotlib"):  # before the work: no report without the pictures
+        evaluate(model, features, tmp_path / "r.json", tmp_path / "plots")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_existing_report_or_pictures_need_overwrite(single_label, tmp_path):
+    """Refused before any work; overwrite removes the pictures of an earlier model (here its
+    mistakes sheet, which a model without mistakes does not draw) and keeps other files."""
+    features, model = single_label
+    plots, report = tmp_path / "plots", tmp_path / "r.json"
+    plots.mkdir()
+    evaluate(model, features, plots=plots / "empty")  # a new folder is fine, and so is an empty one
+    (plots / "new").mkdir()
+    evaluate(model, features, report, plots / "new")
+    assert (plots / "new" / "mistakes.png").is_file()
+    with pytest.raises(ValueError, match=r"r\.json exists; pass overwrite=True to replace it"):
+        evaluate(model, features, report, tmp_path / "other")
+    with pytest.raises(ValueError, match=r"^plots: .*new is not empty: pass overwrite=True to replace its pictures$"):
+        evaluate(model, features, tmp_path / "r2.json", plots / "new")
+    assert not (tmp_path / "other").exists() and not (tmp_path / "r2.json").exists()
+
+    for path in load_model(model).train_paths:  # the model's 6 training images, which it classifies right
+        (tmp_path / "images" / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(DEMO / path, tmp_path / "images" / path)
+    extract(tmp_path / "images", tmp_path / "train.h5", fast_config(), one_process(), quiet=True)
+    (plots / "new" / "notes.txt").write_text("mine")
+    result = evaluate(model, tmp_path / "train.h5", report, plots / "new", keep_training_rows=True, overwrite=True)
+    assert result.accuracy == 1.0 and json.loads(report.read_text())["n_test"] == 6
+    assert sorted(p.name for p in (plots / "new").iterdir()) == [
+        "confusion_matrix.png", "notes.txt", "per_class_accuracy.png"]
+
+
+def test_transparent_images_are_drawn_over_white_as_described(tmp_path):
+    """The mistakes sheet shows what the network saw: transparency composited over white."""
+    pixels = np.zeros((150, 150, 4), dtype=np.uint8)  # transparent black
+    pixels[50:100, 50:100] = (255, 0, 0, 255)  # an opaque red square
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "shape.png")
+    sheet = np.asarray(contact_sheet([(tmp_path / "shape.png", ["a -> b", "+1.00"])], "title", 1))
+    top, left = 40, 8  # the first tile: under the title's two lines, at the margin
+    assert sheet[top + 75, left + 75].tolist() == [255, 0, 0]  # the drawn shape
+    assert sheet[top + 5, left + 5].tolist() == [255, 255, 255]  # its transparent surroundings
 
 
 @pytest.fixture(scope="module")
