@@ -1,6 +1,7 @@
 """The command line: options parsed once into typed settings, one-line errors with one prefix, a
 fast start, info and backbones."""
 
+import os
 import re
 import shutil
 import signal
@@ -12,7 +13,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from conftest import DEMO, FAST_ARGS, ROOT, SUBPROCESS_TIMEOUT, fast_config, run_sppfeat, sppfeat_command
+from conftest import (DEMO, FAST_ARGS, ROOT, SUBPROCESS_TIMEOUT, fast_config, one_process, run_sppfeat,
+                      sppfeat_command)
 from sppfeat import extract
 from sppfeat.cli import main
 from sppfeat.storage.feature_file import open_features
@@ -174,3 +176,64 @@ def test_the_readme_first_screen_runs(tmp_path):
         run = run_sppfeat(*words[1:], cwd=tmp_path)
         assert run.returncode == 0, (words, run.stderr)
     assert "accuracy" in run.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A model on the demo images at the fast settings (one training image per class)."""
+    from sppfeat import train_svm
+
+    folder = tmp_path_factory.mktemp("tiny")
+    features, model = folder / "demo.h5", folder / "model.h5"
+    extract(DEMO, features, fast_config(), one_process(), quiet=True)
+    train_svm(features, model, C=1.0, protocol="per-class", train_per_class=1, test_per_class=0)
+    return model
+
+
+def unbuffered_off() -> dict:
+    """The environment without PYTHONUNBUFFERED: stdout into a pipe block-buffered, as users have it."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+
+
+def test_predict_into_a_closed_pipe_stops_quietly(tiny_model, tmp_path):
+    """`sppfeat predict MODEL DIR | head -1`: once the reader has gone the run stops (the progress
+    lines show how far it got) and exits like a Unix tool, without a message."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    images = sorted(DEMO.glob("*/*.jpg"))
+    for i in range(240):
+        (folder / f"{i:03d}.jpg").symlink_to(images[i % len(images)])
+    proc = subprocess.Popen(sppfeat_command("predict", tiny_model, folder),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**unbuffered_off(), "SPPFEAT_PROGRESS_SECONDS": "0"})
+    assert proc.stdout.readline().startswith("predicted")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=SUBPROCESS_TIMEOUT)
+    assert "Broken pipe" not in err and "Traceback" not in err and "Exception" not in err, err
+    assert proc.returncode in (0, 141), err
+    done = [int(n) for n in re.findall(r"predict (\d+)/240 images", err)]
+    assert done and done[-1] < 120, err
+    assert not [line for line in err.splitlines() if not line.startswith("sppfeat: predict ")], err
+
+
+def test_a_command_whose_reader_left_at_once_exits_quietly():
+    """`sppfeat backbones | true`: the table's only write fails; no message, a Unix tool's exit code."""
+    proc = subprocess.Popen(sppfeat_command("backbones"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=unbuffered_off())
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=SUBPROCESS_TIMEOUT)
+    assert err == "" and proc.returncode in (0, 141), (proc.returncode, err)
+
+
+def test_a_broken_pipe_that_is_not_stdout_stays_an_error(monkeypatch):
+    """A worker's pipe, say: one line and exit 1, as other failures of the machine."""
+    import sppfeat.report
+
+    def broken():
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sppfeat.report, "backbones_table", broken)
+    result = run_cli("backbones")
+    assert result.exit_code == 1 and result.output == "sppfeat: [Errno 32] Broken pipe\n", result.output

@@ -29,7 +29,7 @@ from ..data.discover import ImageList, list_file
 from ..features.descriptor import DecodedItem, build_descriptor, describe_items
 from ..features.interrupts import ExtractionInterrupted, StopSignals, WorkerFailed
 from ..features.pipeline import list_all, run_model
-from ..features.runtime import ImageFiles, Runtime, resolve_device
+from ..features.runtime import ImageFiles, Runtime, default_batch_size, resolve_device
 from ..storage.feature_file import READ_ROWS, open_features
 from ..storage.hdf5 import check_output
 from ..storage.model_file import SVMModel, check_compatible, load_model
@@ -226,7 +226,8 @@ def image_job(source: Path, scorer: Scorer, runtime: Runtime, weights, strict: b
                        runtime.decode_timeout)
 
     def run(emit, stop: StopSignals) -> None:
-        sink = RowSink(scorer, image_list, settings.dtype, runtime.batch_size, emit, skipped)
+        sink = RowSink(scorer, image_list, settings.dtype, runtime.batch_size or default_batch_size(device), emit,
+                       skipped)
         run_model(partial(describe_items, descriptor), files, sink, stop, device, runtime, strict, quiet, 0,
                   len(files), desc="predict")
 

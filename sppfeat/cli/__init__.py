@@ -10,7 +10,9 @@ this file."""
 from __future__ import annotations
 
 import logging
+import os
 import re
+import select
 import signal
 import sys
 
@@ -20,6 +22,7 @@ from ..backbones import WeightsUnavailable
 from ..features.interrupts import DiskFull, ExtractionInterrupted, WorkerFailed
 
 PREFIX = "sppfeat: "
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader has gone
 
 
 def say(message: str) -> None:
@@ -54,9 +57,26 @@ def cli_wording(message: str) -> str:
     return re.sub(rf"\b({names})=(True\b|'[^']*'|\([^)]*\)|N\b|FILE\b)?(?![\w'(])", flag, message)
 
 
+def stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (`sppfeat predict ... | head -2`)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no file descriptor (a test's capture)
+        return False
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def leave_quietly() -> None:
+    """End the process as a Unix tool does when its reader has gone: no message, exit 141. What is
+    still buffered for stdout goes to the null device (Python's own flush at exit would fail)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(EXIT_PIPE_CLOSED)
+
+
 class Commands(click.Group):
     """The command group: whatever stops a command (an error, Ctrl-C, a dead worker) ends as one
-    line on stderr, never a traceback."""
+    line on stderr, never a traceback; a closed stdout stops it quietly."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -68,6 +88,8 @@ class Commands(click.Group):
         except (WorkerFailed, DiskFull) as exc:
             raise Failure(str(exc), 1) from None
         except OSError as exc:  # the machine, not the input: one line, exit 1
+            if isinstance(exc, BrokenPipeError) and stdout_closed():
+                leave_quietly()
             raise Failure(" ".join(str(exc).split()), 1) from None
         except KeyboardInterrupt:
             raise Failure("interrupted", 130) from None

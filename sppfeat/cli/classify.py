@@ -87,7 +87,11 @@ def predict(model, images, output, batch_size, workers, device, decode_timeout, 
     from ..features.runtime import Runtime
     from ..report import PredictionTable
 
-    table = None if output else PredictionTable(lambda text: tqdm.write(text, file=sys.stdout))  # below the bar
+    def show(text: str) -> None:  # below the progress bar; flushed, so a reader that has gone stops the run
+        tqdm.write(text, file=sys.stdout)
+        sys.stdout.flush()
+
+    table = None if output else PredictionTable(show)
     runtime = Runtime(device=device, batch_size=batch_size, workers=workers, decode_timeout=decode_timeout)
     result = predict_api(model, images, output, runtime=runtime, quiet=quiet, on_rows=table.write if table else None,
                          **options)
