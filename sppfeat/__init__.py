@@ -6,6 +6,8 @@ The public API (importing one of these names loads what it needs, so `import spp
     describe(images, config) -> (N, D) float32 array                 images in memory -> vectors
     regions(images, boxes, output, config, runtime, ...) -> RegionsResult   boxes -> one vector per box
     describe_regions(image, boxes, config) -> (K, D) float32 array   boxes of one image -> vectors
+    Describer(config, device=...)                                    the same two, network built once:
+        .describe(images) -> (N, D), .describe_regions(image, boxes) -> (K, D); .config_, .dim
     load_features(path, rows=None) -> Features                       feature file -> arrays
     merge(shards, output)                                            shard files -> one feature file
     train_svm(features, model, ...) -> TrainResult                   feature file -> SVM model file
@@ -30,6 +32,7 @@ _API = {
     "regions": "sppfeat.features.box_pipeline",
     "RegionsResult": "sppfeat.features.box_pipeline",
     "describe_regions": "sppfeat.features.in_memory",
+    "Describer": "sppfeat.features.in_memory",
     "load_features": "sppfeat.storage.feature_file",
     "Features": "sppfeat.storage.feature_file",
     "merge": "sppfeat.storage.merge",

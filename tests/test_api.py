@@ -14,7 +14,7 @@ from sppfeat.storage.feature_file import open_features
 
 API = {"extract", "describe", "load_features", "merge", "train_svm", "evaluate", "ExtractionConfig", "Runtime",
        "ExtractResult", "Features", "TrainResult", "Evaluation", "spatial_pyramid_pool", "SpatialPyramidPool",
-       "predict", "Prediction", "Predictions",
+       "predict", "Prediction", "Predictions", "Describer",
        "regions", "RegionsResult", "describe_regions", "REGION_DEFAULTS", "pyramid_pool_boxes", "BoxPyramidPool"}
 
 
