@@ -13,7 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from conftest import (DEMO, FAST_ARGS, ROOT, SUBPROCESS_TIMEOUT, fast_config, one_process, run_sppfeat,
+from conftest import (DEMO, FAST_ARGS, SUBPROCESS_TIMEOUT, fast_config, one_process, run_sppfeat,
                       sppfeat_command)
 from sppfeat import extract
 from sppfeat.cli import main
@@ -112,16 +112,6 @@ def test_every_option_has_help_text():
                 assert param.help, (command.name, param.name)
 
 
-def test_every_report_key_is_in_the_readme():
-    import dataclasses
-
-    from sppfeat import Evaluation
-
-    readme = (ROOT / "README.md").read_text()
-    for field in dataclasses.fields(Evaluation):
-        assert f"`{field.name}`" in readme, field.name
-
-
 @pytest.mark.parametrize("delay", [0.05, 0.3, 0.8])
 def test_ctrl_c_while_starting_is_one_line_and_leaves_nothing_behind(tmp_path, delay):
     """SIGINT at several moments of start-up (interpreter, imports, model loading): no traceback, at
@@ -162,20 +152,6 @@ def test_progress_rate_counts_only_this_runs_images(monkeypatch):
     progress.update(20)
     assert progress.line(110.0) == "extract 60/100 images, 2.0 images/s, ETA 20s"
     assert meter.duration(3725) == "1h02m05s" and meter.duration(225) == "3m45s"
-
-
-def test_the_readme_first_screen_runs(tmp_path):
-    """The `sppfeat ...` lines of the README's first code block, run as a newcomer would (from a
-    folder holding the examples), each exit 0."""
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
-    commands = [line.split("#")[0].split() for line in block.splitlines() if line.startswith("sppfeat ")]
-    assert len(commands) >= 3
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    for words in commands:
-        run = run_sppfeat(*words[1:], cwd=tmp_path)
-        assert run.returncode == 0, (words, run.stderr)
-    assert "accuracy" in run.stdout
 
 
 @pytest.fixture(scope="module")
