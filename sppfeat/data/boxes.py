@@ -4,7 +4,12 @@ Internally a box is (x1, y1, x2, y2) in pixels of the image as stored on disk (b
 orientation), 0-based, half-open: [x1, x2) × [y1, y2). Conversions:
 - COCO ``bbox`` [x, y, w, h] -> [x, y, x + w, y + h];
 - VOC ``<bndbox>`` 1-based inclusive xmin ymin xmax ymax -> [xmin - 1, ymin - 1, xmax, ymax];
-- CSV ``path,x1,y1,x2,y2[,label]``: the internal convention as is.
+- CSV ``path,x1,y1,x2,y2`` and optional columns ``label``, ``score``, ``difficult`` (0/1), in any
+  order after the first five: the internal convention as is. A row with a path and empty
+  coordinates names an image without objects.
+COCO's ``iscrowd`` (or an ``ignore`` field) and VOC's ``difficult`` mark a box difficult.
+With ``keep_empty``, images without boxes (COCO images without annotations, VOC files without
+objects, CSV rows without coordinates) are kept, with no boxes (detection's pure negatives).
 Whether a box is usable (non-empty, inside the image) is decided with the image's size, later.
 """
 
@@ -23,6 +28,7 @@ from .discover import VOC_CLASSES
 
 BOX_FORMATS = ("coco", "voc-xml", "csv")
 CSV_COLUMNS = ["path", "x1", "y1", "x2", "y2"]
+CSV_OPTIONAL = ("label", "score", "difficult")
 
 
 @dataclass
@@ -30,7 +36,8 @@ class BoxSet:
     """Boxes grouped by image. paths: image paths relative to the image folder, sorted, each once;
     boxes: B×4 float64 (x1, y1, x2, y2) pixels as stored on disk; image: B int64 index into paths,
     non-decreasing (boxes of one image in file order); labels: B int64 index into class_names
-    (-1: none); difficult: B bool (VOC); skipped: (file, reason) of unusable annotation files."""
+    (-1: none); difficult: B bool (VOC, COCO iscrowd); skipped: (file, reason) of unusable annotation
+    files; scores: B float64 or None (a CSV score column)."""
 
     format: str
     paths: list[str]
@@ -40,6 +47,7 @@ class BoxSet:
     difficult: np.ndarray
     class_names: list[str]
     skipped: list[tuple[str, str]]
+    scores: np.ndarray | None = None
 
     def keep_images(self, keep: list[int]) -> "BoxSet":
         """Only the images `keep` (indices into paths, increasing) and their boxes."""
@@ -47,20 +55,23 @@ class BoxSet:
         new_index[keep] = np.arange(len(keep))
         rows = new_index[self.image] >= 0
         return BoxSet(self.format, [self.paths[i] for i in keep], self.boxes[rows], new_index[self.image[rows]],
-                      self.labels[rows], self.difficult[rows], self.class_names, self.skipped)
+                      self.labels[rows], self.difficult[rows], self.class_names, self.skipped,
+                      None if self.scores is None else self.scores[rows])
 
 
 def _box_set(fmt: str, entries: list[tuple[str, list[float], int, bool]], class_names: list[str],
-             skipped: list[tuple[str, str]]) -> BoxSet:
-    """BoxSet from (image path, box, label, difficult) entries in file order."""
-    paths = sorted({entry[0] for entry in entries})
+             skipped: list[tuple[str, str]], empty: list[str] = (), scores: list[float] | None = None) -> BoxSet:
+    """BoxSet from (image path, box, label, difficult) entries in file order; `empty`: further
+    images without boxes; `scores`: one per entry."""
+    paths = sorted({entry[0] for entry in entries} | set(empty))
     index = {path: i for i, path in enumerate(paths)}
     image = np.array([index[e[0]] for e in entries], dtype=np.int64)
     order = np.argsort(image, kind="stable")
     boxes = np.array([e[1] for e in entries], dtype=np.float64).reshape(-1, 4)
     labels = np.array([e[2] for e in entries], dtype=np.int64)
     difficult = np.array([e[3] for e in entries], dtype=bool)
-    return BoxSet(fmt, paths, boxes[order], image[order], labels[order], difficult[order], class_names, skipped)
+    return BoxSet(fmt, paths, boxes[order], image[order], labels[order], difficult[order], class_names, skipped,
+                  None if scores is None else np.asarray(scores, dtype=np.float64)[order])
 
 
 def detect_format(source: Path) -> str:
@@ -71,9 +82,10 @@ def detect_format(source: Path) -> str:
         return "coco" if fh.read(4096).lstrip()[:1] == b"{" else "csv"
 
 
-def read_boxes(source: str | os.PathLike, box_format: str = "auto") -> BoxSet:
+def read_boxes(source: str | os.PathLike, box_format: str = "auto", keep_empty: bool = False) -> BoxSet:
     """The boxes of `source` (a COCO JSON or CSV file, or a folder of VOC XML files); box_format one of
-    BOX_FORMATS or 'auto'. ValueError with a one-line reason for a missing or malformed source."""
+    BOX_FORMATS or 'auto'; keep_empty: keep the images without boxes. ValueError with a one-line
+    reason for a missing or malformed source."""
     source = Path(source)
     if not source.exists():
         raise ValueError(f"boxes not found: {source}")
@@ -82,7 +94,10 @@ def read_boxes(source: str | os.PathLike, box_format: str = "auto") -> BoxSet:
     fmt = detect_format(source) if box_format == "auto" else box_format
     if (fmt == "voc-xml") != source.is_dir():
         raise ValueError(f"{source}: {fmt} boxes are a {'folder' if fmt == 'voc-xml' else 'file'}")
-    return {"coco": read_coco, "voc-xml": read_voc_xml, "csv": read_csv}[fmt](source)
+    box_set = {"coco": read_coco, "voc-xml": read_voc_xml, "csv": read_csv}[fmt](source)
+    if keep_empty:
+        return box_set
+    return box_set.keep_images(sorted(set(box_set.image.tolist())))
 
 
 def read_coco(path: Path) -> BoxSet:
@@ -97,11 +112,12 @@ def read_coco(path: Path) -> BoxSet:
             if a["image_id"] not in files or a["category_id"] not in label_of:
                 raise ValueError(f"annotation {n} names an unknown image or category")
             x, y, w, h = (float(v) for v in a["bbox"])
-            entries.append((files[a["image_id"]], [x, y, x + w, y + h], label_of[a["category_id"]], False))
+            crowd = bool(a.get("iscrowd", 0)) or bool(a.get("ignore", 0))
+            entries.append((files[a["image_id"]], [x, y, x + w, y + h], label_of[a["category_id"]], crowd))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
         raise ValueError(f"{path} is not COCO JSON boxes ({detail})") from None
-    return _box_set("coco", entries, [c["name"] for c in categories], [])
+    return _box_set("coco", entries, [c["name"] for c in categories], [], list(files.values()))
 
 
 def _voc_objects(path: Path) -> tuple[str, list[tuple[str, list[float], bool]]]:
@@ -137,29 +153,48 @@ def read_voc_xml(folder: Path) -> BoxSet:
     label_of = {name: k for k, name in enumerate(class_names)}
     entries = [(filename, box, label_of[name], difficult) for filename, objects in parsed
                for name, box, difficult in objects]
-    return _box_set("voc-xml", entries, class_names, skipped)
+    return _box_set("voc-xml", entries, class_names, skipped, [filename for filename, _ in parsed])
 
 
 def read_csv(path: Path) -> BoxSet:
-    """CSV with the header path,x1,y1,x2,y2 and an optional label column; labels sorted by name."""
+    """CSV with the header path,x1,y1,x2,y2 and optional label, score and difficult columns; labels
+    sorted by name; a row whose coordinates are empty is an image without boxes."""
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"cannot read CSV boxes {path} ({exc})") from None
     header = [column.strip() for column in rows[0]] if rows else []
-    if header not in (CSV_COLUMNS, [*CSV_COLUMNS, "label"]):
-        raise ValueError(f"{path}: the CSV header must be {','.join(CSV_COLUMNS)}[,label], got {','.join(header)!r}")
-    parsed = []
+    extra = header[5:]
+    if header[:5] != CSV_COLUMNS or not set(extra) <= set(CSV_OPTIONAL) or len(set(extra)) != len(extra):
+        raise ValueError(f"{path}: the CSV header must be {','.join(CSV_COLUMNS)} then any of "
+                         f"{','.join(CSV_OPTIONAL)}, got {','.join(header)!r}")
+    column = {name: 5 + k for k, name in enumerate(extra)}
+    parsed, empty = [], []
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
         try:
             if len(row) != len(header):
                 raise ValueError(f"{len(row)} columns")
-            parsed.append((row[0], [float(v) for v in row[1:5]], row[5].strip() if len(row) > 5 else ""))
+            if not any(cell.strip() for cell in row[1:5]):
+                empty.append(row[0])
+                continue
+            cell = {name: row[k].strip() for name, k in column.items()}
+            parsed.append((row[0], [float(v) for v in row[1:5]], cell.get("label", ""),
+                           float(cell["score"]) if "score" in cell else None, _flag(cell.get("difficult", "0"))))
         except ValueError as exc:
-            raise ValueError(f"{path}, line {line}: not path,x1,y1,x2,y2[,label] ({exc})") from None
-    class_names = sorted({label for _, _, label in parsed if label})
+            raise ValueError(f"{path}, line {line}: not {','.join(header)} ({exc})") from None
+    class_names = sorted({label for _, _, label, _, _ in parsed if label})
     label_of = {name: k for k, name in enumerate(class_names)}
-    return _box_set("csv", [(p, box, label_of.get(label, -1), False) for p, box, label in parsed], class_names, [])
+    entries = [(p, box, label_of.get(label, -1), difficult) for p, box, label, _, difficult in parsed]
+    scores = [score for _, _, _, score, _ in parsed] if "score" in column else None
+    return _box_set("csv", entries, class_names, [], empty, scores)
+
+
+def _flag(text: str) -> bool:
+    """'0'/'1' (also 'true'/'false') -> bool; ValueError otherwise."""
+    value = text.strip().lower()
+    if value not in ("0", "1", "true", "false", ""):
+        raise ValueError(f"difficult must be 0 or 1, got {text!r}")
+    return value in ("1", "true")

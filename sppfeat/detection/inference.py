@@ -1,0 +1,177 @@
+"""`detect`: a detector model on new photos. Per image: windows (given, or selective search with the
+model's settings) -> one conv pass -> every window pooled and scored by every class's SVM -> box
+regression (when the model has it) -> per-class non-maximum suppression at IoU 0.3 -> at most
+MAX_PER_IMAGE detections, best first. Scores are SVM margins: comparable within a class, not
+across classes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .geometry import NMS_IOU, apply_offsets, nms
+from .maps import ImageMap, RegionVectors
+from .model import DetectorModel, load_detector
+from .proposal_file import load_proposals
+from .proposals import list_inputs
+from .runs import ImageResult, run_images, start_run
+from .training import WindowSource
+
+MAX_PER_IMAGE = 100
+TOP_PER_CLASS = 300  # windows of a class that reach NMS, the highest scoring
+
+
+@dataclass
+class Detection:
+    """One detected object: path (relative to the input folder), box (x1, y1, x2, y2) in pixels of
+    the image as stored, half-open; label (class name); score (SVM margin of that class)."""
+
+    path: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    label: str
+    score: float
+
+
+@dataclass
+class DetectResult:
+    """detections (best first within each image, images in input order); skipped (path, reason);
+    seconds; output (the file written, or None)."""
+
+    detections: list[Detection]
+    skipped: list[tuple[str, str]]
+    seconds: float
+    output: Path | None = None
+    stage_seconds: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+
+def detect_windows(model: DetectorModel, rv: RegionVectors, image_map: ImageMap, windows: np.ndarray,
+                   threshold: float | None = None, timings: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes M×4, class indices M, scores M) detected among `windows` (K×4, pixels as stored) of
+    an image whose map is `image_map`, best first; `timings` (if given) accumulates seconds per
+    stage ('pool_score', 'nms')."""
+    start = time.perf_counter()
+    ok, _ = rv.usable(image_map, windows)
+    windows = np.asarray(windows, np.float64)[ok]
+    vectors = rv.pool(image_map, windows)
+    scores = model.scores(vectors)
+    scored = time.perf_counter()
+    height, width = image_map.stored_size
+    out_boxes, out_labels, out_scores = [], [], []
+    for k in np.flatnonzero(model.coef.any(axis=1)):  # a class without training positives detects nothing
+        top = np.argsort(-scores[:, k], kind="stable")[:TOP_PER_CLASS]
+        if threshold is not None:
+            top = top[scores[top, k] > threshold]
+        boxes = apply_offsets(windows[top], model.offsets(vectors[top], k)) if model.regression is not None \
+            else windows[top]
+        boxes = np.clip(boxes, 0, [width, height, width, height])
+        keep = nms(boxes, scores[top, k], NMS_IOU)
+        out_boxes.append(boxes[keep])
+        out_labels.append(np.full(len(keep), k))
+        out_scores.append(scores[top[keep], k])
+    if not out_boxes:
+        return np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    boxes, labels, values = np.concatenate(out_boxes), np.concatenate(out_labels), np.concatenate(out_scores)
+    best = np.argsort(-values, kind="stable")[:MAX_PER_IMAGE]
+    if timings is not None:
+        timings["pool_score"] = timings.get("pool_score", 0.0) + scored - start
+        timings["nms"] = timings.get("nms", 0.0) + time.perf_counter() - scored
+    return boxes[best], labels[best], values[best]
+
+
+def _work(model: DetectorModel, rv: RegionVectors, source: WindowSource, image_list, threshold, timings,
+          index: int) -> ImageResult:
+    path, file = image_list.paths[index], image_list.file(index)
+    try:
+        t0 = time.perf_counter()
+        windows = source.windows(path, file)
+        t1 = time.perf_counter()
+        image_map = rv.image_map(file)
+        timings["proposals"] = timings.get("proposals", 0.0) + t1 - t0
+        timings["conv"] = timings.get("conv", 0.0) + time.perf_counter() - t1
+    except ValueError as exc:
+        return ImageResult(index, {}, str(exc))
+    boxes, labels, scores = detect_windows(model, rv, image_map, windows, threshold, timings)
+    return ImageResult(index, {"boxes": boxes.astype(np.float32), "label": labels.astype(np.int32),
+                               "score": scores.astype(np.float32)})
+
+
+def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike | None = None, *,
+           proposals: str | os.PathLike | None = None, threshold: float | None = None,
+           draw: str | os.PathLike | None = None, device: str = "auto", resume: bool = False,
+           overwrite: bool = False, quiet: bool = False,
+           on_rows: Callable[[list[Detection]], None] | None = None) -> DetectResult:
+    """Detect the objects of the model's classes in `images` (a folder or one image). output:
+    DETS.csv or DETS.jsonl (columns path,x1,y1,x2,y2,label,score; it reads back as a box file), or
+    None; proposals: a proposal or box file for the images (default: selective search with the
+    model's settings); threshold: keep only margins above it (default: every detection after NMS,
+    at most MAX_PER_IMAGE per image, as AP needs); draw: a folder for each image with its boxes.
+    An interrupted run keeps its images in ``OUT.parts/``; resume=True finishes it (needs output).
+    on_rows sees each image's detections as they come. ValueError for bad arguments."""
+    from .drawing import check_draw_folder, draw_detections
+    from .outputs import detection_format, write_detections
+
+    start = time.monotonic()
+    detector = load_detector(model)
+    if output is not None:
+        detection_format(output)
+    elif resume:
+        raise ValueError("resume=True needs output (the file an interrupted run was writing)")
+    if draw is not None:
+        check_draw_folder(draw, overwrite)
+    image_list = list_inputs(images)
+    source = WindowSource(load_proposals(proposals) if proposals is not None else None,
+                          detector.proposal_settings)
+    rv = RegionVectors(detector.feature_settings, device)
+    timings: dict = {}
+    names = detector.class_names
+
+    def rows_of(result: ImageResult) -> list[Detection]:
+        if result.reason:
+            return []
+        path = image_list.paths[result.index]
+        c = result.columns
+        return [Detection(path, *map(float, box), names[int(k)], float(s))
+                for box, k, s in zip(c["boxes"], c["label"], c["score"])]
+
+    def on_result(result: ImageResult) -> None:
+        rows = rows_of(result)
+        if draw is not None and not result.reason:
+            draw_detections(image_list.file(result.index), rows, Path(draw) / image_list.paths[result.index])
+        if on_rows and rows:
+            on_rows(rows)
+
+    manifest = {"model": str(Path(model).resolve()), "images": str(Path(images).resolve()), "threshold": threshold,
+                "proposals": None if proposals is None else str(Path(proposals).resolve())}
+    work = lambda index: _work(detector, rv, source, image_list, threshold, timings, index)  # noqa: E731
+    if output is None:
+        results = {}
+        for index in range(len(image_list.paths)):
+            results[index] = work(index)
+            on_result(results[index])
+    else:
+        if Path(output).exists() and resume and not overwrite:
+            raise ValueError(f"{output} is already complete")
+        parts = start_run(output, manifest, resume, overwrite)
+        todo = [i for i in range(len(image_list.paths)) if i not in parts.done()]
+        run_images(work, todo, parts, total=len(image_list.paths), desc="detect", quiet=quiet, on_result=on_result)
+        results = parts.results()
+    detections = [row for i in range(len(image_list.paths)) for row in rows_of(results[i])]
+    skipped = list(image_list.skipped) + [(image_list.paths[i], r.reason) for i, r in sorted(results.items())
+                                          if r.reason]
+    if output is not None:
+        write_detections(output, detections)
+        parts.remove()
+    return DetectResult(detections, skipped, time.monotonic() - start, None if output is None else Path(output),
+                        timings)

@@ -1,0 +1,135 @@
+"""Detection average precision by the Pascal VOC 2007 devkit's rules (VOCevaldet.m).
+
+For each class, detections are taken in descending score (ties in input order). Each is compared
+with the ground-truth box of its image and class that overlaps it most (IoU): IoU < 0.5 -> a false
+positive; that box difficult -> ignored; that box already matched -> a false positive (a
+duplicate); else a true positive. Difficult boxes are not counted among the objects to find. AP is
+the 11-point interpolated average: the mean over recall r in {0, 0.1, ..., 1} of the highest
+precision at recall >= r (0 where none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..data.boxes import BoxSet
+from .geometry import iou
+
+MIN_IOU = 0.5
+
+
+@dataclass
+class Detections:
+    """D detections: paths (image of each, relative to the image folder), boxes D×4 (pixels as
+    stored, half-open), labels D (class names), scores D."""
+
+    paths: list[str]
+    boxes: np.ndarray
+    labels: list[str]
+    scores: np.ndarray
+
+
+@dataclass
+class ClassResult:
+    """ap: 11-point AP (None: no non-difficult object of the class); n_objects: non-difficult
+    objects; n_detections; recall, precision: the curve, one point per counted detection."""
+
+    ap: float | None
+    n_objects: int
+    n_detections: int
+    recall: np.ndarray = field(repr=False)
+    precision: np.ndarray = field(repr=False)
+
+
+@dataclass
+class DetectionEvaluation:
+    """mAP over the classes with objects (fraction in [0, 1]); per_class {class: ClassResult};
+    unknown_images: detections naming images absent from the ground truth (not scored);
+    unknown_labels: detections of classes absent from the ground truth (not scored)."""
+
+    mAP: float
+    per_class: dict[str, ClassResult]
+    n_images: int
+    n_detections: int
+    unknown_images: dict[str, int]
+    unknown_labels: dict[str, int]
+
+    def report(self) -> dict:
+        """The JSON report: mAP and AP rounded to 4 decimals, counts."""
+        return {"mAP": round(float(self.mAP), 4),
+                "ap": {name: None if r.ap is None else round(float(r.ap), 4) for name, r in self.per_class.items()},
+                "objects": {name: r.n_objects for name, r in self.per_class.items()},
+                "detections": {name: r.n_detections for name, r in self.per_class.items()},
+                "n_images": self.n_images, "n_detections": self.n_detections,
+                "unknown_images": self.unknown_images, "unknown_labels": self.unknown_labels}
+
+
+def eleven_point_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """Mean over r in {0, 0.1, ..., 1} of max(precision[recall >= r]), 0 where no point reaches r."""
+    total = 0.0
+    for r in np.linspace(0, 1, 11):
+        reached = precision[recall >= r - 1e-12]
+        total += reached.max() if reached.size else 0.0
+    return total / 11
+
+
+def match_class(boxes: np.ndarray, scores: np.ndarray, image: np.ndarray, truth: list[tuple[np.ndarray, np.ndarray]],
+                min_iou: float = MIN_IOU) -> np.ndarray:
+    """Per detection (boxes D×4, scores D, image D indices into truth) of one class: 1 true
+    positive, 0 false positive, -1 ignored (its best box is difficult); truth[i] = (boxes G×4,
+    difficult G) of image i and the class."""
+    outcome = np.zeros(len(scores), dtype=np.int8)
+    matched = [np.zeros(len(g), dtype=bool) for g, _ in truth]
+    for k in np.argsort(-scores, kind="stable"):
+        gt, difficult = truth[image[k]]
+        if len(gt) == 0:
+            continue
+        overlaps = iou(boxes[k:k + 1], gt)[0]
+        best = int(overlaps.argmax())
+        if overlaps[best] < min_iou:
+            continue
+        if difficult[best]:
+            outcome[k] = -1
+        elif not matched[image[k]][best]:
+            matched[image[k]][best] = True
+            outcome[k] = 1
+    return outcome
+
+
+def evaluate_boxes(detections: Detections, truth: BoxSet, min_iou: float = MIN_IOU) -> DetectionEvaluation:
+    """Score `detections` against the ground truth `truth` (its images, boxes, labels, difficult
+    flags; images without boxes count as images with nothing to find)."""
+    index = {path: i for i, path in enumerate(truth.paths)}
+    names = list(truth.class_names)
+    label_of = {name: k for k, name in enumerate(names)}
+    image = np.array([index.get(p, -1) for p in detections.paths], dtype=np.int64)
+    label = np.array([label_of.get(name, -1) for name in detections.labels], dtype=np.int64)
+    unknown_images = _counts([p for p, i in zip(detections.paths, image) if i < 0])
+    unknown_labels = _counts([n for n, i, k in zip(detections.labels, image, label) if i >= 0 and k < 0])
+    per_class = {}
+    for k, name in enumerate(names):
+        of_class = np.flatnonzero(truth.labels == k)  # truth.image is non-decreasing: split by image
+        ends = np.searchsorted(truth.image[of_class], np.arange(len(truth.paths) + 1))
+        truth_k = [(truth.boxes[of_class[a:b]], truth.difficult[of_class[a:b]]) for a, b in zip(ends[:-1], ends[1:])]
+        n_objects = int((~truth.difficult[of_class]).sum())
+        rows = np.flatnonzero((label == k) & (image >= 0))
+        outcome = match_class(detections.boxes[rows], detections.scores[rows], image[rows], truth_k, min_iou)
+        counted = outcome[np.argsort(-detections.scores[rows], kind="stable")]
+        counted = counted[counted >= 0]
+        tp, fp = np.cumsum(counted == 1), np.cumsum(counted == 0)
+        recall = tp / n_objects if n_objects else np.zeros(len(tp))
+        precision = tp / np.maximum(tp + fp, 1)
+        ap = eleven_point_ap(recall, precision) if n_objects else None
+        per_class[name] = ClassResult(ap, n_objects, len(rows), recall, precision)
+    aps = [r.ap for r in per_class.values() if r.ap is not None]
+    return DetectionEvaluation(float(np.mean(aps)) if aps else float("nan"), per_class, len(truth.paths),
+                               len(detections.paths), unknown_images, unknown_labels)
+
+
+def _counts(values: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out

@@ -1,0 +1,260 @@
+"""Training the per-class detectors with hard-negative mining (R-CNN's and SPP-net's recipe).
+
+Positives: the non-difficult ground-truth boxes of the class. Negatives: windows with IoU below
+``negative_iou`` to every box of the class (a window overlapping a difficult box of the class that
+much is neither). Training starts from a random sample of windows per image; each mining round
+scores every window of every image with the current SVMs, adds up to ``new_per_image`` negatives
+per image and class scoring above ``hard_margin``, retrains (warm-started) and drops cached
+negatives scoring below ``easy_margin``, until a round adds fewer than ``stop_fraction`` of the
+cache. Window vectors are pooled on the fly from each image's conv map; only the cached negatives
+are stored (float16, shared by the classes).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from .geometry import iou, regression_targets
+from .maps import ImageMap, RegionVectors
+from .solver import LinearSVM
+
+log = logging.getLogger("sppfeat")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """C: SVM penalty; positive_weight: cᵢ of positives; rounds: mining rounds after the first
+    training; negative_iou; initial_negatives: random windows per image to start from;
+    hard_margin / easy_margin: margins above which a negative is mined / below which a cached one
+    is dropped; new_per_image: mined negatives per image, class and round (the highest scoring);
+    stop_fraction: mining stops when a round adds fewer than this share of the cache; regression:
+    learn box regressors (ridge, penalty `ridge`) on windows with IoU >= regression_iou to an
+    object, at most regression_per_object per object; seed: of the samples."""
+
+    C: float = 1.0
+    positive_weight: float = 2.0
+    rounds: int = 3
+    negative_iou: float = 0.3
+    initial_negatives: int = 30
+    hard_margin: float = -1.0
+    easy_margin: float = -1.2
+    new_per_image: int = 10
+    stop_fraction: float = 0.02
+    regression: bool = True
+    regression_iou: float = 0.6
+    regression_per_object: int = 8
+    ridge: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("C", "positive_weight", "ridge"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("rounds", "initial_negatives", "new_per_image", "regression_per_object"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.negative_iou < 1 or not 0 < self.regression_iou <= 1:
+            raise ValueError("negative_iou and regression_iou must be in (0, 1)")
+
+
+@dataclass
+class TrainingImage:
+    """One training image, ready for mining: its map, its usable windows W×4 (pixels as stored),
+    negative W×K (window is a negative of class k), positives G×D float16 and their labels G,
+    regression samples (window indices, class, target box R×4)."""
+
+    path: str
+    image_map: ImageMap
+    windows: np.ndarray
+    negative: np.ndarray
+    positives: np.ndarray
+    positive_labels: np.ndarray
+    reg_windows: np.ndarray
+    reg_labels: np.ndarray
+    reg_targets: np.ndarray
+    cached: np.ndarray | None = None  # W×K: in class k's negative cache
+    store_row: np.ndarray | None = None  # W: row in the shared store, -1 = none
+
+
+def label_windows(windows: np.ndarray, boxes: np.ndarray, labels: np.ndarray, difficult: np.ndarray, n_classes: int,
+                  settings: TrainingSettings, rng: np.random.Generator):
+    """(negative W×K, regression (window indices, labels, targets)) of windows W×4 against the
+    image's ground truth boxes G×4 (labels G, difficult G)."""
+    overlaps = iou(windows, boxes) if len(boxes) else np.zeros((len(windows), 0))
+    negative = np.ones((len(windows), n_classes), dtype=bool)
+    for k in np.unique(labels):
+        negative[:, k] = overlaps[:, labels == k].max(axis=1) < settings.negative_iou
+    picks, classes, targets = [], [], []
+    easy = np.flatnonzero(~difficult)
+    if len(easy) and len(windows):  # a window regresses to the non-difficult object it overlaps most
+        owner = easy[overlaps[:, easy].argmax(axis=1)]
+        close_enough = overlaps[:, easy].max(axis=1) >= settings.regression_iou
+        for g in easy:
+            close = rng.permutation(np.flatnonzero(close_enough & (owner == g)))[:settings.regression_per_object]
+            picks.append(close)
+            classes.append(np.full(len(close), labels[g]))
+            targets.append(np.repeat(boxes[g:g + 1], len(close), axis=0))
+    cat = (lambda parts, shape: np.concatenate(parts) if parts else np.zeros(shape))
+    return negative, (cat(picks, 0).astype(np.int64), cat(classes, 0).astype(np.int64), cat(targets, (0, 4)))
+
+
+class NegativeStore:
+    """The cached negatives' vectors (float16 rows, shared by the classes) and each class's rows."""
+
+    def __init__(self, dim: int, n_classes: int):
+        self.rows = np.zeros((0, dim), np.float16)
+        self.n = 0
+        self.members = [np.zeros(0, np.int64) for _ in range(n_classes)]
+        self.owner: list[tuple[int, int]] = []  # (image, window) of each row
+
+    def add(self, vectors: np.ndarray, image: int, windows: np.ndarray) -> np.ndarray:
+        """Append vectors of `windows` of `image`; returns their row indices."""
+        need = self.n + len(vectors)
+        if need > len(self.rows):
+            grown = np.zeros((max(need, 2 * len(self.rows), 1024), self.rows.shape[1]), np.float16)
+            grown[:self.n] = self.rows[:self.n]
+            self.rows = grown
+        self.rows[self.n:need] = vectors
+        self.owner.extend((image, int(w)) for w in windows)
+        rows = np.arange(self.n, need)
+        self.n = need
+        return rows
+
+    def compact(self, images: list[TrainingImage]) -> None:
+        """Drop the rows no class holds any more."""
+        used = np.unique(np.concatenate(self.members)) if any(len(m) for m in self.members) else np.zeros(0, int)
+        new_index = np.full(self.n, -1, np.int64)
+        new_index[used] = np.arange(len(used))
+        for image in images:
+            stored = image.store_row >= 0
+            image.store_row[stored] = new_index[image.store_row[stored]]
+        self.members = [new_index[m] for m in self.members]
+        self.rows = self.rows[used].copy()
+        self.owner = [self.owner[i] for i in used]
+        self.n = len(used)
+
+
+@dataclass
+class FittedDetector:
+    """coef K×D, intercept K, regression K×4×(D+1) or None, stats (per round and class counts)."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    regression: np.ndarray | None
+    stats: dict = field(default_factory=dict)
+
+
+def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors, settings: TrainingSettings,
+                 quiet: bool = False) -> FittedDetector:
+    """Train the K per-class SVMs on `images` with hard-negative mining (see the module)."""
+    rng = np.random.default_rng(settings.seed)
+    dim = rv.dim
+    positives = np.concatenate([im.positives for im in images]) if images else np.zeros((0, dim), np.float16)
+    pos_labels = np.concatenate([im.positive_labels for im in images]) if images else np.zeros(0, np.int64)
+    store = NegativeStore(dim, n_classes)
+    for i, im in enumerate(images):
+        im.cached = np.zeros_like(im.negative)
+        im.store_row = np.full(len(im.windows), -1, np.int64)
+        eligible = np.flatnonzero(im.negative.any(axis=1))
+        pick = np.sort(rng.permutation(eligible)[:settings.initial_negatives])
+        if len(pick):
+            _add(store, im, i, pick, rv.pool(im.image_map, im.windows[pick]), im.negative[pick])
+    coef, intercept = np.zeros((n_classes, dim), np.float32), np.zeros(n_classes)
+    stats = {"positives": np.bincount(pos_labels, minlength=n_classes).tolist(), "rounds": []}
+    for round_ in range(settings.rounds + 1):
+        start = time.monotonic()
+        added = _mine(images, store, coef, intercept, rv, settings, quiet, round_) if round_ else store.n
+        warm = round_ > 0
+        for k in range(n_classes):
+            coef[k], intercept[k] = _train_class(positives[pos_labels == k], store, k, settings,
+                                                 (coef[k], intercept[k]) if warm else None)
+            scores = store.rows[store.members[k]].astype(np.float32) @ coef[k] + intercept[k]
+            store.members[k] = store.members[k][scores >= settings.easy_margin]
+        store.compact(images)
+        for im in images:  # cached[w, k] follows the classes' members after the drop
+            im.cached[:] = False
+        for k, members in enumerate(store.members):
+            for row in members:
+                image, window = store.owner[row]
+                images[image].cached[window, k] = True
+        cache = [len(m) for m in store.members]
+        stats["rounds"].append({"added": int(added), "cache": cache, "seconds": round(time.monotonic() - start, 1)})
+        log.info("detector round %d: %d negatives added, %d cached (largest class %d), %.0f s", round_, added,
+                 store.n, max(cache) if cache else 0, time.monotonic() - start)
+        if round_ and added < settings.stop_fraction * max(1, sum(cache)):
+            break
+    regression = _fit_regression(images, n_classes, rv, settings) if settings.regression else None
+    return FittedDetector(coef, intercept, regression, stats)
+
+
+def _add(store: NegativeStore, im: TrainingImage, i: int, windows: np.ndarray, vectors: np.ndarray,
+         classes: np.ndarray) -> int:
+    """Cache `windows` of image i as negatives of `classes` (len(windows)×K bool); returns how many
+    (window, class) pairs were new."""
+    fresh = im.store_row[windows] < 0
+    if fresh.any():
+        im.store_row[windows[fresh]] = store.add(vectors[fresh], i, windows[fresh])
+    new = classes & ~im.cached[windows]
+    for k in np.flatnonzero(new.any(axis=0)):
+        store.members[k] = np.concatenate([store.members[k], im.store_row[windows[new[:, k]]]])
+    im.cached[windows] |= new
+    return int(new.sum())
+
+
+def _mine(images, store, coef, intercept, rv, settings, quiet, round_) -> int:
+    added = 0
+    for i, im in enumerate(tqdm(images, desc=f"mining {round_}", unit="image", disable=quiet, leave=False)):
+        if len(im.windows) == 0:
+            continue
+        vectors = rv.pool(im.image_map, im.windows)
+        scores = vectors @ coef.T + intercept.astype(np.float32)
+        hard = im.negative & ~im.cached & (scores > settings.hard_margin)
+        chosen = np.zeros_like(hard)
+        for k in np.flatnonzero(hard.any(axis=0)):
+            candidates = np.flatnonzero(hard[:, k])
+            chosen[candidates[np.argsort(-scores[candidates, k])[:settings.new_per_image]], k] = True
+        windows = np.flatnonzero(chosen.any(axis=1))
+        if len(windows):
+            added += _add(store, im, i, windows, vectors[windows].astype(np.float16), chosen[windows])
+    return added
+
+
+def _train_class(positives: np.ndarray, store: NegativeStore, k: int, settings: TrainingSettings, warm):
+    negatives = store.rows[store.members[k]]
+    if len(positives) == 0 or len(negatives) == 0:
+        return np.zeros(store.rows.shape[1], np.float32), -1.0  # nothing to learn: every window scores -1
+    x = np.concatenate([positives, negatives]).astype(np.float32)
+    y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
+    svm = LinearSVM(settings.C, settings.positive_weight).fit(x, y, warm_start=warm)
+    return svm.coef_, svm.intercept_
+
+
+def _fit_regression(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
+                    settings: TrainingSettings) -> np.ndarray:
+    """K×4×(D+1) ridge regressors from window vectors (and a constant 1) to the offsets onto their object."""
+    vectors, labels, targets = [], [], []
+    for im in images:
+        if len(im.reg_windows):
+            windows = im.windows[im.reg_windows]
+            vectors.append(rv.pool(im.image_map, windows).astype(np.float16))
+            labels.append(im.reg_labels)
+            targets.append(regression_targets(windows, im.reg_targets))
+    out = np.zeros((n_classes, 4, rv.dim + 1), np.float32)
+    if not vectors:
+        return out
+    x_all, labels, t_all = np.concatenate(vectors), np.concatenate(labels), np.concatenate(targets)
+    for k in range(n_classes):
+        x = x_all[labels == k].astype(np.float64)
+        if len(x) == 0:
+            continue
+        x, t = np.hstack([x, np.ones((len(x), 1))]), t_all[labels == k]
+        if len(x) < x.shape[1]:  # the smaller system: W = Xᵀ(XXᵀ + λI)⁻¹T, or (XᵀX + λI)⁻¹XᵀT
+            out[k] = (x.T @ np.linalg.solve(x @ x.T + settings.ridge * np.eye(len(x)), t)).T
+        else:
+            out[k] = np.linalg.solve(x.T @ x + settings.ridge * np.eye(x.shape[1]), x.T @ t).T
+    return out

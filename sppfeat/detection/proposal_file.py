@@ -1,0 +1,117 @@
+"""Proposal files (HDF5, no pickle), and proposals read from any box file ``regions`` reads.
+
+Layout of a file written by ``sppfeat proposals``:
+    paths         N UTF-8 strings (relative to the image folder)
+    first         N+1 int64: the boxes of image i are rows first[i]:first[i+1]
+    boxes         M×4 float32 (x1, y1, x2, y2), pixels of the stored image, half-open
+    image_sizes   N×2 int32 (height, width) of the stored image
+    scores        M float32 (only when the source had scores)
+    skipped/paths, skipped/reasons   images without proposals and why
+Attributes: sppfeat_kind = "proposals", settings (JSON: ProposalConfig's record, implementation,
+image_root), created, sppfeat_version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..data.boxes import read_boxes
+from ..storage.hdf5 import STR, open_hdf5, partial_path, read_strings
+
+KIND = "proposals"
+
+
+@dataclass
+class ProposalSet:
+    """Proposals of N images: paths, first (N+1 offsets into boxes), boxes M×4 float32, image_sizes
+    N×2 (height, width; 0 = unknown, for box files), scores M or None, settings (how they were
+    made; {} for a box file), skipped (path, reason)."""
+
+    paths: list[str]
+    boxes: np.ndarray
+    first: np.ndarray
+    image_sizes: np.ndarray
+    scores: np.ndarray | None = None
+    settings: dict = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._index = {path: i for i, path in enumerate(self.paths)}
+
+    def of(self, path: str) -> np.ndarray | None:
+        """K×4 boxes of the image `path`, or None when the set has none for it."""
+        i = self._index.get(path)
+        return None if i is None else self.boxes[self.first[i]:self.first[i + 1]]
+
+
+def write_proposals(path: str | os.PathLike, proposals: ProposalSet) -> None:
+    """Write `proposals` to `path` (under a .partial name, renamed when complete)."""
+    from .. import __version__
+
+    path = Path(path)
+    tmp = partial_path(path)
+    with h5py.File(tmp, "w") as f:
+        f.attrs["sppfeat_kind"] = KIND
+        f.attrs["settings"] = json.dumps(proposals.settings, sort_keys=True)
+        f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        f.attrs["sppfeat_version"] = __version__
+        f.create_dataset("paths", data=proposals.paths, dtype=STR)
+        f.create_dataset("first", data=proposals.first.astype(np.int64))
+        f.create_dataset("boxes", data=proposals.boxes.astype(np.float32).reshape(-1, 4),
+                         chunks=True if len(proposals.boxes) else None, compression="gzip" if len(proposals.boxes) else None)
+        f.create_dataset("image_sizes", data=proposals.image_sizes.astype(np.int32).reshape(-1, 2))
+        if proposals.scores is not None:
+            f.create_dataset("scores", data=proposals.scores.astype(np.float32))
+        f.create_dataset("skipped/paths", data=[p for p, _ in proposals.skipped], dtype=STR)
+        f.create_dataset("skipped/reasons", data=[r for _, r in proposals.skipped], dtype=STR)
+    tmp.replace(path)
+
+
+def is_proposal_file(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    if not path.is_file() or not h5py.is_hdf5(path):
+        return False
+    with h5py.File(path, "r") as f:
+        return f.attrs.get("sppfeat_kind") == KIND
+
+
+def read_proposals(path: str | os.PathLike) -> ProposalSet:
+    """A proposal file; ValueError with a one-line reason if it is not one."""
+    with open_hdf5(path, "proposal file") as f:
+        if f.attrs.get("sppfeat_kind") != KIND:
+            raise ValueError(f"{path} is not an sppfeat proposal file")
+        return ProposalSet(read_strings(f["paths"]), f["boxes"][()], f["first"][()], f["image_sizes"][()],
+                           f["scores"][()] if "scores" in f else None, json.loads(f.attrs["settings"]),
+                           list(zip(read_strings(f["skipped/paths"]), read_strings(f["skipped/reasons"]))))
+
+
+def load_proposals(source: str | os.PathLike) -> ProposalSet:
+    """Proposals from a proposal file or from a box file of any format ``regions`` reads (COCO JSON,
+    a folder of VOC XML files, CSV path,x1,y1,x2,y2 with an optional score column; labels ignored)."""
+    if is_proposal_file(source):
+        return read_proposals(source)
+    box_set = read_boxes(source)
+    counts = np.bincount(box_set.image, minlength=len(box_set.paths))
+    return ProposalSet(list(box_set.paths), box_set.boxes.astype(np.float32),
+                       np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                       np.zeros((len(box_set.paths), 2), np.int32),
+                       None if box_set.scores is None else box_set.scores.astype(np.float32),
+                       {"source": str(Path(source).resolve())}, list(box_set.skipped))
+
+
+def merge_proposals(shards: list[str | os.PathLike], output: str | os.PathLike) -> None:
+    """Join the proposal files of the shards of one run into `output`, in shard order."""
+    sets = [read_proposals(s) for s in shards]
+    offsets = np.cumsum([0] + [len(s.boxes) for s in sets])
+    first = np.concatenate([sets[0].first[:1]] + [s.first[1:] + o for s, o in zip(sets, offsets)])
+    write_proposals(output, ProposalSet(
+        [p for s in sets for p in s.paths], np.concatenate([s.boxes for s in sets]), first,
+        np.concatenate([s.image_sizes for s in sets]), None, sets[0].settings,
+        [item for s in sets for item in s.skipped]))

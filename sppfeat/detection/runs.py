@@ -1,0 +1,153 @@
+"""Long per-image runs of the detection commands (``proposals``, ``detect``): each image gives a
+variable number of rows (boxes), saved in segments under ``OUT.parts/`` as they finish, so that an
+interrupted run keeps its work and ``resume=True`` finishes it; the output is assembled at the end.
+
+A segment is one ``.npz`` file (no pickle) written under a temporary name and renamed:
+``index`` (n image indices), ``reason`` (n skip reasons, '' = done), ``count`` (n rows per image)
+and one array per column with sum(count) rows.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..features.interrupts import ExtractionInterrupted, StopSignals
+from ..storage.hdf5 import check_output
+
+SEGMENT_IMAGES = 32  # images per saved segment: what a kill -9 can lose
+
+
+@dataclass
+class ImageResult:
+    """What one image gave: rows (column -> array with the same number of rows) or a skip reason."""
+
+    index: int
+    columns: dict[str, np.ndarray]
+    reason: str = ""
+
+
+class PartsFolder:
+    """``OUT.parts/``: the manifest of a run (what decides its rows) and its finished segments."""
+
+    def __init__(self, output: str | os.PathLike):
+        output = Path(output)
+        self.path = output.with_name(output.name + ".parts")
+
+    def open(self, manifest: dict, resume: bool, overwrite: bool) -> None:
+        """Continue a run with the same `manifest` (resume), or start afresh. ValueError for a
+        leftover folder without resume or overwrite, or a resume with other settings or inputs."""
+        manifest_file = self.path / "manifest.json"
+        if self.path.exists() and resume:
+            try:
+                recorded = json.loads(manifest_file.read_text())
+            except (OSError, ValueError):
+                recorded = None
+            if recorded != json.loads(json.dumps(manifest)):
+                changed = sorted(k for k in manifest if recorded is None or recorded.get(k) != manifest[k])
+                raise ValueError(f"cannot resume {self.path}: the run differs in {', '.join(changed) or 'its manifest'}"
+                                 "; pass overwrite=True to start over")
+            return
+        if self.path.exists() and not overwrite:
+            raise ValueError(f"an interrupted run left {self.path}; pass resume=True to continue it "
+                             "or overwrite=True to start over")
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir()
+        manifest_file.write_text(json.dumps(manifest))
+
+    def done(self) -> set[int]:
+        """Indices of the images in finished segments."""
+        return {int(i) for segment in self.segments() for i in segment["index"]}
+
+    def segments(self) -> Iterator[dict[str, np.ndarray]]:
+        for file in sorted(self.path.glob("segment-*.npz")):
+            with np.load(file, allow_pickle=False) as data:
+                yield {key: data[key] for key in data.files}
+
+    def write(self, results: list[ImageResult]) -> None:
+        if not results:
+            return
+        keys = sorted({key for r in results for key in r.columns})
+        arrays = {"index": np.array([r.index for r in results], dtype=np.int64),
+                  "reason": np.array([r.reason for r in results], dtype=str),
+                  "count": np.array([len(next(iter(r.columns.values()))) if r.columns else 0 for r in results],
+                                    dtype=np.int64)}
+        for key in keys:
+            arrays[key] = np.concatenate([r.columns[key] for r in results if key in r.columns])
+        name = f"segment-{results[0].index:09d}"
+        tmp = self.path / f"{name}.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, self.path / f"{name}.npz")
+
+    def results(self) -> dict[int, ImageResult]:
+        """Every saved image's result by index."""
+        out = {}
+        for segment in self.segments():
+            keys = [k for k in segment if k not in ("index", "reason", "count")]
+            ends = np.cumsum(segment["count"])
+            for k, (index, reason) in enumerate(zip(segment["index"], segment["reason"])):
+                rows = slice(ends[k] - segment["count"][k], ends[k])
+                out[int(index)] = ImageResult(int(index), {key: segment[key][rows] for key in keys}, str(reason))
+        return out
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the main process, which stops the pool
+
+
+def run_images(work: Callable[[int], ImageResult], indices: Iterable[int], parts: PartsFolder, *, total: int,
+               processes: int = 0, desc: str = "images", quiet: bool = False,
+               on_result: Callable[[ImageResult], None] | None = None) -> None:
+    """Call `work(index)` for every index (in `processes` worker processes, 0 = here), saving the
+    results in segments of SEGMENT_IMAGES. SIGINT / SIGTERM stop the run with ExtractionInterrupted
+    saying how much is saved; `on_result` sees each result in order (e.g. to print it)."""
+    indices = list(indices)
+    pool = multiprocessing.get_context("fork").Pool(processes, _ignore_sigint) if processes > 0 else None
+    pending: list[ImageResult] = []
+    bar = tqdm(total=total, initial=total - len(indices), desc=desc, unit="image", disable=quiet, leave=False)
+    try:
+        with StopSignals() as stop:
+            stream = pool.imap(work, indices) if pool else map(work, indices)
+            try:
+                for result in stream:
+                    pending.append(result)
+                    if on_result:
+                        on_result(result)
+                    bar.update(1)
+                    if len(pending) >= SEGMENT_IMAGES:
+                        with stop.critical():
+                            parts.write(pending)
+                            pending = []
+            finally:
+                with stop.critical():
+                    parts.write(pending)
+    except ExtractionInterrupted as exc:
+        n_done = len(parts.done())
+        raise ExtractionInterrupted(exc.signum, f"interrupted by {signal.Signals(exc.signum).name} after "
+                                    f"{n_done} of {total} images; they are saved in {parts.path} - run the same "
+                                    "again with resume=True to continue") from None
+    finally:
+        bar.close()
+        if pool:
+            pool.terminate()
+            pool.join()
+
+
+def start_run(output: str | os.PathLike, manifest: dict, resume: bool, overwrite: bool) -> PartsFolder:
+    """Check that `output` may be written and open its parts folder."""
+    check_output(output, overwrite or resume)
+    parts = PartsFolder(output)
+    parts.open(manifest, resume, overwrite)
+    return parts

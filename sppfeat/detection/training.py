@@ -1,0 +1,166 @@
+"""`train_detector`: ground-truth boxes and proposals of a folder of images -> one linear SVM per
+class on window vectors (hard-negative mining: sppfeat.detection.mining) -> a detector model file.
+
+Every image is run through the network once; its conv map stays in memory (float16, ~0.8 MB at
+480 px) and windows are pooled from it whenever mining needs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..config import DETECTION_DEFAULTS, ExtractionConfig, provenance
+from ..data.boxes import BoxSet, read_boxes
+from ..data.discover import check_image_file
+from ..storage.hdf5 import check_output
+from .maps import ImageMap, RegionVectors
+from .mining import TrainingImage, TrainingSettings, fit_detector, label_windows
+from .model import DetectorModel, save_detector
+from .proposal_file import ProposalSet, load_proposals
+from .proposals import ProposalConfig, propose_file
+
+log = logging.getLogger("sppfeat")
+
+
+@dataclass
+class TrainDetectorResult:
+    """path: the model written; classes; n_images: training images used; n_positives per class;
+    skipped: (path, reason) of images and boxes not used; seconds; stats: mining rounds."""
+
+    path: Path
+    classes: list[str]
+    n_images: int
+    n_positives: list[int]
+    skipped: list[tuple[str, str]]
+    seconds: float
+    stats: dict
+
+
+class WindowSource:
+    """The windows of each image: from a proposal set (paths relative to the image folder), or
+    proposed here with `config` when the set is None."""
+
+    def __init__(self, proposal_set: ProposalSet | None, config: ProposalConfig):
+        self.proposal_set, self.config = proposal_set, config
+
+    def record(self) -> dict:
+        if self.proposal_set is None:
+            return self.config.to_record()
+        return {**self.proposal_set.settings, "source": self.proposal_set.settings.get("source", "proposal file")}
+
+    def windows(self, path: str, file: str) -> np.ndarray:
+        """K×4 windows of the image `path` (file: where it is); ValueError when there are none."""
+        if self.proposal_set is None:
+            return propose_file(file, self.config)[0]
+        boxes = self.proposal_set.of(path)
+        if boxes is None:
+            raise ValueError("no proposals for this image in the proposal file")
+        return boxes
+
+
+def truth_of(truth: BoxSet, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes G×4, labels G, difficult G) of image i of `truth`."""
+    a, b = np.searchsorted(truth.image, [i, i + 1])
+    return truth.boxes[a:b], truth.labels[a:b], truth.difficult[a:b]
+
+
+def prepare_image(rv: RegionVectors, truth: BoxSet, i: int, image_map: ImageMap, windows: np.ndarray,
+                  settings: TrainingSettings, rng: np.random.Generator) -> tuple[TrainingImage, list[str]]:
+    """Image i of `truth` (its conv map `image_map`) ready for mining, and notes on the boxes it
+    could not use (empty, outside the image, without a class)."""
+    boxes, labels, difficult = truth_of(truth, i)
+    box_ok, _ = rv.usable(image_map, boxes)
+    notes = [f"box {k} ({', '.join(f'{v:g}' for v in boxes[k])}) is empty or outside the image"
+             for k in np.flatnonzero(~box_ok)]
+    notes += [f"box {k} has no class" for k in np.flatnonzero(box_ok & (labels < 0))]
+    box_ok &= labels >= 0
+    boxes, labels, difficult = boxes[box_ok], labels[box_ok], difficult[box_ok]
+    window_ok, _ = rv.usable(image_map, windows)
+    windows = np.asarray(windows, np.float64)[window_ok]
+    negative, (reg_windows, reg_labels, reg_targets) = label_windows(
+        windows, boxes, labels, difficult, len(truth.class_names), settings, rng)
+    easy = ~difficult
+    positives = rv.pool(image_map, boxes[easy]).astype(np.float16)
+    return TrainingImage(truth.paths[i], image_map, windows, negative, positives, labels[easy], reg_windows,
+                         reg_labels, reg_targets), notes
+
+
+def read_truth(images: str | os.PathLike, boxes: str | os.PathLike, box_format: str) -> tuple[BoxSet, list]:
+    """The ground truth of the images of `boxes` found under `images` (images without objects
+    kept), and (path, reason) of those not found. ValueError when none is found."""
+    root = Path(images)
+    if not root.is_dir():
+        raise ValueError(f"image folder not found: {root}")
+    truth = read_boxes(boxes, box_format, keep_empty=True)
+    keep, skipped = [], list(truth.skipped)
+    for i, path in enumerate(truth.paths):
+        file = root / path
+        reason = check_image_file(str(file)) if file.is_file() else "missing file"
+        (skipped.append((path, reason)) if reason else keep.append(i))
+    if not keep:
+        raise ValueError(f"no image of {boxes} found under {root}")
+    if not truth.class_names or (truth.labels < 0).all():
+        raise ValueError(f"{boxes} has no labelled boxes: a detector needs a class per box")
+    return truth.keep_images(keep), skipped
+
+
+def prepare_images(rv: RegionVectors, truth: BoxSet, root: Path, source: WindowSource, settings: TrainingSettings,
+                   quiet: bool = False, indices=None) -> tuple[list[TrainingImage], list[tuple[str, str]]]:
+    """The training images (indices of `truth`, default all) with their maps; skips with reasons."""
+    rng = np.random.default_rng(settings.seed)
+    prepared, skipped = [], []
+    indices = range(len(truth.paths)) if indices is None else indices
+    for i in tqdm(indices, desc="conv maps", unit="image", disable=quiet, leave=False):
+        path = truth.paths[i]
+        try:
+            windows = source.windows(path, str(root / path))
+            image, notes = prepare_image(rv, truth, i, rv.image_map(str(root / path)), windows, settings, rng)
+        except ValueError as exc:
+            skipped.append((path, str(exc)))
+            continue
+        skipped.extend((path, note) for note in notes)
+        if len(image.windows) == 0:
+            skipped.append((path, "no usable proposals (its objects are still positives)"))
+        prepared.append(image)
+    return prepared, skipped
+
+
+def train_detector(images: str | os.PathLike, boxes: str | os.PathLike, model: str | os.PathLike, *,
+                   proposals: str | os.PathLike | None = None, config: ExtractionConfig | None = None,
+                   settings: TrainingSettings | None = None, proposal_config: ProposalConfig | None = None,
+                   box_format: str = "auto", device: str = "auto", overwrite: bool = False,
+                   quiet: bool = False) -> TrainDetectorResult:
+    """Train one linear SVM per class of `boxes` (COCO JSON, VOC XML folder or CSV with labels and
+    optional difficult flags; image paths relative to the folder `images`) on window vectors, and
+    write the detector to `model`. proposals: a proposal file (``sppfeat proposals``) or box file
+    of windows; None: selective search here with `proposal_config`. config: the window vectors'
+    settings (default DETECTION_DEFAULTS, one scale); settings: the training (TrainingSettings).
+    ValueError for bad arguments, unreadable boxes or no usable image."""
+    start = time.monotonic()
+    check_output(model, overwrite)
+    settings = settings or TrainingSettings()
+    truth, skipped = read_truth(images, boxes, box_format)
+    source = WindowSource(load_proposals(proposals) if proposals is not None else None,
+                          proposal_config or ProposalConfig())
+    rv = RegionVectors(config or DETECTION_DEFAULTS, device)
+    prepared, notes = prepare_images(rv, truth, Path(images), source, settings, quiet)
+    skipped += notes
+    if not prepared:
+        raise ValueError(f"no usable training image ({skipped[0][0]}: {skipped[0][1]})" if skipped else
+                         "no usable training image")
+    fitted = fit_detector(prepared, len(truth.class_names), rv, settings, quiet)
+    record = {**rv.config.to_record(), **provenance(rv.weights_path, images, str(rv.device))}
+    training = {**dataclasses.asdict(settings), **fitted.stats, "n_images": len(prepared),
+                "boxes_file": str(Path(boxes).resolve()), "skipped": len(skipped)}
+    save_detector(model, DetectorModel(fitted.coef, fitted.intercept, list(truth.class_names), record,
+                                       source.record(), training, fitted.regression))
+    return TrainDetectorResult(Path(model), list(truth.class_names), len(prepared), fitted.stats["positives"],
+                               skipped, time.monotonic() - start, fitted.stats)
