@@ -74,7 +74,7 @@ def pyramid_dim(channels: int, levels: Sequence[int]) -> int:
 
 def as_levels(levels: Sequence[int]) -> tuple[int, ...]:
     """Pyramid levels as a tuple of positive ints; ValueError otherwise."""
-    values = _int_tuple(levels, "levels")
+    values = _int_tuple(levels, "levels", "(6, 3, 2, 1)")
     if not values or any(n < 1 for n in values):
         raise ValueError(f"levels must be one or more positive integers, got {levels!r}")
     return values
@@ -82,15 +82,15 @@ def as_levels(levels: Sequence[int]) -> tuple[int, ...]:
 
 def as_scales(scales: Sequence[int]) -> tuple[int, ...]:
     """Shorter sides in pixels (0 = native size) as a tuple of distinct ints >= 0; ValueError otherwise."""
-    values = _int_tuple(scales, "scales")
+    values = _int_tuple(scales, "scales", "(224,) or (224, 288)")
     if not values or any(s < 0 for s in values) or len(set(values)) != len(values):
         raise ValueError(f"scales must be distinct integers >= 0, got {scales!r}")
     return values
 
 
-def _int_tuple(values, name: str) -> tuple[int, ...]:
+def _int_tuple(values, name: str, example: str) -> tuple[int, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise ValueError(f"{name} must be a sequence of integers such as (6, 3, 2, 1), got {values!r}")
+        raise ValueError(f"{name} must be a sequence of integers such as {example}, got {values!r}")
     if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
         raise ValueError(f"{name} must be integers, got {values!r}")
     return tuple(int(v) for v in values)
@@ -136,6 +136,10 @@ class ExtractionConfig:
         check_pool(self.pool)
         if not isinstance(self.max_side, numbers.Integral) or self.max_side < 1:
             raise ValueError(f"max_side must be an integer >= 1, got {self.max_side!r}")
+        if self.scales is not None and max(self.scales) > self.max_side:
+            raise ValueError(f"scales={self.scales} cannot take effect with max_side={self.max_side}: every image "
+                             f"is capped at {self.max_side} px on its longer side, so its shorter side never "
+                             f"reaches {max(self.scales)} px")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.dataset not in DATASETS + BOX_FORMATS:
@@ -272,6 +276,17 @@ ABSENT = {f.metadata["key"] or f.name: f.metadata["absent"] for f in dataclasses
 def changed_settings(old: dict, new: dict, purpose: str) -> list[str]:
     """The record keys checked for `purpose` in which two records differ."""
     return [key for key in checked_keys(purpose) if old.get(key, ABSENT.get(key)) != new.get(key, ABSENT.get(key))]
+
+
+# record key -> config field ('scale' -> 'scales')
+FIELD_NAMES = {f.metadata["key"] or f.name: f.name for f in dataclasses.fields(ExtractionConfig)}
+
+
+def setting_text(key: str, record: dict) -> str:
+    """A recorded setting as the Python API writes it: 'levels=(2, 1)', 'scales=(224,)', "pool='max'"
+    (the command line shows its flags instead: --levels 2,1, --scale 224, --pool max)."""
+    name, value = FIELD_NAMES.get(key, key), record.get(key, ABSENT.get(key))
+    return f"{name}={value if value is None else _decode(name, value)!r}"
 
 
 def describe_settings(settings: dict) -> str:

@@ -42,8 +42,9 @@ class Meter:
         self.latest = self.start
         self.every = float(os.environ.get(PROGRESS_ENV, "30"))
         self.lines = not quiet and not sys.stderr.isatty()
-        self.bar = tqdm(total=total, initial=done, unit=unit[:3], desc=what, smoothing=0.05,
-                        disable=quiet or not sys.stderr.isatty())
+        self.bar = tqdm(total=total, initial=done, desc=what, smoothing=0.05, unit=f" {unit}",
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]",
+                        disable=quiet or not sys.stderr.isatty())  # '32.65 images/s', as in the lines
 
     def update(self, n: int) -> None:
         self.count += n

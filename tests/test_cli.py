@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from conftest import (DEMO, FAST_ARGS, SUBPROCESS_TIMEOUT, fast_config, one_process, run_sppfeat,
                       sppfeat_command)
-from sppfeat import extract
+from sppfeat import ExtractionConfig, evaluate, extract
 from sppfeat.cli import main
 from sppfeat.storage.feature_file import open_features
 
@@ -44,7 +44,7 @@ def test_cli_end_to_end_and_info(tmp_path):
 def test_cli_errors_are_one_line_exit_2(tmp_path):
     """Through the real entry point: exit code 2, one line on stderr, no traceback."""
     (tmp_path / "empty").mkdir()
-    cases = [(["extract", tmp_path / "missing", tmp_path / "o.h5"], "'IMAGES': Directory"),
+    cases = [(["extract", tmp_path / "missing", tmp_path / "o.h5"], "'IMAGES': Path"),
              (["extract"], "Missing argument 'IMAGES'"),
              (["extract", tmp_path / "empty", tmp_path / "o.h5"], "no images found"),
              (["extract", DEMO, tmp_path / "o.h5", "--levels", "3,x"], "'--levels': expected comma-separated"),
@@ -163,7 +163,7 @@ def tiny_model(tmp_path_factory):
     features, model = folder / "demo.h5", folder / "model.h5"
     extract(DEMO, features, fast_config(), one_process(), quiet=True)
     train_svm(features, model, C=1.0, protocol="per-class", train_per_class=1, test_per_class=0)
-    return model
+    return features, model
 
 
 def unbuffered_off() -> dict:
@@ -179,7 +179,7 @@ def test_predict_into_a_closed_pipe_stops_quietly(tiny_model, tmp_path):
     images = sorted(DEMO.glob("*/*.jpg"))
     for i in range(240):
         (folder / f"{i:03d}.jpg").symlink_to(images[i % len(images)])
-    proc = subprocess.Popen(sppfeat_command("predict", tiny_model, folder),
+    proc = subprocess.Popen(sppfeat_command("predict", tiny_model[1], folder),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**unbuffered_off(), "SPPFEAT_PROGRESS_SECONDS": "0"})
     assert proc.stdout.readline().startswith("predicted")
@@ -213,3 +213,85 @@ def test_a_broken_pipe_that_is_not_stdout_stays_an_error(monkeypatch):
     monkeypatch.setattr(sppfeat.report, "backbones_table", broken)
     result = run_cli("backbones")
     assert result.exit_code == 1 and result.output == "sppfeat: [Errno 32] Broken pipe\n", result.output
+
+
+def test_a_scale_beyond_max_side_is_refused():
+    """Images are capped at max_side on the longer side: a larger shorter side cannot be meant."""
+    with pytest.raises(ValueError, match=r"scales=\(4096,\) cannot take effect with max_side=2048"):
+        ExtractionConfig(scales=(4096,))
+    assert ExtractionConfig(scales=(2048,)).scales == (2048,)
+    result = run_cli("extract", DEMO, "o.h5", "--scale", "224,100000")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("sppfeat: --scale 224,100000 cannot take effect with --max-side 2048: "), \
+        result.output
+    assert run_cli("extract", DEMO, "o.h5", "--scale", "640", "--max-side", "600").output.startswith(
+        "sppfeat: --scale 640 cannot take effect with --max-side 600: ")
+
+
+def test_a_wrong_type_names_the_arguments_own_example():
+    with pytest.raises(ValueError, match=r"scales must be a sequence of integers such as \(224,\)"):
+        ExtractionConfig(scales="224")
+    with pytest.raises(ValueError, match=r"levels must be a sequence of integers such as \(6, 3, 2, 1\)"):
+        ExtractionConfig(levels="6,3")
+
+
+def test_extract_takes_one_image_file(tmp_path):
+    """As predict does: one row, named by the file's name (its folder is the root)."""
+    image = DEMO / "pizza" / "image_0011.jpg"
+    out = tmp_path / "one.h5"
+    result = run_cli("extract", image, out, *FAST_ARGS, "--workers", "0", "--quiet")
+    assert result.exit_code == 0, result.output
+    features = open_features(out)
+    assert features.paths == ["image_0011.jpg"] and features.read_features().shape == (1, 1280 * 5)
+    assert features.record["image_root"] == str(image.parent)
+    (tmp_path / "notes.txt").write_text("not a picture")
+    refused = run_cli("extract", tmp_path / "notes.txt", tmp_path / "two.h5", "--quiet")
+    assert refused.exit_code == 2 and "not an image" in refused.output, refused.output
+
+
+def test_mismatched_settings_are_shown_as_the_caller_writes_them(tiny_model, tmp_path):
+    """A model of --levels 2,1 on features of --levels 1: the API shows levels=(1,), the command
+    line --levels 1 (never a Python list)."""
+    features, model = tiny_model
+    other = tmp_path / "other.h5"
+    extract(DEMO / "pizza", other, fast_config(levels=(1,)), one_process(), quiet=True)
+    with pytest.raises(ValueError, match=r"with levels=\(1,\), the model with levels=\(2, 1\)$"):
+        evaluate(model, other)
+    result = run_cli("eval", model, other)
+    assert result.exit_code == 2 and result.output.endswith(" with --levels 1, the model with --levels 2,1\n"), \
+        result.output
+
+
+def test_a_resume_with_other_settings_shows_them_as_the_caller_writes_them(tmp_path):
+    from sppfeat.cli import cli_wording
+    from sppfeat.storage.progress import ProgressFolder
+
+    progress = ProgressFolder(tmp_path / "out.h5")
+    old = {**ExtractionConfig(scales=(224, 288)).for_device("cpu").to_record(), "image_root": "/a"}
+    new = {**ExtractionConfig(scales=(224,), levels=(2, 1), shapes="bucketed", compute="float32").to_record(),
+           "image_root": "/a"}
+    progress.create({"config": old, "shard": [0, 1], "listing_sha256": "x", "n_listed": 1})
+    with pytest.raises(ValueError) as refused:
+        progress.check_resumable({"config": new, "shard": [0, 1], "listing_sha256": "x", "n_listed": 1})
+    message = str(refused.value)
+    assert "levels=(6, 3, 2, 1) (now levels=(2, 1)), scales=(224, 288) (now scales=(224,)), " \
+           "shapes='exact' (now shapes='bucketed')" in message, message
+    assert "--levels 6,3,2,1 (now --levels 2,1), --scale 224,288 (now --scale 224), --exact (now --bucketed)" \
+        in cli_wording(message), cli_wording(message)
+
+
+def test_the_progress_bar_counts_images(monkeypatch):
+    import io
+
+    import sppfeat.meter as meter
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    progress = meter.Meter("extract", 10)
+    progress.update(4)
+    progress.close()
+    shown = sys.stderr.getvalue()
+    assert re.search(r"4/10 .* images/s", shown) and "ima/s" not in shown, shown

@@ -41,20 +41,28 @@ class Failure(click.ClickException):
 
 def cli_wording(message: str) -> str:
     """An API message with the command line's names: overwrite=True -> --overwrite,
-    shard=(1, 3) -> --shard 1/3, protocol='all' -> --protocol all, workers=N -> --workers N."""
-    flags = {p.name: max(p.opts, key=len) for c in main.commands.values() for p in c.params
-             if isinstance(p, click.Option)}
+    levels=(2, 1) -> --levels 2,1, shard=(1, 3) -> --shard 1/3, protocol='all' -> --protocol all,
+    max_side=2048 -> --max-side 2048, workers=N -> --workers N, shapes='exact' -> --exact."""
+    options = {}
+    for command in main.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                options.setdefault(param.name, param)
 
     def flag(match: re.Match) -> str:
-        option, value = flags[match.group(1)], match.group(2) or ""
+        option, value = options[match.group(1)], (match.group(2) or "").strip("'")
         if value in ("", "True"):
-            return option
-        if value.startswith("("):
-            return f"{option} " + "/".join(v.strip() for v in value[1:-1].split(","))
-        return f"{option} {value.strip(chr(39))}"
+            return max(option.opts, key=len)
+        if f"--{value}" in option.opts + option.secondary_opts:  # a pair of flags: --exact/--bucketed
+            return f"--{value}"
+        if value.startswith("("):  # a tuple, as the option's type writes it: 2,1 or 1/3
+            items = [item.strip() for item in value[1:-1].split(",") if item.strip()]
+            value = getattr(option.type, "separator", ",").join(items)
+        return f"{max(option.opts, key=len)} {value}"
 
-    names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
-    return re.sub(rf"\b({names})=(True\b|'[^']*'|\([^)]*\)|N\b|FILE\b)?(?![\w'(])", flag, message)
+    names = "|".join(sorted(map(re.escape, options), key=len, reverse=True))
+    return re.sub(rf"\b({names})=(True\b|'[^']*'|\([^)]*\)|N\b|FILE\b|-?\d+(?:\.\d+)?\b)?(?![\w'(])", flag,
+                  message)
 
 
 def stdout_closed() -> bool:
@@ -120,4 +128,4 @@ def main():
     logging.basicConfig(format=PREFIX + "%(message)s", level=logging.INFO, stream=sys.stderr)
 
 
-from . import classify, features  # noqa: E402,F401  (the commands register on `main`)
+from . import classify, detection, features  # noqa: E402,F401  (the commands register on `main`)

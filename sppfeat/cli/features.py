@@ -12,7 +12,7 @@ from .options import extraction_options, run_command, scale_defaults, skip_summa
 
 
 @main.command()
-@click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.argument("images", type=click.Path(exists=True, path_type=str))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=str))
 @extraction_options(ExtractionConfig(), "Shorter side in pixels (0 = native size); several, e.g. 224,288, give "
                                         "one vector pooled over all scales bin by bin (each file is decoded once). "
@@ -22,7 +22,7 @@ from .options import extraction_options, run_command, scale_defaults, skip_summa
               help="How to read IMAGES (auto: a VOC devkit, Caltech 101 or class folders).")
 @click.option("--split", type=click.Choice(VOC_SPLITS), help="VOC 2007 image set [default: trainval].")
 def extract(images, output, dataset, split, **options):
-    """Write one SPP vector per image under IMAGES to the HDF5 file OUTPUT.
+    """Write one SPP vector per image under IMAGES (a folder, or one image file) to the HDF5 file OUTPUT.
 
     Under torchrun (WORLD_SIZE > 1) every rank extracts one shard and rank 0 writes OUTPUT as a
     virtual file over the shard files."""

@@ -15,11 +15,13 @@ from . import say
 
 
 class ParsedOption(click.ParamType):
-    """A string option parsed by `parse` (ValueError on bad input -> a usage error naming the option)."""
+    """A string option parsed by `parse` (ValueError on bad input -> a usage error naming the option);
+    `separator` joins the items of a tuple value the way the option is written (2,1; 1/3)."""
 
-    def __init__(self, name: str, parse):
+    def __init__(self, name: str, parse, separator: str = ","):
         self.name = name
         self.parse = parse
+        self.separator = separator  # between the items of a tuple value, as the option is written
 
     def convert(self, value, param, ctx):
         if not isinstance(value, str):  # a default already parsed
@@ -78,7 +80,7 @@ def parse_plots_folder(text: str) -> str:
 
 LEVELS = ParsedOption("levels", int_list(as_levels))
 SCALES = ParsedOption("scales", int_list(as_scales))
-SHARD = ParsedOption("i/n", parse_shard)
+SHARD = ParsedOption("i/n", parse_shard, separator="/")
 PENALTY = ParsedOption("C", parse_penalty)
 PREDICTION_FILE = ParsedOption("file", parse_prediction_file)
 PLOTS_FOLDER = ParsedOption("folder", parse_plots_folder)
@@ -117,9 +119,9 @@ def extraction_options(defaults: ExtractionConfig, scale_help: str):
                      help="Pyramid levels n (n×n bins each)."),
         click.option("--pool", default=defaults.pool, show_default=True, type=click.Choice(POOLS),
                      help="Pooling in each bin."),
-        click.option("--scale", default=None if defaults.scales is None else ",".join(map(str, defaults.scales)),
-                     show_default=defaults.scales is not None, type=SCALES, help=scale_help),
-        click.option("--exact/--bucketed", "exact", default=None,
+        click.option("--scale", "scales", type=SCALES, help=scale_help, show_default=defaults.scales is not None,
+                     default=None if defaults.scales is None else ",".join(map(str, defaults.scales))),
+        click.option("--exact/--bucketed", "shapes", default=None,
                      help="exact: every image at its own resized size (a vector independent of its batch); "
                           "bucketed: each side also rounded to a multiple of the network's stride (aspect change "
                           "<= half a stride), so equal shapes run as one batch [default: exact on the CPU, "
@@ -153,9 +155,9 @@ def run_command(run, images, output, options: dict, **settings):
     from ..features.runtime import Runtime
 
     o = options
-    shapes = "auto" if o["exact"] is None else "exact" if o["exact"] else "bucketed"
+    shapes = "auto" if o["shapes"] is None else "exact" if o["shapes"] else "bucketed"
     config = ExtractionConfig(backbone=o["backbone"], weights=o["weights"], levels=o["levels"], pool=o["pool"],
-                              scales=o["scale"], max_side=o["max_side"], dtype=o["dtype"], shapes=shapes,
+                              scales=o["scales"], max_side=o["max_side"], dtype=o["dtype"], shapes=shapes,
                               compute=o["compute"], **settings)
     runtime = Runtime(device=o["device"], batch_size=o["batch_size"], workers=o["workers"],
                       decode_timeout=o["decode_timeout"], checkpoint_every=o["checkpoint_every"])

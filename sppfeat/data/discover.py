@@ -193,12 +193,17 @@ def detect_dataset(root: str | os.PathLike) -> str:
 
 
 def list_images(root: str | os.PathLike, dataset: str = "auto", split: str | None = None) -> ImageList:
-    """Dispatch to the reader for `dataset` ('auto' detects it). Raises ValueError on bad input."""
+    """Dispatch to the reader for `dataset` ('auto' detects it); `root` may also be one image file
+    (dataset 'auto' or 'folder', no split; see list_file). Raises ValueError on bad input."""
     root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"image folder not found: {root}")
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    if root.is_file() and dataset in ("auto", "folder") and split is None:
+        return list_file(root)
+    if root.is_file():
+        raise ValueError(f"{root} is a file: one image is read with dataset='folder' and no split")
+    if not root.is_dir():
+        raise ValueError(f"image folder not found: {root}")
     if dataset == "auto":
         dataset = detect_dataset(root)
     if dataset == "voc2007":

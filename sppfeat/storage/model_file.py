@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..config import FORMAT_VERSION, MODEL, ExtractionConfig, changed_settings
+from ..config import FORMAT_VERSION, MODEL, ExtractionConfig, changed_settings, setting_text
 from .hdf5 import STR, open_hdf5, partial_path, read_strings
 
 KIND = "svm_model"
@@ -97,7 +97,7 @@ def check_compatible(model: SVMModel, feature_record: dict, dim: int, features_p
     changed = changed_settings(model.feature_record, feature_record, MODEL)
     if changed:
         key = changed[0]
-        raise ValueError(f"{features_path} was extracted with {key}={feature_record.get(key)!r}, "
-                         f"the model with {key}={model.feature_record.get(key)!r}")
+        raise ValueError(f"{features_path} was extracted with {setting_text(key, feature_record)}, "
+                         f"the model with {setting_text(key, model.feature_record)}")
     if model.coef.shape[1] != dim:
         raise ValueError(f"model expects {model.coef.shape[1]}-d features, {features_path} has {dim}-d")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import FORMAT_VERSION, RESUME, changed_settings
+from ..config import FORMAT_VERSION, RESUME, changed_settings, setting_text
 
 SEGMENT_RE = re.compile(r"^seg-(\d{10})-(\d{10})\.npz$")
 MANIFEST = "manifest.json"
@@ -135,8 +135,9 @@ class ProgressFolder:
                              "run again with overwrite=True")
         changed = changed_settings(old.get("config", {}), manifest["config"], RESUME)
         if changed:
-            details = ", ".join(f"{k} {old['config'].get(k)!r} -> {manifest['config'].get(k)!r}" for k in changed)
-            raise ValueError(f"cannot resume: the interrupted run used other settings ({details}); "
+            details = ", ".join(f"{setting_text(k, old['config'])} (now {setting_text(k, manifest['config'])})"
+                                for k in changed)
+            raise ValueError(f"cannot resume: the interrupted run used other settings: {details}; "
                              "use the same settings, or overwrite=True to start over")
         if old.get("listing_sha256") != manifest["listing_sha256"]:
             raise ValueError(f"cannot resume: the image folder changed since the interrupted run "
