@@ -19,7 +19,7 @@ demo:
 	$(BIN)/sppfeat extract examples/demo_images $(DEMO_OUT)/demo.h5 --overwrite
 	$(BIN)/sppfeat info $(DEMO_OUT)/demo.h5
 	$(BIN)/sppfeat train-svm $(DEMO_OUT)/demo.h5 $(DEMO_OUT)/demo_svm.h5 --overwrite --protocol per-class --train-per-class 6 --test-per-class 0
-	$(BIN)/sppfeat eval $(DEMO_OUT)/demo_svm.h5 $(DEMO_OUT)/demo.h5 --report $(DEMO_OUT)/report.json --plots $(DEMO_OUT)/plots
+	$(BIN)/sppfeat eval $(DEMO_OUT)/demo_svm.h5 $(DEMO_OUT)/demo.h5 --report $(DEMO_OUT)/report.json --plots $(DEMO_OUT)/plots --overwrite
 	$(BIN)/sppfeat predict $(DEMO_OUT)/demo_svm.h5 examples/demo_images/pizza --top-k 2
 	$(BIN)/sppfeat predict $(DEMO_OUT)/demo_svm.h5 examples/demo_images --output $(DEMO_OUT)/predictions.csv --top-k 3 --overwrite
 

@@ -295,3 +295,20 @@ def test_the_progress_bar_counts_images(monkeypatch):
     progress.close()
     shown = sys.stderr.getvalue()
     assert re.search(r"4/10 .* images/s", shown) and "ima/s" not in shown, shown
+
+
+def test_eval_replaces_its_report_and_pictures_only_with_overwrite(tiny_model, tmp_path):
+    """An existing --report or a --plots folder that is not empty: one line naming --overwrite, before
+    any work; with --overwrite both are replaced (so `make demo` runs twice in a row)."""
+    features, model = tiny_model
+    report, plots = tmp_path / "report.json", tmp_path / "plots"
+    first = run_cli("eval", model, features, "--report", report, "--plots", plots)
+    assert first.exit_code == 0, first.output
+    made = report.stat().st_mtime_ns
+    for args in (["--report", report], ["--plots", plots]):
+        refused = run_cli("eval", model, features, *args)
+        assert refused.exit_code == 2 and "--overwrite" in refused.output, refused.output
+        assert len(refused.output.strip().splitlines()) == 1, refused.output
+    again = run_cli("eval", model, features, "--report", report, "--plots", plots, "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert report.stat().st_mtime_ns > made and (plots / "confusion_matrix.png").is_file()
