@@ -9,7 +9,7 @@ import click
 from ..classify.protocol import (DEFAULT_POWER, DEFAULT_TEST_FRACTION, DEFAULT_TEST_PER_CLASS,
                                  DEFAULT_TRAIN_PER_CLASS, PROTOCOLS)
 from . import cli_wording, main, say
-from .options import PENALTY, PREDICTION_FILE, runtime_options
+from .options import PENALTY, PLOTS_FOLDER, PREDICTION_FILE, runtime_options
 
 
 @main.command("train-svm")
@@ -48,7 +48,7 @@ def train_svm(features, model, **options):
               help="Classes below 100 % to list, worst first.")
 @click.option("--keep-training-rows", is_flag=True,
               help="Also score rows whose paths are the model's training images (left out by default).")
-@click.option("--plots", type=click.Path(file_okay=False),
+@click.option("--plots", type=PLOTS_FOLDER,
               help="Draw PNG pictures into this folder: confusion matrix, per-class accuracy and the most "
                    "confident mistakes; multi-label: precision-recall curves, AP per class, false positives.")
 @click.option("--overwrite", is_flag=True, help="Replace --report and the pictures of --plots if they exist.")

@@ -72,11 +72,20 @@ def parse_prediction_file(text: str) -> str:
     return text
 
 
+def parse_plots_folder(text: str) -> str:
+    """A folder, or one to make in an existing folder, and matplotlib installed: checked where
+    parsed. Whether its pictures may be replaced is evaluate's check (eval --overwrite)."""
+    from ..classify.plots import check_plots_folder
+
+    return str(check_plots_folder(text, overwrite=True))
+
+
 LEVELS = ParsedOption("levels", int_list(as_levels))
 SCALES = ParsedOption("scales", int_list(as_scales))
 SHARD = ParsedOption("i/n", parse_shard, separator="/")
 PENALTY = ParsedOption("C", parse_penalty)
 PREDICTION_FILE = ParsedOption("file", parse_prediction_file)
+PLOTS_FOLDER = ParsedOption("folder", parse_plots_folder)
 
 
 def apply(options: list, fn):
