@@ -77,7 +77,7 @@ def test_mismatched_features_are_refused(tmp_path, demo_features):
             dst.attrs[key] = value
         dst.attrs["config"] = json.dumps(record)
     result = run_cli("eval", model, other)
-    assert result.exit_code == 2 and "scale=320" in result.output
+    assert result.exit_code == 2 and "extracted with --scale 320, the model with --scale 224" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert run_cli("eval", other, demo_features).exit_code == 2  # a feature file is not a model
     assert run_cli("train-svm", demo_features, model).exit_code == 2  # exists, no --overwrite
