@@ -52,11 +52,12 @@ def rank_device(info: LaunchInfo, device: str) -> str:
 
 
 def extract_distributed(images, output, info: LaunchInfo, config: ExtractionConfig, runtime: Runtime, *,
-                        run=extract, resume: bool = False, overwrite: bool = False, strict: bool = False,
+                        run=extract, join=None, resume: bool = False, overwrite: bool = False, strict: bool = False,
                         quiet: bool = False) -> ExtractResult:
     """This rank's shard (on its own device, with cores / ranks per node), then (rank 0) the merged
     file. run: the extraction (``extract``, or ``regions`` with its boxes bound), called as
-    run(images, output, config, runtime, shard=..., ...). Returns this rank's result.
+    run(images, output, config, runtime, shard=..., ...); join(shard files, output) writes the
+    merged file (default: a virtual feature file, sppfeat.storage.merge). Returns this rank's result.
 
     A failed rank leaves the other shards intact; rank 0 then raises ValueError naming the shards
     to rerun (with ``shard=(i, n)`` and ``resume=True``) before merging, the other ranks exit with 2.
@@ -87,8 +88,11 @@ def extract_distributed(images, output, info: LaunchInfo, config: ExtractionConf
             raise ValueError(f"shard{'s' if len(failed) > 1 else ''} {shards} failed ({failed[0][1]}); rerun "
                              f"with shard=(i, n) and resume=True, then: sppfeat merge {pattern} {output}")
         if info.rank == 0:
-            merge([shard_path(output, r, info.world_size) for r in range(info.world_size)], output,
-                  overwrite=True)
+            shards = [shard_path(output, r, info.world_size) for r in range(info.world_size)]
+            if join is None:
+                merge(shards, output, overwrite=True)
+            else:
+                join(shards, output)
         dist.barrier()
         return result
     finally:

@@ -3,7 +3,9 @@
 and the ``proposals`` run that stores them (resume, shards, bad files skipped with reasons).
 
 Boxes are (x1, y1, x2, y2) in pixels of the stored image, 0-based, half-open, float32, in
-selective search's own ranking order (its hierarchy's first windows first).
+selective search's own ranking order (its hierarchy's first windows first). That ranking draws
+random numbers from the C library's rand(); it is seeded before every image (SEED), so an image
+gets the same windows in any process and order.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .proposal_file import ProposalSet, write_proposals
 from .runs import ImageResult, run_images, start_run
 
 METHODS = ("selective-search-fast", "selective-search-quality")
+SEED = 0  # of the C library's rand(), which OpenCV's selective search ranks its windows with
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class ProposalConfig:
     def to_record(self) -> dict:
         import cv2
 
-        return {**asdict(self), "implementation": f"opencv-contrib {cv2.__version__}"}
+        return {**asdict(self), "implementation": f"opencv-contrib {cv2.__version__}", "rand_seed": SEED}
 
     @classmethod
     def from_record(cls, record: dict) -> "ProposalConfig":
@@ -76,6 +79,7 @@ def selective_search(pixels: np.ndarray, config: ProposalConfig = ProposalConfig
     if factor < 1:
         image = cv2.resize(image, (max(1, round(width * factor)), max(1, round(height * factor))),
                            interpolation=cv2.INTER_AREA)
+    _seed_rand(SEED)
     search = createSelectiveSearchSegmentation()
     search.setBaseImage(image)
     search.switchToSelectiveSearchFast() if config.method.endswith("fast") else search.switchToSelectiveSearchQuality()
@@ -86,6 +90,18 @@ def selective_search(pixels: np.ndarray, config: ProposalConfig = ProposalConfig
     boxes = np.round(boxes[keep]).astype(np.float32)
     _, first = np.unique(boxes, axis=0, return_index=True)  # identical windows once, the first ranked
     return boxes[np.sort(first)][:config.max_boxes]
+
+
+def _seed_rand(seed: int) -> None:
+    """srand(seed) of the C library (where there is one to find)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        libc.srand(seed)
+    except (OSError, AttributeError):
+        pass
 
 
 def propose_file(path: str, config: ProposalConfig) -> tuple[np.ndarray, tuple[int, int]]:

@@ -1,0 +1,188 @@
+"""The commands of object detection: proposals, train-detector, detect, eval-detections
+(reference: docs/detection.md)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..backbones import BACKBONES
+from ..config import DETECTION_DEFAULTS, POOLS, ExtractionConfig
+from ..data.boxes import BOX_FORMATS
+from . import main, say
+from .options import LEVELS, SHARD, apply
+
+PROPOSALS_HELP = "Proposal file (sppfeat proposals) or box file of windows (COCO JSON, VOC XML folder, CSV " \
+                 "path,x1,y1,x2,y2[,score]); paths relative to IMAGES [default: selective search here]."
+
+
+def proposal_options(fn):
+    from ..detection.proposals import METHODS, ProposalConfig
+
+    d = ProposalConfig()
+    return apply([
+        click.option("--method", default=d.method, show_default=True, type=click.Choice(METHODS),
+                     help="Selective search mode (quality: more windows, several times slower)."),
+        click.option("--max-boxes", default=d.max_boxes, show_default=True, type=click.IntRange(min=1),
+                     help="Windows kept per image, best ranked first."),
+        click.option("--min-size", default=d.min_size, show_default=True, type=click.IntRange(min=1),
+                     help="Windows narrower or shorter than this (pixels) are dropped."),
+        click.option("--search-side", "search_side", default=d.max_side, show_default=True, type=click.IntRange(min=1),
+                     help="Larger images are searched at this longer side (pixels) and the windows scaled back."),
+    ], fn)
+
+
+def window_options(fn):
+    """The window vectors' settings of train-detector (recorded in the model; detect reuses them)."""
+    d = DETECTION_DEFAULTS
+    return apply([
+        click.option("--backbone", default=d.backbone, show_default=True, type=click.Choice(sorted(BACKBONES)),
+                     help="Network (see: sppfeat backbones)."),
+        click.option("--weights", type=click.Path(dir_okay=False), help="Local state dict instead of the registry's."),
+        click.option("--levels", default=",".join(map(str, d.levels)), show_default=True, type=LEVELS,
+                     help="Pyramid levels n (n×n bins each) of every window."),
+        click.option("--pool", default=d.pool, show_default=True, type=click.Choice(POOLS), help="Pooling in each bin."),
+        click.option("--scale", default=d.scales[0], show_default=True, type=click.IntRange(min=1),
+                     help="Shorter side (pixels) of the one conv pass per image."),
+        click.option("--max-side", default=d.max_side, show_default=True, type=click.IntRange(min=1),
+                     help="Cap on the longer side in pixels."),
+    ], fn)
+
+
+@main.command()
+@click.argument("images", type=click.Path(exists=True, path_type=str))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=str))
+@proposal_options
+@click.option("--cores", type=click.IntRange(min=1), help="Processes, one image each [default: the usable cores].")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (same arguments).")
+@click.option("--shard", type=SHARD, help="i/n: only the i-th of n parts of the image list, into "
+                                          "OUT.shard-0000i-of-0000n.h5.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--strict", is_flag=True, help="Fail on the first file that is not a readable image.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
+def proposals(images, output, method, max_boxes, min_size, search_side, cores, shard, **flags):
+    """Selective-search windows of every image under IMAGES (or of one image) into the HDF5 file
+    OUTPUT, in pixels of the image as stored (no EXIF rotation). Under torchrun every rank takes
+    one shard and rank 0 joins them."""
+    from ..detection.proposal_file import merge_proposals
+    from ..detection.proposals import ProposalConfig
+    from ..detection.proposals import proposals as proposals_api
+    from ..distributed import extract_distributed, launch_info
+    from ..features.runtime import Runtime
+
+    config = ProposalConfig(method, max_boxes, min_size, search_side)
+    launch = launch_info()
+    if launch is None:
+        result = proposals_api(images, output, config, cores=cores, shard=shard, **flags)
+    elif shard:
+        raise click.BadParameter("--shard cannot be combined with torchrun (the ranks are the shards)")
+    else:
+        def run(images, output, config, runtime, **rank_flags):
+            return proposals_api(images, output, config, cores=runtime.cores, **rank_flags)
+
+        result = extract_distributed(images, output, launch, config, Runtime(), run=run, join=merge_proposals, **flags)
+        if launch.rank != 0:
+            return
+    if not flags["quiet"]:
+        say(f"{result.path}: {result.n_boxes} windows of {result.n_images} images in {result.seconds:.1f} s "
+            f"({result.n_boxes / max(result.n_images, 1):.0f} per image); {result.n_skipped} skipped")
+
+
+@main.command("train-detector")
+@click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.argument("boxes", type=click.Path(exists=True, path_type=str))
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--proposals", type=click.Path(exists=True, path_type=str), help=PROPOSALS_HELP)
+@click.option("--box-format", default="auto", show_default=True, type=click.Choice(("auto", *BOX_FORMATS)),
+              help="BOXES: COCO JSON, a folder of VOC XML files or CSV path,x1,y1,x2,y2,label[,difficult].")
+@window_options
+@proposal_options
+@click.option("--C", "C", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True), help="SVM penalty.")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=0), help="Hard-negative mining rounds.")
+@click.option("--regression/--no-regression", default=True, show_default=True, help="Learn box regressors.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--overwrite", is_flag=True, help="Replace MODEL if it exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
+def train_detector(images, boxes, model, proposals, box_format, backbone, weights, levels, pool, scale, max_side,
+                   method, max_boxes, min_size, search_side, C, rounds, regression, device, overwrite, quiet):
+    """Train one linear SVM per class of BOXES (ground truth; difficult boxes are neither positives
+    nor negatives) on window vectors of the images under IMAGES, mining hard negatives, and write
+    the detector MODEL."""
+    from ..detection.mining import TrainingSettings
+    from ..detection.proposals import ProposalConfig
+    from ..detection.training import train_detector as train_api
+
+    config = ExtractionConfig(backbone=backbone, weights=weights, levels=levels, pool=pool, scales=(scale,),
+                              max_side=max_side)
+    result = train_api(images, boxes, model, proposals=proposals, config=config, box_format=box_format,
+                       settings=TrainingSettings(C=C, rounds=rounds, regression=regression),
+                       proposal_config=ProposalConfig(method, max_boxes, min_size, search_side),
+                       device=device, overwrite=overwrite, quiet=quiet)
+    for path, reason in result.skipped[:20]:
+        say(f"skipped {path}: {reason}")
+    if not quiet:
+        say(f"{result.path}: {len(result.classes)} classes, {sum(result.n_positives)} objects in "
+            f"{result.n_images} images, {len(result.stats['rounds']) - 1} mining rounds, {result.seconds:.1f} s; "
+            f"{len(result.skipped)} skipped")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("images", metavar="INPUT", type=click.Path(exists=True, path_type=str))
+@click.option("--proposals", type=click.Path(exists=True, path_type=str), help=PROPOSALS_HELP)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=str),
+              help="DETS.csv or DETS.jsonl (path,x1,y1,x2,y2,label,score) [default: a table on stdout].")
+@click.option("--threshold", type=float, help="Keep only margins above this [default: every detection after "
+                                              "NMS, at most 100 per image, as AP needs].")
+@click.option("--draw", type=click.Path(file_okay=False, path_type=str),
+              help="Folder for each image drawn with its boxes, labels and scores.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run into --output (same arguments).")
+@click.option("--overwrite", is_flag=True, help="Replace --output and the pictures of --draw if they exist.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
+def detect(model, images, proposals, output, threshold, draw, device, resume, overwrite, quiet):
+    """Detect MODEL's classes in INPUT (a folder or one image): boxes in pixels of the image as
+    stored, label and score. Scores are SVM margins: comparable within a class, not across classes."""
+    from ..detection.inference import detect as detect_api
+
+    def table(rows):
+        for r in rows:
+            click.echo(f"{r.path}\t{r.label}\t{r.score:+.3f}\t{r.x1:.0f},{r.y1:.0f},{r.x2:.0f},{r.y2:.0f}")
+        sys.stdout.flush()
+
+    result = detect_api(model, images, output, proposals=proposals, threshold=threshold, draw=draw, device=device,
+                        resume=resume, overwrite=overwrite, quiet=quiet, on_rows=None if output else table)
+    for path, reason in result.skipped:
+        say(f"skipped {path}: {reason}")
+    if not quiet:
+        say(f"{output or 'stdout'}: {len(result)} detections in {result.seconds:.1f} s; {len(result.skipped)} skipped")
+
+
+@main.command("eval-detections")
+@click.argument("detections", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("boxes", type=click.Path(exists=True, path_type=str))
+@click.option("--box-format", default="auto", show_default=True, type=click.Choice(("auto", *BOX_FORMATS)),
+              help="BOXES: COCO JSON, a folder of VOC XML files or CSV.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=str), help="Write the scores as JSON.")
+@click.option("--plots", type=click.Path(file_okay=False, path_type=str),
+              help="Folder for precision_recall.png and ap_per_class.png.")
+@click.option("--overwrite", is_flag=True, help="Replace --report and the pictures of --plots if they exist.")
+def eval_detections(detections, boxes, box_format, report, plots, overwrite):
+    """Score DETECTIONS (sppfeat detect's CSV or JSONL) against the ground truth BOXES by the VOC
+    2007 devkit's rules: 11-point AP per class (IoU >= 0.5, difficult boxes ignored) and mAP."""
+    from ..detection.evaluation import evaluate_detections
+
+    result = evaluate_detections(detections, boxes, report=report, plots=plots, box_format=box_format,
+                                 overwrite=overwrite)
+    for name, r in result.per_class.items():
+        ap = "   n/a" if r.ap is None else f"{100 * r.ap:5.1f}%"
+        click.echo(f"{name:<16} AP {ap}  ({r.n_objects} objects, {r.n_detections} detections)")
+    click.echo(f"mAP {100 * result.mAP:.2f}% over {sum(r.ap is not None for r in result.per_class.values())} classes, "
+               f"{result.n_images} images, {result.n_detections} detections")
+    if result.unknown_images:
+        say(f"{sum(result.unknown_images.values())} detections name {len(result.unknown_images)} images absent from "
+            f"{boxes} (not scored), e.g. {next(iter(result.unknown_images))}")
+    if result.unknown_labels:
+        say(f"{sum(result.unknown_labels.values())} detections have classes absent from {boxes} (not scored): "
+            f"{', '.join(sorted(result.unknown_labels))}")

@@ -1,0 +1,188 @@
+"""Proposals, training with hard negatives, detect and eval-detections on a few real VOC 2007
+images of the shared sample (small settings so that they take seconds; skipped without ../shared)."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import VOC_SAMPLE, run_sppfeat
+
+VOC = VOC_SAMPLE / "VOCdevkit" / "VOC2007"
+IDS = ["000012", "000017", "000023", "000033", "000034", "000044", "000048", "000061"]
+pytestmark = pytest.mark.skipif(not VOC.is_dir(), reason="needs ../shared/data/voc2007-sample")
+FAST = {"scales": (160,), "levels": (2, 1)}
+
+
+@pytest.fixture(scope="module")
+def voc_small(tmp_path_factory):
+    """8 train images (symlinks) and their official annotations, a broken file among the images."""
+    root = tmp_path_factory.mktemp("voc")
+    (root / "images").mkdir()
+    (root / "boxes").mkdir()
+    for i in IDS:
+        os.symlink(VOC / "JPEGImages" / f"{i}.jpg", root / "images" / f"{i}.jpg")
+        os.symlink(VOC / "Annotations" / f"{i}.xml", root / "boxes" / f"{i}.xml")
+    return root
+
+
+@pytest.fixture(scope="module")
+def proposal_file(voc_small):
+    from sppfeat.detection.proposals import ProposalConfig, proposals
+
+    out = voc_small / "proposals.h5"
+    proposals(voc_small / "images", out, ProposalConfig(max_side=200), cores=1, quiet=True)
+    return out
+
+
+def test_proposals_cover_most_objects(voc_small, proposal_file):
+    from sppfeat.data.boxes import read_boxes
+    from sppfeat.detection.geometry import iou
+    from sppfeat.detection.proposal_file import read_proposals
+
+    found = read_proposals(proposal_file)
+    truth = read_boxes(voc_small / "boxes")
+    assert found.paths == [f"{i}.jpg" for i in IDS]
+    assert found.settings["max_side"] == 200 and found.settings["implementation"].startswith("opencv")
+    hits = []
+    for k, path in enumerate(truth.paths):
+        windows = found.of(path)
+        assert 0 < len(windows) <= 2000
+        h, w = found.image_sizes[found.paths.index(path)]
+        assert windows[:, 2].max() <= w and windows[:, 3].max() <= h and (windows[:, :2] >= 0).all()
+        objects = truth.boxes[(truth.image == k) & ~truth.difficult]
+        hits.extend(iou(objects, windows).max(axis=1) >= 0.5)
+    assert np.mean(hits) >= 0.7  # selective search finds most objects even at 200 px
+
+
+def test_interrupted_proposals_resume_to_the_same_file(voc_small, proposal_file, tmp_path, monkeypatch):
+    from sppfeat.detection import proposals as module
+    from sppfeat.detection.proposal_file import read_proposals
+    from sppfeat.features.interrupts import ExtractionInterrupted
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in IDS:
+        os.symlink(VOC / "JPEGImages" / f"{i}.jpg", images / f"{i}.jpg")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    calls = []
+    real = module.propose_file
+
+    def stop_at_the_sixth(path, config):
+        calls.append(path)
+        if len(calls) == 6:
+            raise ExtractionInterrupted(2)
+        return real(path, config)
+
+    monkeypatch.setattr(module, "propose_file", stop_at_the_sixth)
+    config = module.ProposalConfig(max_side=200)
+    out = tmp_path / "p.h5"
+    with pytest.raises(ExtractionInterrupted, match="after 5 of 9 images"):
+        module.proposals(images, out, config, cores=1, quiet=True)
+    assert not out.exists() and (tmp_path / "p.h5.parts").is_dir()
+    with pytest.raises(ValueError, match="resume=True"):
+        module.proposals(images, out, config, cores=1, quiet=True)
+    monkeypatch.setattr(module, "propose_file", real)
+    result = module.proposals(images, out, config, cores=1, quiet=True, resume=True)
+    assert result.skipped[0][0] == "broken.jpg" and "undecodable" in result.skipped[0][1]
+    resumed, whole = read_proposals(out), read_proposals(proposal_file)
+    assert resumed.paths == whole.paths
+    np.testing.assert_array_equal(resumed.boxes, whole.boxes)
+    assert not (tmp_path / "p.h5.parts").exists()
+
+
+def test_mining_keeps_the_rules(voc_small, proposal_file):
+    from sppfeat import ExtractionConfig
+    from sppfeat.detection.geometry import iou
+    from sppfeat.detection.maps import RegionVectors
+    from sppfeat.detection.mining import TrainingSettings, fit_detector
+    from sppfeat.detection.proposal_file import read_proposals
+    from sppfeat.detection.training import WindowSource, prepare_images, read_truth, truth_of
+
+    settings = TrainingSettings(rounds=2, initial_negatives=10, regression=True)
+    truth, skipped = read_truth(voc_small / "images", voc_small / "boxes", "auto")
+    rv = RegionVectors(ExtractionConfig(**FAST), "cpu")
+    source = WindowSource(read_proposals(proposal_file), None)
+    images, notes = prepare_images(rv, truth, voc_small / "images", source, settings, quiet=True)
+    assert len(images) == len(IDS) and not skipped
+    n_easy = np.bincount(truth.labels[~truth.difficult], minlength=len(truth.class_names))
+    fitted = fit_detector(images, len(truth.class_names), rv, settings, quiet=True)
+    assert fitted.stats["positives"] == n_easy.tolist()
+    assert 2 <= len(fitted.stats["rounds"]) <= 3
+    for i, image in enumerate(images):
+        boxes, labels, _ = truth_of(truth, i)
+        for k in np.flatnonzero(image.cached.any(axis=0)):
+            windows = image.windows[image.cached[:, k]]
+            of_class = boxes[labels == k]  # difficult boxes included: a window near one is no negative
+            if len(of_class):
+                assert iou(windows, of_class).max() < 0.3
+    classes = fitted.coef.any(axis=1)
+    assert classes.tolist() == (n_easy > 0).tolist()  # a class without positives learns nothing
+    # the trained SVMs score each object above every cached negative of its class on most objects
+    scores = [images[i].positives.astype(np.float32) @ fitted.coef.T + fitted.intercept for i in range(len(images))]
+    assert np.mean([s[j, k] > -0.5 for i, s in enumerate(scores) for j, k in enumerate(images[i].positive_labels)]) > 0.8
+    assert fitted.regression.shape == (len(truth.class_names), 4, rv.dim + 1)
+
+
+def test_commands_from_photos_to_average_precision(voc_small, proposal_file, tmp_path):
+    model, dets = tmp_path / "det.h5", tmp_path / "dets.csv"
+    r = run_sppfeat("train-detector", voc_small / "images", voc_small / "boxes", model, "--proposals", proposal_file,
+                    "--scale", 160, "--rounds", 1, "-q")
+    assert r.returncode == 0, r.stderr
+    r = run_sppfeat("detect", model, voc_small / "images", "--proposals", proposal_file, "-o", dets,
+                    "--draw", tmp_path / "drawn", "-q")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(dets)))
+    assert list(rows[0]) == ["path", "x1", "y1", "x2", "y2", "label", "score"]
+    per_image = {}
+    for row in rows:
+        per_image[row["path"]] = per_image.get(row["path"], 0) + 1
+    assert set(per_image) <= {f"{i}.jpg" for i in IDS} and max(per_image.values()) <= 100
+    drawn = Image.open(tmp_path / "drawn" / f"{IDS[0]}.png")
+    assert drawn.size == Image.open(VOC / "JPEGImages" / f"{IDS[0]}.jpg").size
+    r = run_sppfeat("eval-detections", dets, voc_small / "boxes", "--report", tmp_path / "r.json")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert 0.5 < report["mAP"] <= 1  # its own training images: it must find most of their objects
+    assert report["ap"]["cow"] is None  # no cow in these images
+    r = run_sppfeat("eval-detections", dets, voc_small / "boxes", "--report", tmp_path / "r.json")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--overwrite" in r.stderr
+
+
+def test_detections_of_unknown_images_are_named_and_counted(voc_small, tmp_path):
+    dets = tmp_path / "d.csv"
+    dets.write_text("path,x1,y1,x2,y2,label,score\n000012.jpg,1,1,50,50,car,0.5\nnot-here.jpg,1,1,9,9,car,0.9\n")
+    r = run_sppfeat("eval-detections", dets, voc_small / "boxes")
+    assert r.returncode == 0
+    assert r.stderr.startswith("sppfeat: 1 detections name 1 images absent") and r.stderr.count("\n") == 1
+
+
+def test_detect_resumes_an_interrupted_run(voc_small, proposal_file, tmp_path, monkeypatch):
+    from sppfeat import ExtractionConfig
+    from sppfeat.detection import inference
+    from sppfeat.detection.mining import TrainingSettings
+    from sppfeat.detection.training import train_detector
+    from sppfeat.features.interrupts import ExtractionInterrupted
+
+    model = tmp_path / "m.h5"
+    train_detector(voc_small / "images", voc_small / "boxes", model, proposals=proposal_file,
+                   config=ExtractionConfig(**FAST), settings=TrainingSettings(rounds=0, regression=False), quiet=True)
+    whole = inference.detect(model, voc_small / "images", tmp_path / "whole.jsonl", proposals=proposal_file, quiet=True)
+    real, calls = inference.detect_windows, []
+
+    def stop_at_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise ExtractionInterrupted(15)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "detect_windows", stop_at_the_third)
+    out = tmp_path / "dets.jsonl"
+    with pytest.raises(ExtractionInterrupted, match="SIGTERM after 2 of 8 images"):
+        inference.detect(model, voc_small / "images", out, proposals=proposal_file, quiet=True)
+    monkeypatch.setattr(inference, "detect_windows", real)
+    resumed = inference.detect(model, voc_small / "images", out, proposals=proposal_file, quiet=True, resume=True)
+    assert out.read_text() == (tmp_path / "whole.jsonl").read_text() and len(resumed) == len(whole) > 0
