@@ -236,6 +236,9 @@ class ExtractionConfig:
 # The defaults of regions: at most 16 KB of raw vector per box (R-CNN's fc7 in float32); chosen by
 # accuracy per byte on the VOC 2007 sample's boxes (docs/benchmarks.md, Regions).
 REGION_DEFAULTS = ExtractionConfig(scales=(480,), levels=(2, 1), dtype="float16", combine="best")
+# Window vectors of the detectors (train-detector, detect): one conv map per image at this scale,
+# every window pooled from it (docs/detection.md says how they were chosen).
+DETECTION_DEFAULTS = ExtractionConfig(scales=(480,), levels=(2, 1))
 
 
 def _encode(name: str, value):
