@@ -69,6 +69,151 @@ def load_maps(scale: int, ids: list[str]) -> dict[str, ImageMap]:
     return out
 
 
+def detections_of(model, rv, truth, maps, proposal_set, regression: bool):
+    """Detections of `model` on the images of `truth` (maps and windows given)."""
+    from sppfeat.detection.inference import detect_windows
+    from sppfeat.detection.metric import Detections
+
+    saved = model.regression
+    model.regression = saved if regression else None
+    paths, boxes, labels, scores = [], [], [], []
+    for path in truth.paths:
+        b, k, s = detect_windows(model, rv, maps[path[:-4]], proposal_set.of(path))
+        paths += [path] * len(b)
+        boxes.append(b)
+        labels += [model.class_names[j] for j in k]
+        scores.append(s)
+    model.regression = saved
+    return Detections(paths, np.concatenate(boxes), labels, np.concatenate(scores))
+
+
+def train_and_test(train, test, maps, proposal_set, rv, settings, save: Path | None = None) -> dict:
+    """Fit on the images of BoxSet `train`, score on `test`: mAP with and without box regression."""
+    from sppfeat.detection.metric import evaluate_boxes
+    from sppfeat.detection.mining import fit_detector
+    from sppfeat.detection.model import DetectorModel, save_detector
+    from sppfeat.detection.proposal_file import read_proposals
+    from sppfeat.detection.training import prepare_image
+
+    start = time.monotonic()
+    rng = np.random.default_rng(settings.seed)
+    images = [prepare_image(rv, train, i, maps[path[:-4]], proposal_set.of(path), settings, rng)[0]
+              for i, path in enumerate(train.paths)]
+    fitted = fit_detector(images, len(train.class_names), rv, settings, quiet=True)
+    trained = time.monotonic()
+    model = DetectorModel(fitted.coef, fitted.intercept, list(train.class_names), rv.config.to_record(),
+                          read_proposals(OUT / "proposals.h5").settings, {"stats": fitted.stats}, fitted.regression)
+    if save is not None:
+        save_detector(save, model)
+    out = {"train_images": len(train.paths), "test_images": len(test.paths), "rounds": fitted.stats["rounds"],
+           "train_seconds": round(trained - start, 1)}
+    for regression in (False, True) if fitted.regression is not None else (False,):
+        evaluation = evaluate_boxes(detections_of(model, rv, test, maps, proposal_set, regression), test)
+        key = "with_regression" if regression else "no_regression"
+        out[key] = {"mAP": round(100 * evaluation.mAP, 2),
+                    "ap": {n: None if r.ap is None else round(100 * r.ap, 1) for n, r in evaluation.per_class.items()}}
+    out["test_seconds"] = round(time.monotonic() - trained, 1)
+    return out
+
+
+def accuracy(args, rest) -> None:
+    from sppfeat.detection.mining import TrainingSettings
+    from sppfeat.detection.proposal_file import read_proposals
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--train-n", type=int, default=0, help="first N train images (0 = all 1,500)")
+    p.add_argument("--levels", default="2,1")
+    p.add_argument("--cv", type=int, default=0, help="K-fold CV inside the training images (0 = none)")
+    p.add_argument("--no-val", action="store_true")
+    p.add_argument("--settings", default="{}", help="TrainingSettings fields as JSON")
+    p.add_argument("--tag", default="")
+    a = p.parse_args(rest)
+    settings = TrainingSettings(**json.loads(a.settings))
+    levels = tuple(int(v) for v in a.levels.split(","))
+    truth = read_boxes(VOC / "Annotations", keep_empty=True)
+    train_ids, val_ids = split_ids("train"), split_ids("val")
+    if a.train_n:
+        train_ids = train_ids[:a.train_n]
+    index = {path: i for i, path in enumerate(truth.paths)}
+    subset = lambda ids: truth.keep_images(sorted(index[f"{i}.jpg"] for i in ids))  # noqa: E731
+    proposal_set = read_proposals(OUT / "proposals.h5")
+    maps = load_maps(args.scale, train_ids + ([] if a.no_val else val_ids))
+    rv = RegionVectors(DETECTION_DEFAULTS.replace(scales=(args.scale,), levels=levels), "cpu")
+    base = {"tag": a.tag, "scale": args.scale, "levels": list(levels), "settings": json.loads(a.settings)}
+    if not a.no_val:
+        record({**base, "test": "val", **train_and_test(subset(train_ids), subset(val_ids), maps, proposal_set, rv,
+                                                          settings, OUT / f"detector{a.tag}.h5")})
+    if a.cv:
+        folds = np.array_split(np.random.default_rng(0).permutation(len(train_ids)), a.cv)
+        for k, held in enumerate(folds):
+            held_ids = [train_ids[i] for i in sorted(held)]
+            kept_ids = [i for i in train_ids if i not in set(held_ids)]
+            record({**base, "test": f"cv{k}", **train_and_test(subset(kept_ids), subset(held_ids), maps,
+                                                                proposal_set, rv, settings)})
+
+
+def rcnn_vectors(rv: RegionVectors, file: str, windows: np.ndarray, batch: int = 64) -> np.ndarray:
+    """R-CNN's way with our extractor: every window cropped from the image, warped to 224 × 224 and
+    run through the network on its own (the same levels and pooling, float32)."""
+    from PIL import Image
+
+    from sppfeat.detection.proposals import stored_rgb
+    from sppfeat.pyramid import spatial_pyramid_pool
+
+    image = Image.fromarray(stored_rgb(file))
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(windows), batch):
+            crops = [np.asarray(image.crop(tuple(int(v) for v in w)).resize((224, 224), Image.BILINEAR))
+                     for w in windows[start:start + batch]]
+            fmap = rv.model.feature_map(torch.from_numpy(np.stack(crops)))
+            out.append(spatial_pyramid_pool(fmap.float(), rv.model.levels, rv.model.pool).numpy())
+    return np.concatenate(out)
+
+
+def speed(args, rest) -> None:
+    """Seconds per image of each stage on `--n` val images, and the detection stage (all but
+    proposals) against R-CNN's way on the same images and windows, in one run."""
+    from sppfeat.detection.inference import detect_windows
+    from sppfeat.detection.model import load_detector
+    from sppfeat.detection.proposal_file import read_proposals
+    from sppfeat.detection.proposals import ProposalConfig, propose_file
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=10)
+    p.add_argument("--model", default=str(OUT / "detector.h5"))
+    a = p.parse_args(rest)
+    model = load_detector(a.model)
+    rv = RegionVectors(model.feature_settings, "cpu")
+    proposal_set = read_proposals(OUT / "proposals.h5")
+    ids = split_ids("val")[:a.n]
+    timings = {"proposals": [], "conv": [], "pool_score": [], "nms": [], "rcnn": [], "windows": []}
+    for image_id in ids:
+        file = str(VOC / "JPEGImages" / f"{image_id}.jpg")
+        t0 = time.perf_counter()
+        propose_file(file, ProposalConfig())
+        t1 = time.perf_counter()
+        image_map = rv.image_map(file)
+        t2 = time.perf_counter()
+        windows = proposal_set.of(f"{image_id}.jpg")
+        stage: dict = {}
+        detect_windows(model, rv, image_map, windows, timings=stage)
+        t3 = time.perf_counter()
+        vectors = rcnn_vectors(rv, file, windows)
+        model.scores(vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+        t4 = time.perf_counter()
+        for key, value in (("proposals", t1 - t0), ("conv", t2 - t1), ("pool_score", stage["pool_score"]),
+                           ("nms", stage["nms"]), ("rcnn", t4 - t3), ("windows", len(windows))):
+            timings[key].append(value)
+        print(image_id, {k: round(v[-1], 3) for k, v in timings.items()}, flush=True)
+    med = {k: float(np.median(v)) for k, v in timings.items()}
+    ours = [c + p + n for c, p, n in zip(timings["conv"], timings["pool_score"], timings["nms"])]
+    record({"step": "speed", "images": len(ids), "threads": torch.get_num_threads(),
+            "median_seconds": {k: round(v, 4) for k, v in med.items()},
+            "detection_stage_seconds": round(float(np.median(ours)), 4),
+            "rcnn_over_spp": round(float(np.median(np.array(timings["rcnn"]) / np.array(ours))), 1)})
+
+
 def record(result: dict) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with open(OUT / "results.jsonl", "a") as fh:
@@ -90,6 +235,10 @@ def main() -> None:
                 "seconds": round(r.seconds, 1)})
     elif args.step == "maps":
         compute_maps(args.scale)
+    elif args.step == "accuracy":
+        accuracy(args, rest)
+    elif args.step == "speed":
+        speed(args, rest)
 
 
 if __name__ == "__main__":

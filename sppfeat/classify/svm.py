@@ -32,7 +32,9 @@ def normalize_features(x: np.ndarray, power: float = 1.0) -> np.ndarray:
     the signed square root.
     """
     x = np.asarray(x, dtype=np.float32)
-    if power != 1.0:
+    if power == 0.5:
+        x = np.sign(x) * np.sqrt(np.abs(x))  # the same values, several times faster than ** 0.5
+    elif power != 1.0:
         x = np.sign(x) * np.abs(x) ** np.float32(power)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, np.float32(1e-12))

@@ -64,8 +64,8 @@ def detect_windows(model: DetectorModel, rv: RegionVectors, image_map: ImageMap,
     start = time.perf_counter()
     ok, _ = rv.usable(image_map, windows)
     windows = np.asarray(windows, np.float64)[ok]
-    vectors = rv.pool(image_map, windows)
-    scores = model.scores(vectors)
+    unique, inverse = rv.pool_unique(image_map, windows)
+    scores = model.scores(unique)[inverse]
     scored = time.perf_counter()
     height, width = image_map.stored_size
     out_boxes, out_labels, out_scores = [], [], []
@@ -73,7 +73,7 @@ def detect_windows(model: DetectorModel, rv: RegionVectors, image_map: ImageMap,
         top = np.argsort(-scores[:, k], kind="stable")[:TOP_PER_CLASS]
         if threshold is not None:
             top = top[scores[top, k] > threshold]
-        boxes = apply_offsets(windows[top], model.offsets(vectors[top], k)) if model.regression is not None \
+        boxes = apply_offsets(windows[top], model.offsets(unique[inverse[top]], k)) if model.regression is not None \
             else windows[top]
         boxes = np.clip(boxes, 0, [width, height, width, height])
         keep = nms(boxes, scores[top, k], NMS_IOU)

@@ -81,17 +81,23 @@ class RegionVectors:
         mask = np.array([reason is None for reason in reasons], dtype=bool)
         return mask, clipped[mask]
 
-    @torch.inference_mode()
     def pool(self, image: ImageMap, boxes: np.ndarray) -> np.ndarray:
         """K×D float32 normalised vectors of K usable boxes (pixels as stored; see :meth:`usable`)."""
+        vectors, inverse = self.pool_unique(image, boxes)
+        return vectors[inverse]
+
+    @torch.inference_mode()
+    def pool_unique(self, image: ImageMap, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(U×D vectors, K indices into them) of K usable boxes: windows that cover the same cells
+        of the map have the same vector, pooled once (2,000 windows are often a few hundred)."""
         mask, upright = self.usable(image, boxes)
         if not mask.all():
             raise ValueError("pool() takes usable boxes only (see usable())")
         if len(upright) == 0:
-            return np.zeros((0, self.dim), np.float32)
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64)
         in_h, in_w = image.input_size
         rows, cols = cell_centres(self.layers, in_h, 0), cell_centres(self.layers, in_w, 1)
         cells = boxes_to_cells(upright, image.original_size, (in_h, in_w), rows, cols)
-        unique, inverse = np.unique(cells, axis=0, return_inverse=True)  # windows on the same cells pool alike
+        unique, inverse = np.unique(cells, axis=0, return_inverse=True)
         pooled = pyramid_pool_boxes(image.fmap.float(), unique, self.model.levels, self.model.pool)
-        return normalize_features(pooled.cpu().numpy(), POWER)[inverse.reshape(-1)]
+        return normalize_features(pooled.cpu().numpy(), POWER), inverse.reshape(-1)

@@ -211,8 +211,8 @@ def _mine(images, store, coef, intercept, rv, settings, quiet, round_) -> int:
     for i, im in enumerate(tqdm(images, desc=f"mining {round_}", unit="image", disable=quiet, leave=False)):
         if len(im.windows) == 0:
             continue
-        vectors = rv.pool(im.image_map, im.windows)
-        scores = vectors @ coef.T + intercept.astype(np.float32)
+        unique, inverse = rv.pool_unique(im.image_map, im.windows)
+        scores = (unique @ coef.T + intercept.astype(np.float32))[inverse]
         hard = im.negative & ~im.cached & (scores > settings.hard_margin)
         chosen = np.zeros_like(hard)
         for k in np.flatnonzero(hard.any(axis=0)):
@@ -220,7 +220,7 @@ def _mine(images, store, coef, intercept, rv, settings, quiet, round_) -> int:
             chosen[candidates[np.argsort(-scores[candidates, k])[:settings.new_per_image]], k] = True
         windows = np.flatnonzero(chosen.any(axis=1))
         if len(windows):
-            added += _add(store, im, i, windows, vectors[windows].astype(np.float16), chosen[windows])
+            added += _add(store, im, i, windows, unique[inverse[windows]].astype(np.float16), chosen[windows])
     return added
 
 

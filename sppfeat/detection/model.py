@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ..config import FORMAT_VERSION, ExtractionConfig
-from ..storage.hdf5 import STR, open_hdf5, partial_path, read_strings
+from ..storage.hdf5 import STR, open_hdf5, read_strings, written_hdf5
 from .proposals import ProposalConfig
 
 KIND = "detector_model"
@@ -63,13 +61,7 @@ class DetectorModel:
 
 
 def save_detector(path: str | Path, model: DetectorModel) -> None:
-    from .. import __version__
-
-    path = Path(path)
-    tmp = partial_path(path)
-    with h5py.File(tmp, "w") as f:
-        f.attrs["sppfeat_kind"] = KIND
-        f.attrs["format_version"] = FORMAT_VERSION
+    with written_hdf5(path, KIND, FORMAT_VERSION) as f:
         f.create_dataset("coef", data=model.coef.astype(np.float32))
         f.create_dataset("intercept", data=model.intercept.astype(np.float64))
         f.create_dataset("class_names", data=model.class_names, dtype=STR)
@@ -78,9 +70,6 @@ def save_detector(path: str | Path, model: DetectorModel) -> None:
         f.attrs["feature_config"] = json.dumps(model.feature_record, sort_keys=True)
         f.attrs["proposals"] = json.dumps(model.proposals, sort_keys=True)
         f.attrs["training"] = json.dumps(model.training, sort_keys=True)
-        f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        f.attrs["sppfeat_version"] = __version__
-    tmp.replace(path)
 
 
 def load_detector(path: str | Path) -> DetectorModel:

@@ -7,7 +7,7 @@ Layout of a file written by ``sppfeat proposals``:
     image_sizes   N×2 int32 (height, width) of the stored image
     scores        M float32 (only when the source had scores)
     skipped/paths, skipped/reasons   images without proposals and why
-Attributes: sppfeat_kind = "proposals", settings (JSON: ProposalConfig's record, implementation,
+Attributes: sppfeat_kind = "proposals", format_version, settings (JSON: ProposalConfig's record, implementation,
 image_root), created, sppfeat_version.
 """
 
@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from ..data.boxes import read_boxes
-from ..storage.hdf5 import STR, open_hdf5, partial_path, read_strings
+from ..config import FORMAT_VERSION
+from ..storage.hdf5 import STR, open_hdf5, read_strings, written_hdf5
 
 KIND = "proposals"
 
@@ -53,25 +53,17 @@ class ProposalSet:
 
 def write_proposals(path: str | os.PathLike, proposals: ProposalSet) -> None:
     """Write `proposals` to `path` (under a .partial name, renamed when complete)."""
-    from .. import __version__
-
-    path = Path(path)
-    tmp = partial_path(path)
-    with h5py.File(tmp, "w") as f:
-        f.attrs["sppfeat_kind"] = KIND
+    with written_hdf5(path, KIND, FORMAT_VERSION) as f:
         f.attrs["settings"] = json.dumps(proposals.settings, sort_keys=True)
-        f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        f.attrs["sppfeat_version"] = __version__
         f.create_dataset("paths", data=proposals.paths, dtype=STR)
         f.create_dataset("first", data=proposals.first.astype(np.int64))
-        f.create_dataset("boxes", data=proposals.boxes.astype(np.float32).reshape(-1, 4),
-                         chunks=True if len(proposals.boxes) else None, compression="gzip" if len(proposals.boxes) else None)
+        boxes = proposals.boxes.astype(np.float32).reshape(-1, 4)
+        f.create_dataset("boxes", data=boxes, **({"chunks": True, "compression": "gzip"} if len(boxes) else {}))
         f.create_dataset("image_sizes", data=proposals.image_sizes.astype(np.int32).reshape(-1, 2))
         if proposals.scores is not None:
             f.create_dataset("scores", data=proposals.scores.astype(np.float32))
         f.create_dataset("skipped/paths", data=[p for p, _ in proposals.skipped], dtype=STR)
         f.create_dataset("skipped/reasons", data=[r for _, r in proposals.skipped], dtype=STR)
-    tmp.replace(path)
 
 
 def is_proposal_file(path: str | os.PathLike) -> bool:

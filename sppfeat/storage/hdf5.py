@@ -7,6 +7,8 @@ import os
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
@@ -33,6 +35,23 @@ def check_output(path: str | os.PathLike, replace: bool) -> Path:
     if not path.parent.is_dir():
         raise ValueError(f"output folder does not exist: {path.parent}")
     return path
+
+
+@contextmanager
+def written_hdf5(path: str | os.PathLike, kind: str, format_version: int):
+    """An HDF5 file opened for writing under `path`'s .partial name, with its kind, format version,
+    creation time and sppfeat version set; renamed to `path` when the block ends without error."""
+    from .. import __version__
+
+    path = Path(path)
+    tmp = partial_path(path)
+    with h5py.File(tmp, "w") as f:
+        f.attrs["sppfeat_kind"] = kind
+        f.attrs["format_version"] = format_version
+        f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        f.attrs["sppfeat_version"] = __version__
+        yield f
+    tmp.replace(path)
 
 
 def open_hdf5(path: str | os.PathLike, what: str) -> h5py.File:

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from .. import __version__
 from ..config import FORMAT_VERSION, MODEL, ExtractionConfig, changed_settings, setting_text
-from .hdf5 import STR, open_hdf5, partial_path, read_strings
+from .hdf5 import STR, open_hdf5, read_strings, written_hdf5
 
 KIND = "svm_model"
 
@@ -52,11 +49,7 @@ class SVMModel:
 
 
 def save_model(path: str | Path, model: SVMModel) -> None:
-    path = Path(path)
-    tmp = partial_path(path)
-    with h5py.File(tmp, "w") as f:
-        f.attrs["sppfeat_kind"] = KIND
-        f.attrs["format_version"] = FORMAT_VERSION
+    with written_hdf5(path, KIND, FORMAT_VERSION) as f:
         f.create_dataset("coef", data=model.coef.astype(np.float32))
         f.create_dataset("intercept", data=model.intercept.astype(np.float64))
         f.create_dataset("class_names", data=model.class_names, dtype=STR)
@@ -69,9 +62,6 @@ def save_model(path: str | Path, model: SVMModel) -> None:
         f.attrs["features_fingerprint"] = model.features_fingerprint
         f.attrs["split"] = json.dumps(model.split, sort_keys=True)
         f.attrs["cv_scores"] = json.dumps({str(k): v for k, v in model.cv_scores.items()})
-        f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        f.attrs["sppfeat_version"] = __version__
-    tmp.replace(path)
 
 
 def load_model(path: str | Path) -> SVMModel:
