@@ -16,6 +16,11 @@ The public API (importing one of these names loads what it needs, so `import spp
     ExtractionConfig, REGION_DEFAULTS, Runtime                       the settings these take
     spatial_pyramid_pool, SpatialPyramidPool                         the pooling op and its module
     pyramid_pool_boxes, BoxPyramidPool                               the same for many boxes of one map
+    proposals(images, output, config=ProposalConfig()) -> ProposalsResult   selective-search windows -> file
+    train_detector(images, boxes, model, proposals=...) -> TrainDetectorResult   boxes -> detector model
+    detect(model, images, output=None, ...) -> DetectResult          a detector on new photos: Detection rows
+    evaluate_detections(detections, boxes, ...) -> DetectionEvaluation   VOC 2007 AP per class and mAP
+    ProposalConfig, TrainingSettings, DETECTION_DEFAULTS             the settings these take
 """
 
 from importlib import import_module
@@ -47,6 +52,18 @@ _API = {
     "SpatialPyramidPool": "sppfeat.pyramid",
     "pyramid_pool_boxes": "sppfeat.roi",
     "BoxPyramidPool": "sppfeat.roi",
+    "proposals": "sppfeat.detection.proposals",
+    "ProposalConfig": "sppfeat.detection.proposals",
+    "ProposalsResult": "sppfeat.detection.proposals",
+    "train_detector": "sppfeat.detection.training",
+    "TrainDetectorResult": "sppfeat.detection.training",
+    "TrainingSettings": "sppfeat.detection.mining",
+    "DETECTION_DEFAULTS": "sppfeat.config",
+    "detect": "sppfeat.detection.inference",
+    "Detection": "sppfeat.detection.inference",
+    "DetectResult": "sppfeat.detection.inference",
+    "evaluate_detections": "sppfeat.detection.evaluation",
+    "DetectionEvaluation": "sppfeat.detection.metric",
 }
 __all__ = ["__version__", *_API]
 
