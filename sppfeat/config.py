@@ -14,7 +14,7 @@ import dataclasses
 import numbers
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -125,8 +125,9 @@ class ExtractionConfig:
     combine: str = setting("max", VECTOR, absent="max")
     shapes: str = setting("auto", VECTOR, absent="exact")
     compute: str = setting("auto", VECTOR, absent="float32")
+    recorded: InitVar[bool] = False  # rebuilt from a file's record: what it was made with stands
 
-    def __post_init__(self):
+    def __post_init__(self, recorded: bool):
         get_backbone_spec(self.backbone)
         set_ = object.__setattr__  # frozen: normalise the types once, here
         set_(self, "levels", as_levels(self.levels))
@@ -136,7 +137,7 @@ class ExtractionConfig:
         check_pool(self.pool)
         if not isinstance(self.max_side, numbers.Integral) or self.max_side < 1:
             raise ValueError(f"max_side must be an integer >= 1, got {self.max_side!r}")
-        if self.scales is not None and max(self.scales) > self.max_side:
+        if self.scales is not None and max(self.scales) > self.max_side and not recorded:
             raise ValueError(f"scales={self.scales} cannot take effect with max_side={self.max_side}: every image "
                              f"is capped at {self.max_side} px on its longer side, so its shorter side never "
                              f"reaches {max(self.scales)} px")
@@ -230,7 +231,7 @@ class ExtractionConfig:
                 if key not in record and f.metadata["absent"] is REQUIRED:
                     raise ValueError(f"the recorded extraction settings lack {key!r}")
                 values[f.name] = _decode(f.name, record[key]) if key in record else f.metadata["absent"]
-        return cls(**values)
+        return cls(**values, recorded=True)
 
 
 # The defaults of regions: at most 16 KB of raw vector per box (R-CNN's fc7 in float32); chosen by

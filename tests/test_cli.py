@@ -220,6 +220,8 @@ def test_a_scale_beyond_max_side_is_refused():
     with pytest.raises(ValueError, match=r"scales=\(4096,\) cannot take effect with max_side=2048"):
         ExtractionConfig(scales=(4096,))
     assert ExtractionConfig(scales=(2048,)).scales == (2048,)
+    made_before = {**ExtractionConfig(scales=(224,)).resolved("folder", None, "cpu").to_record(), "scale": [4096]}
+    assert ExtractionConfig.from_record(made_before).scales == (4096,)  # a file written before the check still opens
     result = run_cli("extract", DEMO, "o.h5", "--scale", "224,100000")
     assert result.exit_code == 2, result.output
     assert result.output.startswith("sppfeat: --scale 224,100000 cannot take effect with --max-side 2048: "), \
