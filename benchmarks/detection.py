@@ -5,6 +5,8 @@ detectors, reproducibly.
     python benchmarks/detection.py maps               # conv maps at the detection scale, cached on disk
     python benchmarks/detection.py accuracy [--train-n N] [--levels 2,1] [--cv 3] ...
     python benchmarks/detection.py speed [--n 10]     # seconds per stage; SPP-net's way vs R-CNN's way
+    python benchmarks/detection.py folders            # bench-out/detection/{train,val}/{photos,Annotations}
+                                                      # (symbolic links) for the commands themselves
 
 Train on the 1,500 `train` images, test on the 200 `val` images (and/or 3-fold CV inside `train`);
 11-point AP by the devkit's rules on the official boxes (difficult flags included). Results are
@@ -69,6 +71,26 @@ def load_maps(scale: int, ids: list[str]) -> dict[str, ImageMap]:
     return out
 
 
+class ContextVectors(RegionVectors):
+    """Experiment: each window's vector followed by the vector of the window enlarged `factor` times
+    around its centre (clipped to the image): the object and what surrounds it."""
+
+    def __init__(self, config, device, factor: float):
+        super().__init__(config, device)
+        self.factor = factor
+        self.dim *= 2
+
+    def pool_unique(self, image, boxes):
+        boxes = np.asarray(boxes, np.float64)
+        centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * self.factor
+        height, width = image.stored_size
+        wide = np.clip(np.concatenate([centre - half, centre + half], axis=1), 0, [width, height, width, height])
+        inner, inner_index = super().pool_unique(image, boxes)
+        outer, outer_index = super().pool_unique(image, wide)
+        pairs, inverse = np.unique(np.stack([inner_index, outer_index], axis=1), axis=0, return_inverse=True)
+        return np.hstack([inner[pairs[:, 0]], outer[pairs[:, 1]]]) / np.float32(np.sqrt(2)), inverse.reshape(-1)
+
+
 def detections_of(model, rv, truth, maps, proposal_set, regression: bool):
     """Detections of `model` on the images of `truth` (maps and windows given)."""
     from sppfeat.detection.inference import detect_windows
@@ -127,6 +149,7 @@ def accuracy(args, rest) -> None:
     p.add_argument("--no-val", action="store_true")
     p.add_argument("--settings", default="{}", help="TrainingSettings fields as JSON")
     p.add_argument("--tag", default="")
+    p.add_argument("--context", type=float, default=0.0, help="experiment: enlarged-window vector appended")
     a = p.parse_args(rest)
     settings = TrainingSettings(**json.loads(a.settings))
     levels = tuple(int(v) for v in a.levels.split(","))
@@ -138,8 +161,10 @@ def accuracy(args, rest) -> None:
     subset = lambda ids: truth.keep_images(sorted(index[f"{i}.jpg"] for i in ids))  # noqa: E731
     proposal_set = read_proposals(OUT / "proposals.h5")
     maps = load_maps(args.scale, train_ids + ([] if a.no_val else val_ids))
-    rv = RegionVectors(DETECTION_DEFAULTS.replace(scales=(args.scale,), levels=levels), "cpu")
-    base = {"tag": a.tag, "scale": args.scale, "levels": list(levels), "settings": json.loads(a.settings)}
+    config = DETECTION_DEFAULTS.replace(scales=(args.scale,), levels=levels)
+    rv = ContextVectors(config, "cpu", a.context) if a.context else RegionVectors(config, "cpu")
+    base = {"tag": a.tag, "scale": args.scale, "levels": list(levels), "settings": json.loads(a.settings),
+            "context": a.context, "train_n": a.train_n}
     if not a.no_val:
         record({**base, "test": "val", **train_and_test(subset(train_ids), subset(val_ids), maps, proposal_set, rv,
                                                           settings, OUT / f"detector{a.tag}.h5")})
@@ -214,6 +239,41 @@ def speed(args, rest) -> None:
             "rcnn_over_spp": round(float(np.median(np.array(timings["rcnn"]) / np.array(ours))), 1)})
 
 
+def proposal_recall() -> dict:
+    """Share of the non-difficult objects of each split with a proposal at IoU >= 0.5 and >= 0.7."""
+    from sppfeat.detection.geometry import iou
+    from sppfeat.detection.proposal_file import read_proposals
+
+    truth = read_boxes(VOC / "Annotations", keep_empty=True)
+    found = read_proposals(OUT / "proposals.h5")
+    out = {}
+    for split in ("train", "val"):
+        best = []
+        for image_id in split_ids(split):
+            i = truth.paths.index(f"{image_id}.jpg")
+            objects = truth.boxes[(truth.image == i) & ~truth.difficult]
+            if len(objects):
+                best.extend(iou(objects, found.of(f"{image_id}.jpg")).max(axis=1))
+        best = np.array(best)
+        out[split] = {"objects": len(best), "at_0.5": round(float((best >= 0.5).mean()), 4),
+                      "at_0.7": round(float((best >= 0.7).mean()), 4),
+                      "windows_per_image": round(float(np.mean([len(found.of(f"{i}.jpg")) for i in split_ids(split)])))}
+    return out
+
+
+def folders() -> None:
+    """train/ and val/ folders of symbolic links (photos/, Annotations/) for the sppfeat commands."""
+    for split in ("train", "val"):
+        for sub, suffix, source in (("photos", "jpg", "JPEGImages"), ("Annotations", "xml", "Annotations")):
+            folder = OUT / split / sub
+            folder.mkdir(parents=True, exist_ok=True)
+            for image_id in split_ids(split):
+                link = folder / f"{image_id}.{suffix}"
+                if not link.exists():
+                    link.symlink_to(VOC / source / f"{image_id}.{suffix}")
+    print(f"{OUT}/train and {OUT}/val: photos/ and Annotations/")
+
+
 def record(result: dict) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with open(OUT / "results.jsonl", "a") as fh:
@@ -223,7 +283,7 @@ def record(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("proposals", "maps", "accuracy", "speed"))
+    parser.add_argument("step", choices=("proposals", "maps", "accuracy", "speed", "folders"))
     parser.add_argument("--scale", type=int, default=480)
     args, rest = parser.parse_known_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -232,13 +292,15 @@ def main() -> None:
 
         r = proposals(VOC / "JPEGImages", OUT / "proposals.h5", resume=True, quiet=True)
         record({"step": "proposals", "images": r.n_images, "boxes": r.n_boxes, "skipped": r.n_skipped,
-                "seconds": round(r.seconds, 1)})
+                "seconds": round(r.seconds, 1), "recall": proposal_recall()})
     elif args.step == "maps":
         compute_maps(args.scale)
     elif args.step == "accuracy":
         accuracy(args, rest)
     elif args.step == "speed":
         speed(args, rest)
+    elif args.step == "folders":
+        folders()
 
 
 if __name__ == "__main__":
