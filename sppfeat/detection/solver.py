@@ -16,10 +16,12 @@ import torch
 
 class LinearSVM:
     """Binary linear SVM (scikit-learn style): fit(x n×d, y n in {0, 1} or {−1, +1}) learns coef_
-    (d float32) and intercept_ (float); decision_function(x) -> n margins."""
+    (d float32) and intercept_ (float); decision_function(x) -> n margins. tol: L-BFGS stops when
+    every gradient entry is below tol times the largest at w = 0 (1e-6: the objective within ~0.05 %
+    of liblinear's optimum on 20,000 window vectors; 1e-4 stopped ~4x above it)."""
 
     def __init__(self, C: float = 1.0, positive_weight: float = 1.0, bias_scale: float = 10.0,
-                 tol: float = 1e-4, max_iter: int = 500):
+                 tol: float = 1e-6, max_iter: int = 1000):
         self.C, self.positive_weight, self.bias_scale = C, positive_weight, bias_scale
         self.tol, self.max_iter = tol, max_iter
 
