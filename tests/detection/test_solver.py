@@ -37,3 +37,21 @@ def test_bad_input_is_refused():
         LinearSVM().fit(np.ones((3, 2)), np.ones(3))
     with pytest.raises(ValueError, match="positive"):
         LinearSVM(C=0).fit(np.ones((2, 2)), np.array([0, 1]))
+
+
+def test_default_tolerance_reaches_the_optimum_with_many_more_negatives_than_dimensions():
+    """Detection's shape of problem: 20,000 normalised non-negative vectors, 1 % positives. The
+    default tolerance must land within 0.1 % of liblinear's optimum (a looser one stopped early)."""
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(size=(20000, 300))).astype(np.float32) ** 2
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    s = x @ rng.normal(size=300)
+    y = (s > np.quantile(s, 0.99)).astype(int)
+    ref = sklearn_svm.LinearSVC(C=1.0, intercept_scaling=10, class_weight={1: 2.0, 0: 1.0}, tol=1e-8,
+                                max_iter=20000).fit(x, y)
+    theirs = LinearSVM(C=1.0, positive_weight=2.0)
+    theirs.coef_, theirs.intercept_ = ref.coef_[0].astype(np.float32), float(ref.intercept_[0])
+    ours = LinearSVM(C=1.0, positive_weight=2.0).fit(x, y)
+    assert ours.objective(x, y) <= theirs.objective(x, y) * 1.001
+    loose = LinearSVM(C=1.0, positive_weight=2.0, tol=1e-4).fit(x, y)
+    assert loose.objective(x, y) > theirs.objective(x, y) * 1.005  # the problem tells tolerances apart
