@@ -5,6 +5,7 @@ detectors, reproducibly.
     python benchmarks/detection.py maps               # conv maps at the detection scale, cached on disk
     python benchmarks/detection.py accuracy [--train-n N] [--levels 2,1] [--cv 3] ...
     python benchmarks/detection.py speed [--n 10]     # seconds per stage; SPP-net's way vs R-CNN's way
+    python benchmarks/detection.py model --model M.h5 # a trained model on val, with and without its regression
     python benchmarks/detection.py folders            # bench-out/detection/{train,val}/{photos,Annotations}
                                                       # (symbolic links) for the commands themselves
 
@@ -16,6 +17,7 @@ appended to bench-out/detection/results.jsonl as they are measured.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -124,7 +126,8 @@ def train_and_test(train, test, maps, proposal_set, rv, settings, save: Path | N
     fitted = fit_detector(images, len(train.class_names), rv, settings, quiet=True)
     trained = time.monotonic()
     model = DetectorModel(fitted.coef, fitted.intercept, list(train.class_names), rv.config.to_record(),
-                          read_proposals(OUT / "proposals.h5").settings, {"stats": fitted.stats}, fitted.regression)
+                          read_proposals(OUT / "proposals.h5").settings,
+                          {**dataclasses.asdict(settings), **fitted.stats, "n_images": len(images)}, fitted.regression)
     if save is not None:
         save_detector(save, model)
     out = {"train_images": len(train.paths), "test_images": len(test.paths), "rounds": fitted.stats["rounds"],
@@ -261,6 +264,32 @@ def proposal_recall() -> dict:
     return out
 
 
+def score_model(args, rest) -> None:
+    """A trained detector (e.g. made by sppfeat train-detector) on the val images, with and without
+    its box regression, on the cached maps."""
+    from sppfeat.detection.metric import evaluate_boxes
+    from sppfeat.detection.model import load_detector
+    from sppfeat.detection.proposal_file import read_proposals
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    a = p.parse_args(rest)
+    model = load_detector(a.model)
+    truth = read_boxes(VOC / "Annotations", keep_empty=True)
+    index = {path: i for i, path in enumerate(truth.paths)}
+    val = truth.keep_images(sorted(index[f"{i}.jpg"] for i in split_ids("val")))
+    maps = load_maps(model.feature_settings.scales[0], split_ids("val"))
+    rv = RegionVectors(model.feature_settings, "cpu")
+    proposal_set = read_proposals(OUT / "proposals.h5")
+    out = {"step": "model", "model": a.model, "levels": list(model.feature_settings.levels)}
+    for regression in (False, True):
+        e = evaluate_boxes(detections_of(model, rv, val, maps, proposal_set, regression), val)
+        out["with_regression" if regression else "no_regression"] = {
+            "mAP": round(100 * e.mAP, 2), "ap": {n: None if r.ap is None else round(100 * r.ap, 1)
+                                                 for n, r in e.per_class.items()}}
+    record(out)
+
+
 def folders() -> None:
     """train/ and val/ folders of symbolic links (photos/, Annotations/) for the sppfeat commands."""
     for split in ("train", "val"):
@@ -283,7 +312,7 @@ def record(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("proposals", "maps", "accuracy", "speed", "folders"))
+    parser.add_argument("step", choices=("proposals", "maps", "accuracy", "speed", "model", "folders"))
     parser.add_argument("--scale", type=int, default=480)
     args, rest = parser.parse_known_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -299,6 +328,8 @@ def main() -> None:
         accuracy(args, rest)
     elif args.step == "speed":
         speed(args, rest)
+    elif args.step == "model":
+        score_model(args, rest)
     elif args.step == "folders":
         folders()
 

@@ -22,10 +22,44 @@ if TYPE_CHECKING:
 
 
 def describe_file(path: str | os.PathLike) -> str:
-    """Summary of an sppfeat feature file or SVM model file; ValueError for anything else."""
+    """Summary of an sppfeat feature, SVM model, detector or proposal file; ValueError for anything else."""
     with open_hdf5(path, "file") as f:
         kind = f.attrs.get("sppfeat_kind", "features")
-    return describe_model(path) if kind == KIND else describe_features(path)
+    describe = {KIND: describe_model, "detector_model": describe_detector, "proposals": describe_proposals}
+    return describe.get(kind, describe_features)(path)
+
+
+def describe_detector(path: str | os.PathLike) -> str:
+    from .detection.model import load_detector
+
+    m = load_detector(path)
+    c, t, p = m.feature_settings, m.training, m.proposals
+    rounds = t.get("rounds", [])
+    return "\n".join([
+        f"{path}: sppfeat detector ({len(m.class_names)} classes × {m.coef.shape[1]} dims"
+        + (", box regression)" if m.regression is not None else ")"),
+        f"  classes     {', '.join(m.class_names)}",
+        f"  windows     {c.backbone}, scale {','.join(map(str, c.scales))}, levels {','.join(map(str, c.levels))}, "
+        f"{c.pool} pooling",
+        f"  proposals   {p.get('method', '?')}, at most {p.get('max_boxes', '?')} per image"
+        + (f" (from {p['source']})" if "source" in p else ""),
+        f"  training    {t.get('n_images', '?')} images, {sum(t.get('positives', []))} objects, C {t.get('C', '?')}, "
+        f"{max(len(rounds) - 1, 0)} mining rounds, {sum(r['added'] for r in rounds)} negatives mined"])
+
+
+def describe_proposals(path: str | os.PathLike) -> str:
+    from .detection.proposal_file import read_proposals
+
+    p = read_proposals(path)
+    counts = np.diff(p.first)
+    s = p.settings
+    return "\n".join([
+        f"{path}: sppfeat proposal file",
+        f"  images      {len(p.paths)} ({len(p.boxes)} windows; per image median {int(np.median(counts)) if len(counts) else 0}"
+        f", max {counts.max() if len(counts) else 0})",
+        f"  settings    {s.get('method', '?')}, at most {s.get('max_boxes', '?')}, min size {s.get('min_size', '?')} px, "
+        f"searched at <= {s.get('max_side', '?')} px ({s.get('implementation', '?')})",
+        f"  skipped     {len(p.skipped)}"])
 
 
 def describe_features(path: str | os.PathLike) -> str:

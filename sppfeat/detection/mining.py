@@ -184,8 +184,9 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
                 images[image].cached[window, k] = True
         cache = [len(m) for m in store.members]
         stats["rounds"].append({"added": int(added), "cache": cache, "seconds": round(time.monotonic() - start, 1)})
-        log.info("detector round %d: %d negatives added, %d cached (largest class %d), %.0f s", round_, added,
-                 store.n, max(cache) if cache else 0, time.monotonic() - start)
+        if not quiet:
+            log.info("detector round %d: %d negatives added, %d cached (largest class %d), %.0f s", round_, added,
+                     store.n, max(cache) if cache else 0, time.monotonic() - start)
         if round_ and added < settings.stop_fraction * max(1, sum(cache)):
             break
     regression = _fit_regression(images, n_classes, rv, settings) if settings.regression else None

@@ -88,7 +88,9 @@ def load_proposals(source: str | os.PathLike) -> ProposalSet:
     """Proposals from a proposal file or from a box file of any format ``regions`` reads (COCO JSON,
     a folder of VOC XML files, CSV path,x1,y1,x2,y2 with an optional score column; labels ignored)."""
     if is_proposal_file(source):
-        return read_proposals(source)
+        found = read_proposals(source)
+        found.settings = {**found.settings, "source": str(Path(source).resolve())}
+        return found
     box_set = read_boxes(source)
     counts = np.bincount(box_set.image, minlength=len(box_set.paths))
     return ProposalSet(list(box_set.paths), box_set.boxes.astype(np.float32),

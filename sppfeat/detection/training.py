@@ -54,7 +54,7 @@ class WindowSource:
     def record(self) -> dict:
         if self.proposal_set is None:
             return self.config.to_record()
-        return {**self.proposal_set.settings, "source": self.proposal_set.settings.get("source", "proposal file")}
+        return dict(self.proposal_set.settings)
 
     def windows(self, path: str, file: str) -> np.ndarray:
         """K×4 windows of the image `path` (file: where it is); ValueError when there are none."""
