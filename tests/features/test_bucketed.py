@@ -177,7 +177,7 @@ def test_an_interrupted_bucketed_run_resumes_to_the_same_file(mixed, bucketed_re
         extract(mixed, out, BUCKETED, one_process(checkpoint_every=8), quiet=True)
     monkeypatch.undo()
     refused = run_sppfeat("extract", mixed, out, *FAST_ARGS, "--workers", "1", "--exact", "--resume")
-    assert refused.returncode == 2 and "shapes" in refused.stderr
+    assert refused.returncode == 2 and "--bucketed (now --exact)" in refused.stderr
     extract(mixed, out, BUCKETED, one_process(checkpoint_every=8), resume=True, quiet=True)
     assert_same_rows(out, bucketed_reference)
 
