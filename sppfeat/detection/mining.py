@@ -104,29 +104,43 @@ def label_windows(windows: np.ndarray, boxes: np.ndarray, labels: np.ndarray, di
 
 
 class NegativeStore:
-    """The cached negatives' vectors (float16 rows, shared by the classes) and each class's rows."""
+    """The cached negatives' vectors (float16 rows, shared by the classes) and each class's rows.
+
+    Rows live in blocks of BLOCK rows, so that neither growing nor compacting ever holds two
+    copies of the store (a doubled array would, at the moment it grows: ~2.5 GB more at 100,000
+    rows of 6,400 dims)."""
+
+    BLOCK = 4096
 
     def __init__(self, dim: int, n_classes: int):
-        self.rows = np.zeros((0, dim), np.float16)
-        self.n = 0
+        self.dim, self.n = dim, 0
+        self.blocks: list[np.ndarray] = []
         self.members = [np.zeros(0, np.int64) for _ in range(n_classes)]
         self.owner: list[tuple[int, int]] = []  # (image, window) of each row
 
     def add(self, vectors: np.ndarray, image: int, windows: np.ndarray) -> np.ndarray:
         """Append vectors of `windows` of `image`; returns their row indices."""
-        need = self.n + len(vectors)
-        if need > len(self.rows):
-            grown = np.zeros((max(need, 2 * len(self.rows), 1024), self.rows.shape[1]), np.float16)
-            grown[:self.n] = self.rows[:self.n]
-            self.rows = grown
-        self.rows[self.n:need] = vectors
+        rows = np.arange(self.n, self.n + len(vectors))
+        while len(self.blocks) * self.BLOCK < self.n + len(vectors):
+            self.blocks.append(np.empty((self.BLOCK, self.dim), np.float16))
+        block, offset = np.divmod(rows, self.BLOCK)
+        for b in np.unique(block):
+            self.blocks[b][offset[block == b]] = vectors[block == b]
         self.owner.extend((image, int(w)) for w in windows)
-        rows = np.arange(self.n, need)
-        self.n = need
+        self.n += len(vectors)
         return rows
 
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """len(rows)×D float16 vectors of `rows`."""
+        rows = np.asarray(rows, np.int64)
+        out = np.empty((len(rows), self.dim), np.float16)
+        block, offset = np.divmod(rows, self.BLOCK)
+        for b in np.unique(block):
+            out[block == b] = self.blocks[b][offset[block == b]]
+        return out
+
     def compact(self, images: list[TrainingImage]) -> None:
-        """Drop the rows no class holds any more."""
+        """Drop the rows no class holds any more (old blocks freed as soon as they are copied)."""
         used = np.unique(np.concatenate(self.members)) if any(len(m) for m in self.members) else np.zeros(0, int)
         new_index = np.full(self.n, -1, np.int64)
         new_index[used] = np.arange(len(used))
@@ -134,7 +148,15 @@ class NegativeStore:
             stored = image.store_row >= 0
             image.store_row[stored] = new_index[image.store_row[stored]]
         self.members = [new_index[m] for m in self.members]
-        self.rows = self.rows[used].copy()
+        blocks = []
+        for start in range(0, len(used), self.BLOCK):
+            chunk = used[start:start + self.BLOCK]
+            block = np.empty((self.BLOCK, self.dim), np.float16)
+            block[:len(chunk)] = self.take(chunk)
+            blocks.append(block)
+            for b in range(int(chunk[-1]) // self.BLOCK):  # used is sorted: these old blocks are done
+                self.blocks[b] = None
+        self.blocks = blocks
         self.owner = [self.owner[i] for i in used]
         self.n = len(used)
 
@@ -173,7 +195,7 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
         for k in range(n_classes):
             coef[k], intercept[k] = _train_class(positives[pos_labels == k], store, k, settings,
                                                  (coef[k], intercept[k]) if warm else None)
-            scores = store.rows[store.members[k]].astype(np.float32) @ coef[k] + intercept[k]
+            scores = store.take(store.members[k]).astype(np.float32) @ coef[k] + intercept[k]
             store.members[k] = store.members[k][scores >= settings.easy_margin]
         store.compact(images)
         for im in images:  # cached[w, k] follows the classes' members after the drop
@@ -226,11 +248,13 @@ def _mine(images, store, coef, intercept, rv, settings, quiet, round_) -> int:
 
 
 def _train_class(positives: np.ndarray, store: NegativeStore, k: int, settings: TrainingSettings, warm):
-    negatives = store.rows[store.members[k]]
+    negatives = store.take(store.members[k])
     if len(positives) == 0 or len(negatives) == 0:
-        return np.zeros(store.rows.shape[1], np.float32), -1.0  # nothing to learn: every window scores -1
-    x = np.concatenate([positives, negatives]).astype(np.float32)
+        return np.zeros(store.dim, np.float32), -1.0  # nothing to learn: every window scores -1
+    x = np.empty((len(positives) + len(negatives), store.dim), np.float32)  # one float32 copy, no float16 one
+    x[:len(positives)], x[len(positives):] = positives, negatives
     y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
+    del negatives
     svm = LinearSVM(settings.C, settings.positive_weight).fit(x, y, warm_start=warm)
     return svm.coef_, svm.intercept_
 
@@ -250,12 +274,16 @@ def _fit_regression(images: list[TrainingImage], n_classes: int, rv: RegionVecto
         return out
     x_all, labels, t_all = np.concatenate(vectors), np.concatenate(labels), np.concatenate(targets)
     for k in range(n_classes):
-        x = x_all[labels == k].astype(np.float64)
-        if len(x) == 0:
+        rows = np.flatnonzero(labels == k)
+        if len(rows) == 0:
             continue
-        x, t = np.hstack([x, np.ones((len(x), 1))]), t_all[labels == k]
+        x = np.ones((len(rows), rv.dim + 1), np.float32)  # float32 products, solved in float64
+        x[:, :-1] = x_all[rows]
+        t = t_all[rows]
         if len(x) < x.shape[1]:  # the smaller system: W = Xᵀ(XXᵀ + λI)⁻¹T, or (XᵀX + λI)⁻¹XᵀT
-            out[k] = (x.T @ np.linalg.solve(x @ x.T + settings.ridge * np.eye(len(x)), t)).T
+            gram = (x @ x.T).astype(np.float64) + settings.ridge * np.eye(len(x))
+            out[k] = (x.T @ np.linalg.solve(gram, t).astype(np.float32)).T
         else:
-            out[k] = np.linalg.solve(x.T @ x + settings.ridge * np.eye(x.shape[1]), x.T @ t).T
+            gram = (x.T @ x).astype(np.float64) + settings.ridge * np.eye(x.shape[1])
+            out[k] = np.linalg.solve(gram, (x.T @ t.astype(np.float32)).astype(np.float64)).T
     return out
