@@ -69,9 +69,17 @@ def regions(images, boxes, output, box_format, combine, **options):
 @click.option("--consolidate", is_flag=True, help="Copy the rows into one ordinary file instead of a virtual one.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def merge_(shards, output, consolidate, overwrite):
-    """Join the shard files of one extraction (--shard i/n) into OUTPUT, in single-run row order."""
+    """Join the shard files of one extraction or proposals run (--shard i/n) into OUTPUT, in
+    single-run row order."""
+    from ..detection.proposal_file import is_proposal_file, merge_proposals
+    from ..storage.hdf5 import check_output
     from ..storage.merge import merge
 
+    if is_proposal_file(shards[0]):
+        check_output(output, overwrite)
+        merge_proposals(list(shards), output)
+        say(f"{output}: {len(shards)} proposal shards joined")
+        return
     merge(list(shards), output, consolidate=consolidate, overwrite=overwrite)
     say(f"{output}: {len(shards)} shards {'copied' if consolidate else 'linked (virtual datasets)'}")
 

@@ -101,11 +101,16 @@ def load_proposals(source: str | os.PathLike) -> ProposalSet:
 
 
 def merge_proposals(shards: list[str | os.PathLike], output: str | os.PathLike) -> None:
-    """Join the proposal files of the shards of one run into `output`, in shard order."""
+    """Join the proposal files of the shards of one run into `output`, in shard order; ValueError
+    for shards made with other settings."""
     sets = [read_proposals(s) for s in shards]
+    for path, other in zip(shards[1:], sets[1:]):
+        if {k: v for k, v in other.settings.items() if k != "image_root"} != \
+                {k: v for k, v in sets[0].settings.items() if k != "image_root"}:
+            raise ValueError(f"{path} was made with other proposal settings than {shards[0]}")
     offsets = np.cumsum([0] + [len(s.boxes) for s in sets])
     first = np.concatenate([sets[0].first[:1]] + [s.first[1:] + o for s, o in zip(sets, offsets)])
     write_proposals(output, ProposalSet(
         [p for s in sets for p in s.paths], np.concatenate([s.boxes for s in sets]), first,
         np.concatenate([s.image_sizes for s in sets]), None, sets[0].settings,
-        [item for s in sets for item in s.skipped]))
+        list(dict.fromkeys(item for s in sets for item in s.skipped))))  # listing skips are in every shard

@@ -189,3 +189,18 @@ def test_detect_resumes_an_interrupted_run(voc_small, proposal_file, tmp_path, m
     monkeypatch.setattr(inference, "detect_windows", real)
     resumed = inference.detect(model, voc_small / "images", out, proposals=proposal_file, quiet=True, resume=True)
     assert out.read_text() == (tmp_path / "whole.jsonl").read_text() and len(resumed) == len(whole) > 0
+
+
+def test_proposal_shards_merge_to_the_single_run(voc_small, proposal_file, tmp_path):
+    from sppfeat.detection.proposal_file import read_proposals
+
+    for i in range(3):
+        r = run_sppfeat("proposals", voc_small / "images", tmp_path / "p.h5", "--shard", f"{i}/3", "--search-side", 200,
+                        "--cores", 1, "-q")
+        assert r.returncode == 0, r.stderr
+    r = run_sppfeat("merge", *[tmp_path / f"p.shard-0000{i}-of-00003.h5" for i in range(3)], tmp_path / "p.h5")
+    assert r.returncode == 0 and r.stderr == "sppfeat: " + str(tmp_path / "p.h5") + ": 3 proposal shards joined\n"
+    merged, whole = read_proposals(tmp_path / "p.h5"), read_proposals(proposal_file)
+    assert merged.paths == whole.paths and merged.skipped == whole.skipped
+    np.testing.assert_array_equal(merged.boxes, whole.boxes)
+    np.testing.assert_array_equal(merged.first, whole.first)
