@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.boxes import read_boxes
 from ..storage.hdf5 import partial_path
 from .metric import Detections
 
@@ -44,28 +43,32 @@ def write_detections(path: str | os.PathLike, rows) -> None:
 
 
 def read_detections(path: str | os.PathLike) -> Detections:
-    """Detections of a CSV (any box file with label and score columns) or JSONL file; ValueError
-    with the line at fault otherwise."""
+    """Detections of a CSV or JSONL file with the fields path,x1,y1,x2,y2,label,score (any order,
+    other columns ignored), in file order (the order breaks ties in score, as in the devkit);
+    ValueError naming the line at fault otherwise."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"detections not found: {path}")
-    if path.suffix.lower() != ".jsonl":
-        boxes = read_boxes(path, "csv" if path.suffix.lower() == ".csv" else "auto")
-        if boxes.scores is None or (boxes.labels < 0).any():
-            raise ValueError(f"{path}: detections need label and score columns ({','.join(FIELDS)})")
-        return Detections([boxes.paths[i] for i in boxes.image], boxes.boxes,
-                          [boxes.class_names[k] for k in boxes.labels], boxes.scores)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            if path.suffix.lower() == ".jsonl":
+                records = [(n, json.loads(line)) for n, line in enumerate(fh, start=1) if line.strip()]
+            else:
+                reader = csv.DictReader(fh)
+                if not set(FIELDS) <= set(reader.fieldnames or []):
+                    raise ValueError(f"{path}: detections need the columns {','.join(FIELDS)}")
+                records = list(enumerate(reader, start=2))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"cannot read detections {path} ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON lines ({exc})") from None
     paths, coords, labels, scores = [], [], [], []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                coords.append([float(row[k]) for k in ("x1", "y1", "x2", "y2")])
-                paths.append(str(row["path"]))
-                labels.append(str(row["label"]))
-                scores.append(float(row["score"]))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}, line {line_no}: not a detection with {', '.join(FIELDS)} ({exc})") from None
+    for line_no, row in records:
+        try:
+            coords.append([float(row[k]) for k in ("x1", "y1", "x2", "y2")])
+            paths.append(str(row["path"]))
+            labels.append(str(row["label"]))
+            scores.append(float(row["score"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}, line {line_no}: not a detection with {', '.join(FIELDS)} ({exc})") from None
     return Detections(paths, np.array(coords, dtype=np.float64).reshape(-1, 4), labels, np.array(scores))
