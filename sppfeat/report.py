@@ -98,6 +98,8 @@ def setting_text(key: str, value, record: dict) -> str:
     scales = record.get("scale")
     if key == "combine" and "boxes_file" in record and not (isinstance(scales, list) and len(scales) > 1):
         return f"{value} (one scale: best and max are the same)"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))  # as the command line writes it: levels 6,3,2,1
     return str(value)
 
 
@@ -109,8 +111,9 @@ def describe_model(path: str | os.PathLike) -> str:
              f"  classes     {len(model.class_names)}" + (" (multi-label)" if model.multilabel else " (one-vs-rest)"),
              f"  weights     {model.coef.shape[0]} × {model.coef.shape[1]}",
              f"  C           {model.C:g}" + (f"  (cross-validated: {cv})" if cv else ""),
-             f"  features    power {model.power:g}, then L2; {record.get('backbone')} levels {record.get('levels')} "
-             f"{record.get('pool')} pooling, scale {record.get('scale')}",
+             f"  features    power {model.power:g}, then L2; {record.get('backbone')} levels "
+             f"{setting_text('levels', record.get('levels'), record)} {record.get('pool')} pooling, scale "
+             f"{setting_text('scale', record.get('scale'), record)}",
              f"  split       {json.dumps(model.split)}",
              f"  train/test  {len(model.train_paths)} / {len(model.test_paths)} images"]
     return "\n".join(lines)

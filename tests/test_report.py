@@ -32,3 +32,9 @@ def test_info_says_best_and_max_agree_for_a_one_scale_regions_file(one_box, scal
 
 def test_info_of_an_image_file_does_not_mention_best(demo_features):
     assert combine_line(demo_features) == "max"
+
+
+def test_info_writes_lists_as_the_command_line_does(demo_features):
+    text = describe_file(demo_features)
+    assert re.search(r"^\s+levels\s+6,3,2,1$", text, re.M) and re.search(r"^\s+scale\s+224$", text, re.M), text
+    assert "[" not in text
