@@ -4,12 +4,14 @@ images of the shared sample (small settings so that they take seconds; skipped w
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import VOC_SAMPLE, run_sppfeat
+from conftest import SUBPROCESS_TIMEOUT, VOC_SAMPLE, run_sppfeat
 
 VOC = VOC_SAMPLE / "VOCdevkit" / "VOC2007"
 IDS = ["000012", "000017", "000023", "000033", "000034", "000044", "000048", "000061"]
@@ -191,15 +193,24 @@ def test_detect_resumes_an_interrupted_run(voc_small, proposal_file, tmp_path, m
     assert out.read_text() == (tmp_path / "whole.jsonl").read_text() and len(resumed) == len(whole) > 0
 
 
-def test_proposal_shards_merge_to_the_single_run(voc_small, proposal_file, tmp_path):
+@pytest.mark.parametrize("launch", ["shards", "torchrun"])
+def test_proposal_shards_merge_to_the_single_run(voc_small, proposal_file, tmp_path, launch):
     from sppfeat.detection.proposal_file import read_proposals
 
-    for i in range(3):
+    if launch == "torchrun":
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+                            "sppfeat", "proposals", str(voc_small / "images"), str(tmp_path / "p.h5"), "--search-side",
+                            "200", "-q"], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+                           env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert (tmp_path / "p.shard-00001-of-00002.h5").is_file()
+    for i in range(3 if launch == "shards" else 0):
         r = run_sppfeat("proposals", voc_small / "images", tmp_path / "p.h5", "--shard", f"{i}/3", "--search-side", 200,
                         "--cores", 1, "-q")
         assert r.returncode == 0, r.stderr
-    r = run_sppfeat("merge", *[tmp_path / f"p.shard-0000{i}-of-00003.h5" for i in range(3)], tmp_path / "p.h5")
-    assert r.returncode == 0 and r.stderr == "sppfeat: " + str(tmp_path / "p.h5") + ": 3 proposal shards joined\n"
+    if launch == "shards":
+        r = run_sppfeat("merge", *[tmp_path / f"p.shard-0000{i}-of-00003.h5" for i in range(3)], tmp_path / "p.h5")
+        assert r.returncode == 0 and r.stderr == "sppfeat: " + str(tmp_path / "p.h5") + ": 3 proposal shards joined\n"
     merged, whole = read_proposals(tmp_path / "p.h5"), read_proposals(proposal_file)
     assert merged.paths == whole.paths and merged.skipped == whole.skipped
     np.testing.assert_array_equal(merged.boxes, whole.boxes)
