@@ -34,17 +34,21 @@ def precision_recall(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarra
     return tp / (tp + fp), tp / n_pos
 
 
-def average_precision_11pt(scores: np.ndarray, targets: np.ndarray) -> float:
-    """VOC 2007 AP of one class: mean over t = 0, 0.1, ..., 1 of the best precision at recall ≥ t
-    (of :func:`precision_recall`). 0.0 without positives."""
-    precision, recall = precision_recall(scores, targets)
-    if len(recall) == 0:
-        return 0.0
-    ap = 0.0
+def eleven_point_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC 2007's interpolated AP of a precision-recall curve: mean over t = 0, 0.1, ..., 1 of the
+    best precision at recall ≥ t (0 where no point reaches t); used by classification and detection."""
+    total = 0.0  # summed, then divided once: a perfect curve gives exactly 1.0
     for t in np.linspace(0.0, 1.0, 11):
         reached = precision[recall >= t - 1e-12]
-        ap += (reached.max() if reached.size else 0.0) / 11.0
-    return float(ap)
+        total += reached.max() if reached.size else 0.0
+    return float(total / 11)
+
+
+def average_precision_11pt(scores: np.ndarray, targets: np.ndarray) -> float:
+    """VOC 2007 AP of one class (:func:`eleven_point_ap` of :func:`precision_recall`). 0.0 without
+    positives."""
+    precision, recall = precision_recall(scores, targets)
+    return eleven_point_ap(recall, precision) if len(recall) else 0.0
 
 
 def mean_average_precision_11pt(scores: np.ndarray, targets: np.ndarray) -> float:

@@ -10,10 +10,12 @@ precision at recall >= r (0 where none).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..classify.metrics import eleven_point_ap
 from ..data.boxes import BoxSet
 from .geometry import iou
 
@@ -66,15 +68,6 @@ class DetectionEvaluation:
                 "unknown_images": self.unknown_images, "unknown_labels": self.unknown_labels}
 
 
-def eleven_point_ap(recall: np.ndarray, precision: np.ndarray) -> float:
-    """Mean over r in {0, 0.1, ..., 1} of max(precision[recall >= r]), 0 where no point reaches r."""
-    total = 0.0
-    for r in np.linspace(0, 1, 11):
-        reached = precision[recall >= r - 1e-12]
-        total += reached.max() if reached.size else 0.0
-    return total / 11
-
-
 def match_class(boxes: np.ndarray, scores: np.ndarray, image: np.ndarray, truth: list[tuple[np.ndarray, np.ndarray]],
                 min_iou: float = MIN_IOU) -> np.ndarray:
     """Per detection (boxes D×4, scores D, image D indices into truth) of one class: 1 true
@@ -106,8 +99,8 @@ def evaluate_boxes(detections: Detections, truth: BoxSet, min_iou: float = MIN_I
     label_of = {name: k for k, name in enumerate(names)}
     image = np.array([index.get(p, -1) for p in detections.paths], dtype=np.int64)
     label = np.array([label_of.get(name, -1) for name in detections.labels], dtype=np.int64)
-    unknown_images = _counts([p for p, i in zip(detections.paths, image) if i < 0])
-    unknown_labels = _counts([n for n, i, k in zip(detections.labels, image, label) if i >= 0 and k < 0])
+    unknown_images = dict(Counter(p for p, i in zip(detections.paths, image) if i < 0))
+    unknown_labels = dict(Counter(n for n, i, k in zip(detections.labels, image, label) if i >= 0 and k < 0))
     per_class = {}
     for k, name in enumerate(names):
         of_class = np.flatnonzero(truth.labels == k)  # truth.image is non-decreasing: split by image
@@ -127,9 +120,3 @@ def evaluate_boxes(detections: Detections, truth: BoxSet, min_iou: float = MIN_I
     return DetectionEvaluation(float(np.mean(aps)) if aps else float("nan"), per_class, len(truth.paths),
                                len(detections.paths), unknown_images, unknown_labels)
 
-
-def _counts(values: list[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out
