@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..classify.plots import check_plots_folder
 from .proposals import stored_rgb
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
@@ -17,15 +18,11 @@ PLOTS = ("precision_recall.png", "ap_per_class.png")
 
 
 def check_draw_folder(folder: str | os.PathLike, overwrite: bool) -> Path:
-    """A folder to draw into: new, empty, or (overwrite) emptied of earlier pictures; ValueError otherwise."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} is not a folder")
-    if not folder.parent.is_dir():
-        raise ValueError(f"folder does not exist: {folder.parent}")
-    if folder.is_dir() and any(folder.iterdir()):
-        if not overwrite:
-            raise ValueError(f"{folder} is not empty: pass overwrite=True to replace its pictures")
+    """A folder to draw detections into, by the rule of every picture folder (check_plots_folder:
+    new, empty, or overwrite); with overwrite its earlier pictures (every PNG: they are named after
+    the images) are removed, so none of another run survives."""
+    folder = check_plots_folder(folder, overwrite=overwrite)
+    if overwrite and folder.is_dir():
         for old in folder.rglob("*.png"):
             old.unlink()
     return folder

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,10 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
         return [Detection(path, *map(float, box), names[int(k)], float(s))
                 for box, k, s in zip(c["boxes"], c["label"], c["score"])]
 
+    results: dict[int, ImageResult] = {}
+
     def on_result(result: ImageResult) -> None:
+        results[result.index] = result
         rows = rows_of(result)
         if draw is not None and not result.reason:
             draw_detections(image_list.file(result.index), rows, Path(draw) / image_list.paths[result.index])
@@ -154,19 +158,15 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
 
     manifest = {"model": str(Path(model).resolve()), "images": str(Path(images).resolve()), "threshold": threshold,
                 "proposals": None if proposals is None else str(Path(proposals).resolve())}
-    work = lambda index: _work(detector, rv, source, image_list, threshold, timings, index)  # noqa: E731
-    if output is None:
-        results = {}
-        for index in range(len(image_list.paths)):
-            results[index] = work(index)
-            on_result(results[index])
-    else:
-        if Path(output).exists() and resume and not overwrite:
-            raise ValueError(f"{output} is already complete")
-        parts = start_run(output, manifest, resume, overwrite)
-        todo = [i for i in range(len(image_list.paths)) if i not in parts.done()]
-        run_images(work, todo, parts, total=len(image_list.paths), desc="detect", quiet=quiet, on_result=on_result)
-        results = parts.results()
+    work = partial(_work, detector, rv, source, image_list, threshold, timings)
+    if output is not None and Path(output).exists() and resume and not overwrite:
+        raise ValueError(f"{output} is already complete")
+    parts = start_run(output, manifest, resume, overwrite) if output is not None else None
+    done = parts.done() if parts is not None else set()
+    todo = [i for i in range(len(image_list.paths)) if i not in done]
+    run_images(work, todo, parts, total=len(image_list.paths), desc="detect", quiet=quiet, on_result=on_result)
+    if parts is not None:
+        results = parts.results()  # with the images of an interrupted run
     detections = [row for i in range(len(image_list.paths)) for row in rows_of(results[i])]
     skipped = list(image_list.skipped) + [(image_list.paths[i], r.reason) for i, r in sorted(results.items())
                                           if r.reason]

@@ -18,6 +18,7 @@ from ..classify.svm import normalize_features
 from ..config import ExtractionConfig
 from ..data.decode import DecodeError, decode_scales
 from ..features.descriptor import build_descriptor
+from ..features.in_memory import resolved_for
 from ..features.projection import boxes_to_cells, orient_boxes, usable_boxes
 from ..features.runtime import resolve_device
 from ..roi import pyramid_pool_boxes
@@ -55,8 +56,7 @@ class RegionVectors:
             raise ValueError("the detection settings need a scale (e.g. scales=(480,))")
         if len(config.scales) != 1:
             raise ValueError(f"detection pools every window at one scale; got scales={config.scales}")
-        config = config.resolved(config.dataset if config.dataset != "auto" else "folder", None, self.device.type)
-        self.model, self.config, self.weights_path = build_descriptor(config, self.device)
+        self.model, self.config, self.weights_path = build_descriptor(resolved_for(config, self.device), self.device)
         self.policies = self.config.resize_policies()
         self.layers = trace_layers(self.model.trunk, self.device)
         self.dim = self.model.dim

@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
+from ..meter import Meter
 from .geometry import iou, regression_targets
 from .maps import ImageMap, RegionVectors
 from .solver import LinearSVM
@@ -230,21 +230,26 @@ def _add(store: NegativeStore, im: TrainingImage, i: int, windows: np.ndarray, v
 
 
 def _mine(images, store, coef, intercept, rv, settings, quiet, round_) -> int:
-    added = 0
-    for i, im in enumerate(tqdm(images, desc=f"mining {round_}", unit="image", disable=quiet, leave=False)):
-        if len(im.windows) == 0:
-            continue
-        unique, inverse = rv.pool_unique(im.image_map, im.windows)
-        scores = (unique @ coef.T + intercept.astype(np.float32))[inverse]
-        hard = im.negative & ~im.cached & (scores > settings.hard_margin)
-        chosen = np.zeros_like(hard)
-        for k in np.flatnonzero(hard.any(axis=0)):
-            candidates = np.flatnonzero(hard[:, k])
-            chosen[candidates[np.argsort(-scores[candidates, k])[:settings.new_per_image]], k] = True
-        windows = np.flatnonzero(chosen.any(axis=1))
-        if len(windows):
-            added += _add(store, im, i, windows, unique[inverse[windows]].astype(np.float16), chosen[windows])
+    added, meter = 0, Meter(f"mining {round_}", len(images), quiet=quiet)
+    for i, im in enumerate(images):
+        if len(im.windows):
+            added += _mine_image(store, im, i, coef, intercept, rv, settings)
+        meter.update(1)
+    meter.close()
     return added
+
+
+def _mine_image(store, im, i, coef, intercept, rv, settings) -> int:
+    """Cache image i's new hard negatives: at most new_per_image per class, the highest scoring."""
+    unique, inverse = rv.pool_unique(im.image_map, im.windows)
+    scores = (unique @ coef.T + intercept.astype(np.float32))[inverse]
+    hard = im.negative & ~im.cached & (scores > settings.hard_margin)
+    chosen = np.zeros_like(hard)
+    for k in np.flatnonzero(hard.any(axis=0)):
+        candidates = np.flatnonzero(hard[:, k])
+        chosen[candidates[np.argsort(-scores[candidates, k])[:settings.new_per_image]], k] = True
+    windows = np.flatnonzero(chosen.any(axis=1))
+    return _add(store, im, i, windows, unique[inverse[windows]].astype(np.float16), chosen[windows])
 
 
 def _train_class(positives: np.ndarray, store: NegativeStore, k: int, settings: TrainingSettings, warm):

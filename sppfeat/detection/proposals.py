@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..cores import available_cores
 from ..data.decode import to_rgb
-from ..data.discover import ImageList, list_file, list_folder
+from ..data.discover import ImageList, list_images
 from ..shards import check_shard, shard_bounds, shard_path
 from ..storage.progress import listing_fingerprint
 from .proposal_file import ProposalSet, write_proposals
@@ -92,16 +92,23 @@ def selective_search(pixels: np.ndarray, config: ProposalConfig = ProposalConfig
     return boxes[np.sort(first)][:config.max_boxes]
 
 
-def _seed_rand(seed: int) -> None:
-    """srand(seed) of the C library (where there is one to find)."""
+@lru_cache(maxsize=1)
+def _libc():
+    """The C library, looked up once (find_library runs a subprocess); None where there is none."""
     import ctypes
     import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        libc.srand(seed)
-    except (OSError, AttributeError):
-        pass
+        return ctypes.CDLL(ctypes.util.find_library("c") or None)
+    except OSError:
+        return None
+
+
+def _seed_rand(seed: int) -> None:
+    """srand(seed) of the C library (where there is one to find)."""
+    srand = getattr(_libc(), "srand", None)
+    if srand is not None:
+        srand(seed)
 
 
 def propose_file(path: str, config: ProposalConfig) -> tuple[np.ndarray, tuple[int, int]]:
@@ -141,10 +148,7 @@ class ProposalsResult:
 
 def list_inputs(images: str | os.PathLike) -> ImageList:
     """A folder (every image under it) or one image file; ValueError when there is no image."""
-    images = Path(images)
-    if not images.exists():
-        raise ValueError(f"images not found: {images}")
-    image_list = list_file(images) if images.is_file() else list_folder(images)
+    image_list = list_images(images, "folder")
     if not image_list.paths:
         raise ValueError(f"no images found in {images}")
     return image_list
@@ -170,7 +174,8 @@ def proposals(images: str | os.PathLike, output: str | os.PathLike, config: Prop
     if output.exists() and resume and not overwrite:
         return _finished(output, start)
     parts = start_run(output, manifest, resume, overwrite)
-    todo = [i for i in range(lo, hi) if i not in parts.done()]
+    done = parts.done()
+    todo = [i for i in range(lo, hi) if i not in done]
     processes = min(cores or available_cores(), max(1, len(todo)))
 
     def check(result: ImageResult) -> None:

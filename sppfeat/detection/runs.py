@@ -16,13 +16,13 @@ import shutil
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..features.interrupts import ExtractionInterrupted, StopSignals
+from ..meter import Meter
 from ..storage.hdf5 import check_output
+from ..storage.progress import parts_path
 
 SEGMENT_IMAGES = 32  # images per saved segment: what a kill -9 can lose
 
@@ -40,8 +40,7 @@ class PartsFolder:
     """``OUT.parts/``: the manifest of a run (what decides its rows) and its finished segments."""
 
     def __init__(self, output: str | os.PathLike):
-        output = Path(output)
-        self.path = output.with_name(output.name + ".parts")
+        self.path = parts_path(output)
 
     def open(self, manifest: dict, resume: bool, overwrite: bool) -> None:
         """Continue a run with the same `manifest` (resume), or start afresh. ValueError for a
@@ -107,16 +106,18 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the main process, which stops the pool
 
 
-def run_images(work: Callable[[int], ImageResult], indices: Iterable[int], parts: PartsFolder, *, total: int,
-               processes: int = 0, desc: str = "images", quiet: bool = False,
+def run_images(work: Callable[[int], ImageResult], indices: Iterable[int], parts: PartsFolder | None, *,
+               total: int, processes: int = 0, desc: str = "images", quiet: bool = False,
                on_result: Callable[[ImageResult], None] | None = None) -> None:
     """Call `work(index)` for every index (in `processes` worker processes, 0 = here), saving the
-    results in segments of SEGMENT_IMAGES. SIGINT / SIGTERM stop the run with ExtractionInterrupted
-    saying how much is saved; `on_result` sees each result in order (e.g. to print it)."""
+    results in segments of SEGMENT_IMAGES in `parts` (None: not saved). SIGINT / SIGTERM stop the
+    run with ExtractionInterrupted saying how much is saved; `on_result` sees each result in order
+    (e.g. to print it)."""
     indices = list(indices)
+    save = parts.write if parts is not None else (lambda results: None)
     pool = multiprocessing.get_context("fork").Pool(processes, _ignore_sigint) if processes > 0 else None
     pending: list[ImageResult] = []
-    bar = tqdm(total=total, initial=total - len(indices), desc=desc, unit="image", disable=quiet, leave=False)
+    meter = Meter(desc, total, total - len(indices), quiet)
     try:
         with StopSignals() as stop:
             stream = pool.imap(work, indices) if pool else map(work, indices)
@@ -125,21 +126,24 @@ def run_images(work: Callable[[int], ImageResult], indices: Iterable[int], parts
                     pending.append(result)
                     if on_result:
                         on_result(result)
-                    bar.update(1)
+                    meter.update(1)
                     if len(pending) >= SEGMENT_IMAGES:
                         with stop.critical():
-                            parts.write(pending)
+                            save(pending)
                             pending = []
             finally:
                 with stop.critical():
-                    parts.write(pending)
+                    save(pending)
     except ExtractionInterrupted as exc:
-        n_done = len(parts.done())
-        raise ExtractionInterrupted(exc.signum, f"interrupted by {signal.Signals(exc.signum).name} after "
-                                    f"{n_done} of {total} images; they are saved in {parts.path} - run the same "
-                                    "again with resume=True to continue") from None
+        name = signal.Signals(exc.signum).name
+        if parts is None:
+            raise ExtractionInterrupted(exc.signum, f"interrupted by {name} after {meter.count} of {total} images "
+                                        "(nothing is saved without an output file)") from None
+        raise ExtractionInterrupted(exc.signum, f"interrupted by {name} after {len(parts.done())} of {total} "
+                                    f"images; they are saved in {parts.path} - run the same again with "
+                                    "resume=True to continue") from None
     finally:
-        bar.close()
+        meter.close()
         if pool:
             pool.terminate()
             pool.join()

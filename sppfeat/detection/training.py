@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..config import DETECTION_DEFAULTS, ExtractionConfig, provenance
 from ..data.boxes import BoxSet, read_boxes
 from ..data.discover import check_image_file
+from ..meter import Meter
 from ..storage.hdf5 import check_output
 from .maps import ImageMap, RegionVectors
 from .mining import TrainingImage, TrainingSettings, fit_detector, label_windows
@@ -113,23 +113,24 @@ def read_truth(images: str | os.PathLike, boxes: str | os.PathLike, box_format: 
 
 
 def prepare_images(rv: RegionVectors, truth: BoxSet, root: Path, source: WindowSource, settings: TrainingSettings,
-                   quiet: bool = False, indices=None) -> tuple[list[TrainingImage], list[tuple[str, str]]]:
-    """The training images (indices of `truth`, default all) with their maps; skips with reasons."""
+                   quiet: bool = False) -> tuple[list[TrainingImage], list[tuple[str, str]]]:
+    """The training images of `truth` with their maps; skips with reasons."""
     rng = np.random.default_rng(settings.seed)
     prepared, skipped = [], []
-    indices = range(len(truth.paths)) if indices is None else indices
-    for i in tqdm(indices, desc="conv maps", unit="image", disable=quiet, leave=False):
-        path = truth.paths[i]
+    meter = Meter("conv maps", len(truth.paths), quiet=quiet)
+    for i, path in enumerate(truth.paths):
         try:
             windows = source.windows(path, str(root / path))
             image, notes = prepare_image(rv, truth, i, rv.image_map(str(root / path)), windows, settings, rng)
         except ValueError as exc:
-            skipped.append((path, str(exc)))
-            continue
+            image, notes = None, [str(exc)]
         skipped.extend((path, note) for note in notes)
-        if len(image.windows) == 0:
+        if image is not None and len(image.windows) == 0:
             skipped.append((path, "no usable proposals (its objects are still positives)"))
-        prepared.append(image)
+        if image is not None:
+            prepared.append(image)
+        meter.update(1)
+    meter.close()
     return prepared, skipped
 
 
