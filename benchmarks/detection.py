@@ -121,7 +121,9 @@ def train_and_test(train, test, maps, proposal_set, rv, settings, save: Path | N
 
     start = time.monotonic()
     rng = np.random.default_rng(settings.seed)
-    images = [prepare_image(rv, train, i, maps[path[:-4]], proposal_set.of(path), settings, rng)[0]
+    mirrored = (lambda path: (lambda: rv.image_map(str(VOC / "JPEGImages" / path), mirrored=True))
+                if settings.mirror else None)
+    images = [prepare_image(rv, train, i, maps[path[:-4]], proposal_set.of(path), settings, rng, mirrored(path))[0]
               for i, path in enumerate(train.paths)]
     fitted = fit_detector(images, len(train.class_names), rv, settings, quiet=True)
     trained = time.monotonic()
@@ -142,7 +144,7 @@ def train_and_test(train, test, maps, proposal_set, rv, settings, save: Path | N
 
 
 def accuracy(args, rest) -> None:
-    from sppfeat.detection.mining import TrainingSettings
+    from sppfeat.detection.settings import TrainingSettings
     from sppfeat.detection.proposal_file import read_proposals
 
     p = argparse.ArgumentParser()

@@ -57,7 +57,7 @@ _API = {
     "ProposalsResult": "sppfeat.detection.proposals",
     "train_detector": "sppfeat.detection.training",
     "TrainDetectorResult": "sppfeat.detection.training",
-    "TrainingSettings": "sppfeat.detection.mining",
+    "TrainingSettings": "sppfeat.detection.settings",
     "DETECTION_DEFAULTS": "sppfeat.config",
     "detect": "sppfeat.detection.inference",
     "Detection": "sppfeat.detection.inference",

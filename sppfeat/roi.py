@@ -5,10 +5,12 @@ C×H×W map, non-empty and inside the map. It is pooled exactly as :func:`sppfea
 pools the map cropped to it: for a box of h rows and level n, bin i covers rows
 [y0 + floor(i·h/n), y0 + ceil((i+1)·h/n)), and likewise for columns; same vector layout.
 
-Every bin of every box and level is one window: max pooling runs them all through one call of
-``torchvision.ops.roi_pool`` with a 1×1 output per window (its own floor/ceil arithmetic in floating
-point is exact for a 1×1 output, and it overshoots the last bin by a cell for some sizes, e.g. 29 rows
-in 11 bins, when asked for n×n); average pooling reads window sums off an integral image.
+Every bin of every box and level is one window, and each window costs the same whatever its size:
+max pooling reads four entries of a sparse table (the maxima of every 2^a × 2^b block of the map,
+built once per map; the four blocks of a window's largest power-of-two size from its corners cover
+it exactly), average pooling four entries of an integral image. (``torchvision.ops.roi_pool``
+reads every cell of every window, and asked for n×n bins it overshoots the last one by a cell for
+some sizes, e.g. 29 rows in 11 bins.)
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
-from torchvision.ops import roi_pool
 
 from .pyramid import DEFAULT_LEVELS, check_pool
 
@@ -50,12 +51,51 @@ def bin_windows(boxes: np.ndarray, levels: Sequence[int]) -> np.ndarray:
     return np.concatenate(windows, axis=1)
 
 
+TABLE_FLOATS = 1 << 24  # sparse tables are built for as many channels at a time as fit this (64 MB)
+
+
 def _window_max(feature_map: torch.Tensor, windows: np.ndarray) -> torch.Tensor:
-    """C×H×W map, W×4 windows -> W×C maxima (roi_pool takes inclusive ends)."""
-    rois = np.concatenate([np.zeros((len(windows), 1)), windows[:, :2], windows[:, 2:] - 1], axis=1)
-    x = feature_map.unsqueeze(0)
-    out = roi_pool(x, torch.as_tensor(rois, dtype=x.dtype, device=x.device), (1, 1), 1.0)
-    return out.flatten(1)
+    """C×H×W map, W×4 windows -> W×C maxima, from the map's sparse table (see the module)."""
+    channels, height, width = feature_map.shape
+    x0, y0, x1, y1 = windows.T
+    a = np.floor(np.log2(y1 - y0)).astype(np.int64)  # blocks of 2^a rows × 2^b columns
+    b = np.floor(np.log2(x1 - x0)).astype(np.int64)
+    rows_log, cols_log = height.bit_length(), width.bit_length()
+    offsets, first = np.zeros((rows_log, cols_log), np.int64), 0
+    for i in range(rows_log):
+        for j in range(cols_log):
+            offsets[i, j] = first
+            first += (height - (1 << i) + 1) * (width - (1 << j) + 1)
+    row_width = width - (1 << b) + 1
+    corners = [(y, x) for y in (y0, y1 - (1 << a)) for x in (x0, x1 - (1 << b))]
+    index = [torch.as_tensor(offsets[a, b] + y * row_width + x, device=feature_map.device) for y, x in corners]
+    out = torch.empty((len(windows), channels), dtype=feature_map.dtype, device=feature_map.device)
+    step = max(1, TABLE_FLOATS // first)
+    for c in range(0, channels, step):
+        table = _sparse_table(feature_map[c:c + step].float(), rows_log, cols_log)
+        chunk = table[index[0]]
+        for i in index[1:]:
+            torch.maximum(chunk, table[i], out=chunk)
+        out[:, c:c + step] = chunk
+    return out
+
+
+def _sparse_table(feature_map: torch.Tensor, rows_log: int, cols_log: int) -> torch.Tensor:
+    """C×H×W map -> N×C: the maxima of every 2^a × 2^b block (a < rows_log, b < cols_log), tables
+    in (a, b) order, each (H - 2^a + 1)×(W - 2^b + 1) blocks by their top-left cell, row-major."""
+    tables = []
+    by_rows = feature_map.permute(1, 2, 0).contiguous()  # H×W×C
+    for a in range(rows_log):
+        if a:
+            half = 1 << (a - 1)
+            by_rows = torch.maximum(by_rows[:-half], by_rows[half:])
+        block = by_rows
+        for b in range(cols_log):
+            if b:
+                half = 1 << (b - 1)
+                block = torch.maximum(block[:, :-half], block[:, half:])
+            tables.append(block.reshape(-1, feature_map.shape[0]))
+    return torch.cat(tables)
 
 
 def _window_mean(feature_map: torch.Tensor, windows: np.ndarray) -> torch.Tensor:

@@ -10,6 +10,7 @@ import click
 from ..backbones import BACKBONES
 from ..config import DETECTION_DEFAULTS, POOLS, ExtractionConfig
 from ..data.boxes import BOX_FORMATS
+from ..detection.settings import TrainingSettings
 from . import main, say
 from .options import LEVELS, SHARD, apply
 
@@ -98,25 +99,29 @@ def proposals(images, output, method, max_boxes, min_size, search_side, cores, s
               help="BOXES: COCO JSON, a folder of VOC XML files or CSV path,x1,y1,x2,y2,label[,difficult].")
 @window_options
 @proposal_options
-@click.option("--C", "C", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True), help="SVM penalty.")
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=0), help="Hard-negative mining rounds.")
-@click.option("--regression/--no-regression", default=True, show_default=True, help="Learn box regressors.")
+@click.option("--C", "C", default=TrainingSettings.C, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="SVM penalty.")
+@click.option("--rounds", default=TrainingSettings.rounds, show_default=True, type=click.IntRange(min=0),
+              help="Hard-negative mining rounds.")
+@click.option("--regression/--no-regression", default=TrainingSettings.regression, show_default=True,
+              help="Learn box regressors.")
+@click.option("--mirror/--no-mirror", default=TrainingSettings.mirror, show_default=True,
+              help="Objects are also positives as seen in the image flipped left-right.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace MODEL if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
 def train_detector(images, boxes, model, proposals, box_format, backbone, weights, levels, pool, scale, max_side,
-                   method, max_boxes, min_size, search_side, C, rounds, regression, device, overwrite, quiet):
+                   method, max_boxes, min_size, search_side, C, rounds, regression, mirror, device, overwrite, quiet):
     """Train one linear SVM per class of BOXES (ground truth; difficult boxes are neither positives
     nor negatives) on window vectors of the images under IMAGES, mining hard negatives, and write
     the detector MODEL."""
-    from ..detection.mining import TrainingSettings
     from ..detection.proposals import ProposalConfig
     from ..detection.training import train_detector as train_api
 
     config = ExtractionConfig(backbone=backbone, weights=weights, levels=levels, pool=pool, scales=(scale,),
                               max_side=max_side)
     result = train_api(images, boxes, model, proposals=proposals, config=config, box_format=box_format,
-                       settings=TrainingSettings(C=C, rounds=rounds, regression=regression),
+                       settings=TrainingSettings(C=C, rounds=rounds, regression=regression, mirror=mirror),
                        proposal_config=ProposalConfig(method, max_boxes, min_size, search_side),
                        device=device, overwrite=overwrite, quiet=quiet)
     for path, reason in result.skipped[:20]:

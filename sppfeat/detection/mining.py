@@ -20,56 +20,21 @@ import numpy as np
 
 from ..meter import Meter
 from .geometry import iou, regression_targets
-from .maps import ImageMap, RegionVectors
+from .maps import ImageMap, RegionVectors, StoredMap
+from .settings import TrainingSettings
 from .solver import LinearSVM
 
 log = logging.getLogger("sppfeat")
 
 
-@dataclass(frozen=True)
-class TrainingSettings:
-    """C: SVM penalty; positive_weight: cᵢ of positives; rounds: mining rounds after the first
-    training; negative_iou; initial_negatives: random windows per image to start from;
-    hard_margin / easy_margin: margins above which a negative is mined / below which a cached one
-    is dropped; new_per_image: mined negatives per image, class and round (the highest scoring);
-    stop_fraction: mining stops when a round adds fewer than this share of the cache; regression:
-    learn box regressors (ridge, penalty `ridge`) on windows with IoU >= regression_iou to an
-    object, at most regression_per_object per object; seed: of the samples."""
-
-    C: float = 1.0
-    positive_weight: float = 2.0
-    rounds: int = 3
-    negative_iou: float = 0.3
-    initial_negatives: int = 30
-    hard_margin: float = -1.0
-    easy_margin: float = -1.2
-    new_per_image: int = 10
-    stop_fraction: float = 0.02
-    regression: bool = True
-    regression_iou: float = 0.6
-    regression_per_object: int = 8
-    ridge: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("C", "positive_weight", "ridge"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("rounds", "initial_negatives", "new_per_image", "regression_per_object"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
-        if not 0 < self.negative_iou < 1 or not 0 < self.regression_iou <= 1:
-            raise ValueError("negative_iou and regression_iou must be in (0, 1)")
-
-
 @dataclass
 class TrainingImage:
-    """One training image, ready for mining: its map, its usable windows W×4 (pixels as stored),
+    """One training image, ready for mining: its map (in memory or stored), its usable windows W×4 (pixels as stored),
     negative W×K (window is a negative of class k), positives G×D float16 and their labels G,
     regression samples (window indices, class, target box R×4)."""
 
     path: str
-    image_map: ImageMap
+    image_map: ImageMap | StoredMap
     windows: np.ndarray
     negative: np.ndarray
     positives: np.ndarray
@@ -130,13 +95,22 @@ class NegativeStore:
         self.n += len(vectors)
         return rows
 
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """len(rows)×D float16 vectors of `rows`."""
+    def take(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """len(rows)×D vectors of `rows`: float16, or written into `out` (any float dtype)."""
         rows = np.asarray(rows, np.int64)
-        out = np.empty((len(rows), self.dim), np.float16)
+        out = np.empty((len(rows), self.dim), np.float16) if out is None else out
         block, offset = np.divmod(rows, self.BLOCK)
         for b in np.unique(block):
             out[block == b] = self.blocks[b][offset[block == b]]
+        return out
+
+    def scores(self, rows: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:
+        """len(rows) margins x·coef + intercept of `rows`, a block at a time (no copy of them all)."""
+        out = np.empty(len(rows), np.float32)
+        chunk = np.empty((self.BLOCK, self.dim), np.float32)
+        for start in range(0, len(rows), self.BLOCK):
+            part = rows[start:start + self.BLOCK]
+            out[start:start + len(part)] = self.take(part, chunk[:len(part)]) @ coef + np.float32(intercept)
         return out
 
     def compact(self, images: list[TrainingImage]) -> None:
@@ -185,7 +159,7 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
         eligible = np.flatnonzero(im.negative.any(axis=1))
         pick = np.sort(rng.permutation(eligible)[:settings.initial_negatives])
         if len(pick):
-            _add(store, im, i, pick, rv.pool(im.image_map, im.windows[pick]), im.negative[pick])
+            _add(store, im, i, pick, rv.pool(im.image_map.load(), im.windows[pick]), im.negative[pick])
     coef, intercept = np.zeros((n_classes, dim), np.float32), np.zeros(n_classes)
     stats = {"positives": np.bincount(pos_labels, minlength=n_classes).tolist(), "rounds": []}
     for round_ in range(settings.rounds + 1):
@@ -195,7 +169,7 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
         for k in range(n_classes):
             coef[k], intercept[k] = _train_class(positives[pos_labels == k], store, k, settings,
                                                  (coef[k], intercept[k]) if warm else None)
-            scores = store.take(store.members[k]).astype(np.float32) @ coef[k] + intercept[k]
+            scores = store.scores(store.members[k], coef[k], intercept[k])
             store.members[k] = store.members[k][scores >= settings.easy_margin]
         store.compact(images)
         for im in images:  # cached[w, k] follows the classes' members after the drop
@@ -211,6 +185,7 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
                      store.n, max(cache) if cache else 0, time.monotonic() - start)
         if round_ and added < settings.stop_fraction * max(1, sum(cache)):
             break
+    del store  # the regression's own arrays take its place
     regression = _fit_regression(images, n_classes, rv, settings) if settings.regression else None
     return FittedDetector(coef, intercept, regression, stats)
 
@@ -241,7 +216,7 @@ def _mine(images, store, coef, intercept, rv, settings, quiet, round_) -> int:
 
 def _mine_image(store, im, i, coef, intercept, rv, settings) -> int:
     """Cache image i's new hard negatives: at most new_per_image per class, the highest scoring."""
-    unique, inverse = rv.pool_unique(im.image_map, im.windows)
+    unique, inverse = rv.pool_unique(im.image_map.load(), im.windows)
     scores = (unique @ coef.T + intercept.astype(np.float32))[inverse]
     hard = im.negative & ~im.cached & (scores > settings.hard_margin)
     chosen = np.zeros_like(hard)
@@ -253,13 +228,13 @@ def _mine_image(store, im, i, coef, intercept, rv, settings) -> int:
 
 
 def _train_class(positives: np.ndarray, store: NegativeStore, k: int, settings: TrainingSettings, warm):
-    negatives = store.take(store.members[k])
-    if len(positives) == 0 or len(negatives) == 0:
+    rows = store.members[k]
+    if len(positives) == 0 or len(rows) == 0:
         return np.zeros(store.dim, np.float32), -1.0  # nothing to learn: every window scores -1
-    x = np.empty((len(positives) + len(negatives), store.dim), np.float32)  # one float32 copy, no float16 one
-    x[:len(positives)], x[len(positives):] = positives, negatives
-    y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
-    del negatives
+    x = np.empty((len(positives) + len(rows), store.dim), np.float32)  # one float32 copy, no float16 one
+    x[:len(positives)] = positives
+    store.take(rows, x[len(positives):])
+    y = np.r_[np.ones(len(positives)), np.zeros(len(rows))]
     svm = LinearSVM(settings.C, settings.positive_weight).fit(x, y, warm_start=warm)
     return svm.coef_, svm.intercept_
 
@@ -271,7 +246,7 @@ def _fit_regression(images: list[TrainingImage], n_classes: int, rv: RegionVecto
     for im in images:
         if len(im.reg_windows):
             windows = im.windows[im.reg_windows]
-            vectors.append(rv.pool(im.image_map, windows).astype(np.float16))
+            vectors.append(rv.pool(im.image_map.load(), windows).astype(np.float16))
             labels.append(im.reg_labels)
             targets.append(regression_targets(windows, im.reg_targets))
     out = np.zeros((n_classes, 4, rv.dim + 1), np.float32)

@@ -1,8 +1,9 @@
 """`train_detector`: ground-truth boxes and proposals of a folder of images -> one linear SVM per
 class on window vectors (hard-negative mining: sppfeat.detection.mining) -> a detector model file.
 
-Every image is run through the network once; its conv map stays in memory (float16, ~0.8 MB at
-480 px) and windows are pooled from it whenever mining needs them.
+Every image is run through the network once; its conv map waits in a temporary file beside the
+model (float16, ~0.8 MB at 480 px; deleted at the end) and windows are pooled from it whenever
+mining needs them, so that memory holds the negatives rather than 1.2 GB of maps.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +24,9 @@ from ..data.boxes import BoxSet, read_boxes
 from ..data.discover import check_image_file
 from ..meter import Meter
 from ..storage.hdf5 import check_output
-from .maps import ImageMap, RegionVectors
-from .mining import TrainingImage, TrainingSettings, fit_detector, label_windows
+from .maps import ImageMap, MapFile, RegionVectors, mirror_boxes
+from .mining import TrainingImage, fit_detector, label_windows
+from .settings import TrainingSettings
 from .model import DetectorModel, save_detector
 from .proposal_file import ProposalSet, load_proposals
 from .proposals import ProposalConfig, propose_file
@@ -73,9 +77,11 @@ def truth_of(truth: BoxSet, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def prepare_image(rv: RegionVectors, truth: BoxSet, i: int, image_map: ImageMap, windows: np.ndarray,
-                  settings: TrainingSettings, rng: np.random.Generator) -> tuple[TrainingImage, list[str]]:
+                  settings: TrainingSettings, rng: np.random.Generator,
+                  mirrored: Callable[[], ImageMap] | None = None) -> tuple[TrainingImage, list[str]]:
     """Image i of `truth` (its conv map `image_map`) ready for mining, and notes on the boxes it
-    could not use (empty, outside the image, without a class)."""
+    could not use (empty, outside the image, without a class). mirrored: gives the map of the
+    image flipped left-right, whose objects are positives too (asked only when there are some)."""
     boxes, labels, difficult = truth_of(truth, i)
     box_ok, _ = rv.usable(image_map, boxes)
     notes = [f"box {k} ({', '.join(f'{v:g}' for v in boxes[k])}) is empty or outside the image"
@@ -88,9 +94,13 @@ def prepare_image(rv: RegionVectors, truth: BoxSet, i: int, image_map: ImageMap,
     negative, (reg_windows, reg_labels, reg_targets) = label_windows(
         windows, boxes, labels, difficult, len(truth.class_names), settings, rng)
     easy = ~difficult
-    positives = rv.pool(image_map, boxes[easy]).astype(np.float16)
-    return TrainingImage(truth.paths[i], image_map, windows, negative, positives, labels[easy], reg_windows,
-                         reg_labels, reg_targets), notes
+    positives, positive_labels = rv.pool(image_map, boxes[easy]), labels[easy]
+    if mirrored is not None and easy.any():
+        flipped = mirrored()
+        positives = np.concatenate([positives, rv.pool(flipped, mirror_boxes(image_map, boxes[easy]))])
+        positive_labels = np.concatenate([positive_labels, labels[easy]])
+    return TrainingImage(truth.paths[i], image_map, windows, negative, positives.astype(np.float16), positive_labels,
+                         reg_windows, reg_labels, reg_targets), notes
 
 
 def read_truth(images: str | os.PathLike, boxes: str | os.PathLike, box_format: str) -> tuple[BoxSet, list]:
@@ -113,21 +123,24 @@ def read_truth(images: str | os.PathLike, boxes: str | os.PathLike, box_format: 
 
 
 def prepare_images(rv: RegionVectors, truth: BoxSet, root: Path, source: WindowSource, settings: TrainingSettings,
-                   quiet: bool = False) -> tuple[list[TrainingImage], list[tuple[str, str]]]:
-    """The training images of `truth` with their maps; skips with reasons."""
+                   maps: MapFile, quiet: bool = False) -> tuple[list[TrainingImage], list[tuple[str, str]]]:
+    """The training images of `truth` with their maps (kept in `maps`); skips with reasons."""
     rng = np.random.default_rng(settings.seed)
     prepared, skipped = [], []
     meter = Meter("conv maps", len(truth.paths), quiet=quiet)
     for i, path in enumerate(truth.paths):
         try:
             windows = source.windows(path, str(root / path))
-            image, notes = prepare_image(rv, truth, i, rv.image_map(str(root / path)), windows, settings, rng)
+            file = str(root / path)
+            mirrored = (lambda: rv.image_map(file, mirrored=True)) if settings.mirror else None
+            image, notes = prepare_image(rv, truth, i, rv.image_map(file), windows, settings, rng, mirrored)
         except ValueError as exc:
             image, notes = None, [str(exc)]
         skipped.extend((path, note) for note in notes)
         if image is not None and len(image.windows) == 0:
             skipped.append((path, "no usable proposals (its objects are still positives)"))
         if image is not None:
+            image.image_map = maps.keep(image.image_map)
             prepared.append(image)
         meter.update(1)
     meter.close()
@@ -152,12 +165,17 @@ def train_detector(images: str | os.PathLike, boxes: str | os.PathLike, model: s
     source = WindowSource(load_proposals(proposals) if proposals is not None else None,
                           proposal_config or ProposalConfig())
     rv = RegionVectors(config or DETECTION_DEFAULTS, device)
-    prepared, notes = prepare_images(rv, truth, Path(images), source, settings, quiet)
-    skipped += notes
-    if not prepared:
-        raise ValueError(f"no usable training image ({skipped[0][0]}: {skipped[0][1]})" if skipped else
-                         "no usable training image")
-    fitted = fit_detector(prepared, len(truth.class_names), rv, settings, quiet)
+    with tempfile.TemporaryDirectory(prefix=".sppfeat-maps-", dir=Path(model).resolve().parent) as folder:
+        maps = MapFile(Path(folder) / "maps.h5")
+        try:
+            prepared, notes = prepare_images(rv, truth, Path(images), source, settings, maps, quiet)
+            skipped += notes
+            if not prepared:
+                raise ValueError(f"no usable training image ({skipped[0][0]}: {skipped[0][1]})" if skipped else
+                                 "no usable training image")
+            fitted = fit_detector(prepared, len(truth.class_names), rv, settings, quiet)
+        finally:
+            maps.close()
     record = {**rv.config.to_record(), **provenance(rv.weights_path, images, str(rv.device))}
     training = {**dataclasses.asdict(settings), **fitted.stats, "n_images": len(prepared),
                 "boxes_file": str(Path(boxes).resolve()), "skipped": len(skipped)}

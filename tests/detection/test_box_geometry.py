@@ -1,8 +1,12 @@
-"""Overlaps, NMS and box-regression offsets against brute force."""
+"""Overlaps, NMS, box-regression offsets and mirrored boxes against brute force."""
 
 import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
 
 from sppfeat.detection.geometry import apply_offsets, iou, nms, regression_targets
+from sppfeat.detection.maps import ImageMap, mirror_boxes
 
 
 def brute_iou(a, b):
@@ -51,3 +55,23 @@ def test_offsets_move_windows_onto_their_targets():
     offsets = regression_targets(windows, targets)
     np.testing.assert_allclose(apply_offsets(windows, offsets), targets, atol=1e-9)
     np.testing.assert_allclose(apply_offsets(windows, np.zeros((50, 4))), windows)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_mirrored_boxes_cover_the_same_pixels(orientation):
+    """A box of the stored image, mirrored, covers in the upright flipped image exactly the pixels
+    it covered in the stored one (pixels labelled with their stored position; Pillow's own
+    EXIF transposition as the reference)."""
+    height, width = 7, 11
+    stored = Image.fromarray(np.arange(height * width, dtype=np.int32).reshape(height, width), mode="I")
+    stored.getexif()[0x0112] = orientation
+    shown = np.asarray(ImageOps.exif_transpose(stored))[:, ::-1]
+    upright = shown.shape
+    image = ImageMap(torch.zeros(1, 1, 1), upright, upright, (height, width), orientation)
+    rng = np.random.default_rng(orientation)
+    for _ in range(20):
+        x0, x1 = sorted(rng.choice(width + 1, 2, replace=False))
+        y0, y1 = sorted(rng.choice(height + 1, 2, replace=False))
+        mx0, my0, mx1, my1 = mirror_boxes(image, np.array([[x0, y0, x1, y1]]))[0].astype(int)
+        expected = np.arange(height * width).reshape(height, width)[y0:y1, x0:x1]
+        assert sorted(shown[my0:my1, mx0:mx1].ravel()) == sorted(expected.ravel())

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import SUBPROCESS_TIMEOUT, VOC_SAMPLE, run_sppfeat
@@ -96,23 +97,26 @@ def test_interrupted_proposals_resume_to_the_same_file(voc_small, proposal_file,
     assert not (tmp_path / "p.h5.parts").exists()
 
 
-def test_mining_keeps_the_rules(voc_small, proposal_file):
+def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path):
     from sppfeat import ExtractionConfig
     from sppfeat.detection.geometry import iou
-    from sppfeat.detection.maps import RegionVectors
-    from sppfeat.detection.mining import TrainingSettings, fit_detector
+    from sppfeat.detection.maps import MapFile, RegionVectors
+    from sppfeat.detection.mining import fit_detector
+    from sppfeat.detection.settings import TrainingSettings
     from sppfeat.detection.proposal_file import read_proposals
     from sppfeat.detection.training import WindowSource, prepare_images, read_truth, truth_of
 
-    settings = TrainingSettings(rounds=2, initial_negatives=10, regression=True)
+    settings = TrainingSettings(rounds=2, initial_negatives=10, regression=True, mirror=True)
     truth, skipped = read_truth(voc_small / "images", voc_small / "boxes", "auto")
     rv = RegionVectors(ExtractionConfig(**FAST), "cpu")
     source = WindowSource(read_proposals(proposal_file), None)
-    images, notes = prepare_images(rv, truth, voc_small / "images", source, settings, quiet=True)
+    maps = MapFile(tmp_path / "maps.h5")
+    images, notes = prepare_images(rv, truth, voc_small / "images", source, settings, maps, quiet=True)
     assert len(images) == len(IDS) and not skipped
+    assert torch.equal(images[0].image_map.load().fmap, rv.image_map(str(voc_small / "images" / truth.paths[0])).fmap)
     n_easy = np.bincount(truth.labels[~truth.difficult], minlength=len(truth.class_names))
     fitted = fit_detector(images, len(truth.class_names), rv, settings, quiet=True)
-    assert fitted.stats["positives"] == n_easy.tolist()
+    assert fitted.stats["positives"] == (2 * n_easy).tolist()  # each object and its mirror image
     assert 2 <= len(fitted.stats["rounds"]) <= 3
     for i, image in enumerate(images):
         boxes, labels, _ = truth_of(truth, i)
@@ -168,7 +172,7 @@ def test_detections_of_unknown_images_are_named_and_counted(voc_small, tmp_path)
 def test_detect_resumes_an_interrupted_run(voc_small, proposal_file, tmp_path, monkeypatch):
     from sppfeat import ExtractionConfig
     from sppfeat.detection import inference
-    from sppfeat.detection.mining import TrainingSettings
+    from sppfeat.detection.settings import TrainingSettings
     from sppfeat.detection.training import train_detector
     from sppfeat.features.interrupts import ExtractionInterrupted
 
