@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sppfeat.config import DETECTION_DEFAULTS  # noqa: E402
 from sppfeat.data.boxes import read_boxes  # noqa: E402
 from sppfeat.detection.maps import ImageMap, RegionVectors  # noqa: E402
+from sppfeat.libc import return_large_blocks  # noqa: E402
 
 VOC = Path(__file__).resolve().parents[2] / "shared/data/voc2007-sample/VOCdevkit/VOC2007"
 OUT = Path("bench-out/detection")
@@ -119,6 +120,7 @@ def train_and_test(train, test, maps, proposal_set, rv, settings, save: Path | N
     from sppfeat.detection.proposal_file import read_proposals
     from sppfeat.detection.training import prepare_image
 
+    return_large_blocks()  # as train_detector does
     start = time.monotonic()
     rng = np.random.default_rng(settings.seed)
     mirrored = (lambda path: (lambda: rv.image_map(str(VOC / "JPEGImages" / path), mirrored=True))
@@ -151,6 +153,7 @@ def accuracy(args, rest) -> None:
     p.add_argument("--train-n", type=int, default=0, help="first N train images (0 = all 1,500)")
     p.add_argument("--levels", default="2,1")
     p.add_argument("--cv", type=int, default=0, help="K-fold CV inside the training images (0 = none)")
+    p.add_argument("--fold", type=int, action="append", help="with --cv: only these folds (repeatable)")
     p.add_argument("--no-val", action="store_true")
     p.add_argument("--settings", default="{}", help="TrainingSettings fields as JSON")
     p.add_argument("--tag", default="")
@@ -176,6 +179,8 @@ def accuracy(args, rest) -> None:
     if a.cv:
         folds = np.array_split(np.random.default_rng(0).permutation(len(train_ids)), a.cv)
         for k, held in enumerate(folds):
+            if a.fold and k not in a.fold:
+                continue
             held_ids = [train_ids[i] for i in sorted(held)]
             kept_ids = [i for i in train_ids if i not in set(held_ids)]
             record({**base, "test": f"cv{k}", **train_and_test(subset(kept_ids), subset(held_ids), maps,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from PIL import Image
 from ..cores import available_cores
 from ..data.decode import to_rgb
 from ..data.discover import ImageList, list_images
+from ..libc import seed_rand
 from ..shards import check_shard, shard_bounds, shard_path
 from ..storage.progress import listing_fingerprint
 from .proposal_file import ProposalSet, write_proposals
@@ -79,7 +80,7 @@ def selective_search(pixels: np.ndarray, config: ProposalConfig = ProposalConfig
     if factor < 1:
         image = cv2.resize(image, (max(1, round(width * factor)), max(1, round(height * factor))),
                            interpolation=cv2.INTER_AREA)
-    _seed_rand(SEED)
+    seed_rand(SEED)
     search = createSelectiveSearchSegmentation()
     search.setBaseImage(image)
     search.switchToSelectiveSearchFast() if config.method.endswith("fast") else search.switchToSelectiveSearchQuality()
@@ -90,25 +91,6 @@ def selective_search(pixels: np.ndarray, config: ProposalConfig = ProposalConfig
     boxes = np.round(boxes[keep]).astype(np.float32)
     _, first = np.unique(boxes, axis=0, return_index=True)  # identical windows once, the first ranked
     return boxes[np.sort(first)][:config.max_boxes]
-
-
-@lru_cache(maxsize=1)
-def _libc():
-    """The C library, looked up once (find_library runs a subprocess); None where there is none."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or None)
-    except OSError:
-        return None
-
-
-def _seed_rand(seed: int) -> None:
-    """srand(seed) of the C library (where there is one to find)."""
-    srand = getattr(_libc(), "srand", None)
-    if srand is not None:
-        srand(seed)
 
 
 def propose_file(path: str, config: ProposalConfig) -> tuple[np.ndarray, tuple[int, int]]:

@@ -22,14 +22,15 @@ import numpy as np
 from ..config import DETECTION_DEFAULTS, ExtractionConfig, provenance
 from ..data.boxes import BoxSet, read_boxes
 from ..data.discover import check_image_file
+from ..libc import return_large_blocks
 from ..meter import Meter
 from ..storage.hdf5 import check_output
 from .maps import ImageMap, MapFile, RegionVectors, mirror_boxes
 from .mining import TrainingImage, fit_detector, label_windows
-from .settings import TrainingSettings
 from .model import DetectorModel, save_detector
 from .proposal_file import ProposalSet, load_proposals
 from .proposals import ProposalConfig, propose_file
+from .settings import TrainingSettings
 
 log = logging.getLogger("sppfeat")
 
@@ -160,6 +161,7 @@ def train_detector(images: str | os.PathLike, boxes: str | os.PathLike, model: s
     ValueError for bad arguments, unreadable boxes or no usable image."""
     start = time.monotonic()
     check_output(model, overwrite)
+    return_large_blocks()
     settings = settings or TrainingSettings()
     truth, skipped = read_truth(images, boxes, box_format)
     source = WindowSource(load_proposals(proposals) if proposals is not None else None,
