@@ -25,19 +25,22 @@ FIT_TOL = 1e-2  # stopping rule of the final fit: projected-gradient range of an
 CV_TOL = 1e-1  # the same, looser, for the many fits of C selection (they only rank the values of C)
 
 
-def normalize_features(x: np.ndarray, power: float = 1.0) -> np.ndarray:
+def normalize_features(x: np.ndarray | torch.Tensor, power: float = 1.0) -> np.ndarray | torch.Tensor:
     """Signed power normalisation x -> sign(x)|x|^power, then L2 normalisation of each row.
 
-    x: n×d float; returns float32 n×d. power = 1 is plain L2 normalisation (the paper's); 0.5 is
-    the signed square root.
+    x: n×d float array or tensor; returns float32 n×d of the same kind (x is not modified).
+    power = 1 is plain L2 normalisation (the paper's); 0.5 is the signed square root.
     """
-    x = np.asarray(x, dtype=np.float32)
-    if power == 0.5:
-        x = np.sign(x) * np.sqrt(np.abs(x))  # the same values, several times faster than ** 0.5
-    elif power != 1.0:
-        x = np.sign(x) * np.abs(x) ** np.float32(power)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, np.float32(1e-12))
+    is_array = not isinstance(x, torch.Tensor)
+    t = torch.from_numpy(np.asarray(x, dtype=np.float32)) if is_array else x.float()
+    if power == 1.0:
+        out = t.clone()
+    else:
+        out = t.abs()
+        out = out.sqrt_() if power == 0.5 else out.pow_(power)
+        out.copysign_(t)
+    out.div_(torch.linalg.vector_norm(out, dim=1, keepdim=True).clamp_min_(1e-12))
+    return out.numpy() if is_array else out
 
 
 def gram_matrix(x: np.ndarray) -> np.ndarray:

@@ -118,9 +118,8 @@ class RegionVectors:
         fmap = self.model.feature_map(torch.from_numpy(np.ascontiguousarray(pixels[None])).to(self.device))
         height, width = decoded.original_size
         stored = (width, height) if decoded.orientation in (5, 6, 7, 8) else (height, width)
-        if mirrored:
-            return ImageMap(fmap[0].to(torch.float16), pixels.shape[:2], decoded.original_size, decoded.original_size, 1)
-        return ImageMap(fmap[0].to(torch.float16), pixels.shape[:2], decoded.original_size, stored, decoded.orientation)
+        stored, orientation = (decoded.original_size, 1) if mirrored else (stored, decoded.orientation)
+        return ImageMap(fmap[0].to(torch.float16), pixels.shape[:2], decoded.original_size, stored, orientation)
 
     def usable(self, image: ImageMap, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mask K of the boxes (pixels as stored) that are usable, their upright clipped boxes)."""
@@ -148,4 +147,4 @@ class RegionVectors:
         cells = boxes_to_cells(upright, image.original_size, (in_h, in_w), rows, cols)
         unique, inverse = np.unique(cells, axis=0, return_inverse=True)
         pooled = pyramid_pool_boxes(image.fmap.float(), unique, self.model.levels, self.model.pool)
-        return normalize_features(pooled.cpu().numpy(), POWER), inverse.reshape(-1)
+        return normalize_features(pooled, POWER).cpu().numpy(), inverse.reshape(-1)

@@ -29,9 +29,9 @@ log = logging.getLogger("sppfeat")
 
 @dataclass
 class TrainingImage:
-    """One training image, ready for mining: its map (in memory or stored), its usable windows W×4 (pixels as stored),
-    negative W×K (window is a negative of class k), positives G×D float16 and their labels G,
-    regression samples (window indices, class, target box R×4)."""
+    """One training image, ready for mining: its map (in memory or stored), its usable windows W×4
+    (pixels as stored), negative W×K (window is a negative of class k), positives G×D float16 and
+    their labels G, regression samples (window indices, class, target box R×4)."""
 
     path: str
     image_map: ImageMap | StoredMap

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from sppfeat.classify.split import per_class_split, stratified_split
 from sppfeat.classify.svm import LinearSVM, cross_validate_c, gram_matrix, kfold_indices, normalize_features
@@ -89,6 +90,20 @@ def test_normalize_features():
     x = np.array([[3.0, 4.0], [0.0, 0.0], [4.0, 0.0]])
     np.testing.assert_allclose(normalize_features(x), [[0.6, 0.8], [0, 0], [1, 0]])
     np.testing.assert_allclose(normalize_features(x, 0.5)[0], np.sqrt([3, 4]) / np.sqrt(7), rtol=1e-6)
+
+
+@pytest.mark.parametrize("power", [1.0, 0.5, 0.75])
+def test_normalize_features_takes_arrays_and_tensors_and_leaves_them_alone(power):
+    x = np.random.default_rng(0).normal(size=(5, 7))
+    expected = np.sign(x) * np.abs(x) ** power
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    kept = x.copy()
+    np.testing.assert_allclose(normalize_features(x, power), expected, rtol=1e-5, atol=1e-6)
+    tensor = torch.from_numpy(x)
+    got = normalize_features(tensor, power)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(x, kept)
 
 
 def test_the_c_grid_grows_until_the_best_c_is_inside_it(demo_split):

@@ -113,7 +113,8 @@ def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path):
     maps = MapFile(tmp_path / "maps.h5")
     images, notes = prepare_images(rv, truth, voc_small / "images", source, settings, maps, quiet=True)
     assert len(images) == len(IDS) and not skipped
-    assert torch.equal(images[0].image_map.load().fmap, rv.image_map(str(voc_small / "images" / truth.paths[0])).fmap)
+    first = rv.image_map(str(voc_small / "images" / truth.paths[0]))
+    assert torch.equal(images[0].image_map.load().fmap, first.fmap)  # the map file gives the map back
     n_easy = np.bincount(truth.labels[~truth.difficult], minlength=len(truth.class_names))
     fitted = fit_detector(images, len(truth.class_names), rv, settings, quiet=True)
     assert fitted.stats["positives"] == (2 * n_easy).tolist()  # each object and its mirror image
