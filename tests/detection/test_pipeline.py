@@ -140,7 +140,7 @@ def test_commands_from_photos_to_average_precision(voc_small, proposal_file, tmp
                     "--scale", 160, "--rounds", 1, "-q")
     assert r.returncode == 0, r.stderr
     r = run_sppfeat("info", model)
-    assert r.returncode == 0 and "sppfeat detector (20 classes × 6400 dims, box regression)" in r.stdout, r.stderr
+    assert r.returncode == 0 and "sppfeat detector (20 classes × 17920 dims, box regression)" in r.stdout, r.stderr
     assert f"{len(IDS)} images" in r.stdout and "1 mining rounds" in r.stdout
     r = run_sppfeat("detect", model, voc_small / "images", "--proposals", proposal_file, "-o", dets,
                     "--draw", tmp_path / "drawn", "-q")
