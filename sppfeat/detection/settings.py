@@ -22,7 +22,7 @@ class TrainingSettings:
     positive_weight: float = 2.0
     rounds: int = 3
     negative_iou: float = 0.3
-    initial_negatives: int = 30
+    initial_negatives: int = 20
     hard_margin: float = -1.0
     easy_margin: float = -1.2
     new_per_image: int = 10
