@@ -41,10 +41,6 @@ class ImageMap:
     stored_size: tuple[int, int]
     orientation: int
 
-    @property
-    def nbytes(self) -> int:
-        return self.fmap.numel() * self.fmap.element_size()
-
     def load(self) -> "ImageMap":
         return self
 
@@ -60,9 +56,8 @@ class StoredMap:
     fields: ImageMap  # the map's sizes, fmap empty
 
     def load(self) -> ImageMap:
-        count = int(np.prod(self.shape))
-        data = os.pread(self.file.fd, count * 2, self.offset)
-        fmap = torch.from_numpy(np.frombuffer(data, np.float16).reshape(self.shape).copy()).to(self.device)
+        data = os.pread(self.file.fd, int(np.prod(self.shape)) * MapFile.DTYPE.itemsize, self.offset)
+        fmap = torch.from_numpy(np.frombuffer(data, MapFile.DTYPE).reshape(self.shape).copy()).to(self.device)
         return dataclasses.replace(self.fields, fmap=fmap)
 
 
@@ -70,12 +65,14 @@ class MapFile:
     """Conv maps kept in a file (float16, one after another) rather than in memory, for a training
     set's maps (~0.8 MB each at 480 px: 1.2 GB for 1,500 images) while its negatives take the memory."""
 
+    DTYPE = np.dtype(np.float16)
+
     def __init__(self, path: str | os.PathLike):
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self.size = 0
 
     def keep(self, image_map: ImageMap) -> StoredMap:
-        data = image_map.fmap.cpu().numpy().astype(np.float16, copy=False)
+        data = image_map.fmap.cpu().numpy().astype(self.DTYPE, copy=False)
         os.pwrite(self.fd, data.tobytes(), self.size)
         stored = StoredMap(self, self.size, data.shape, image_map.fmap.device,
                            dataclasses.replace(image_map, fmap=image_map.fmap.new_zeros(0)))
@@ -123,9 +120,12 @@ class RegionVectors:
             raise ValueError(str(exc)) from None
         pixels = decoded.pixels[:, ::-1] if mirrored else decoded.pixels
         fmap = self.model.feature_map(torch.from_numpy(np.ascontiguousarray(pixels[None])).to(self.device))
-        height, width = decoded.original_size
-        stored = (width, height) if decoded.orientation in (5, 6, 7, 8) else (height, width)
-        stored, orientation = (decoded.original_size, 1) if mirrored else (stored, decoded.orientation)
+        if mirrored:
+            stored, orientation = decoded.original_size, 1
+        else:
+            height, width = decoded.original_size
+            stored = (width, height) if decoded.orientation in (5, 6, 7, 8) else (height, width)
+            orientation = decoded.orientation
         return ImageMap(fmap[0].to(torch.float16), pixels.shape[:2], decoded.original_size, stored, orientation)
 
     def usable(self, image: ImageMap, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -104,9 +104,9 @@ def merge_proposals(shards: list[str | os.PathLike], output: str | os.PathLike) 
     """Join the proposal files of the shards of one run into `output`, in shard order; ValueError
     for shards made with other settings."""
     sets = [read_proposals(s) for s in shards]
-    for path, other in zip(shards[1:], sets[1:]):
-        if {k: v for k, v in other.settings.items() if k != "image_root"} != \
-                {k: v for k, v in sets[0].settings.items() if k != "image_root"}:
+    made_with = [{k: v for k, v in s.settings.items() if k != "image_root"} for s in sets]
+    for path, settings in zip(shards[1:], made_with[1:]):
+        if settings != made_with[0]:
             raise ValueError(f"{path} was made with other proposal settings than {shards[0]}")
     offsets = np.cumsum([0] + [len(s.boxes) for s in sets])
     first = np.concatenate([sets[0].first[:1]] + [s.first[1:] + o for s, o in zip(sets, offsets)])

@@ -130,17 +130,17 @@ def prepare_images(rv: RegionVectors, truth: BoxSet, root: Path, source: WindowS
     prepared, skipped = [], []
     meter = Meter("conv maps", len(truth.paths), quiet=quiet)
     for i, path in enumerate(truth.paths):
+        file = str(root / path)
         try:
-            windows = source.windows(path, str(root / path))
-            file = str(root / path)
+            windows = source.windows(path, file)
             mirrored = (lambda: rv.image_map(file, mirrored=True)) if settings.mirror else None
             image, notes = prepare_image(rv, truth, i, rv.image_map(file), windows, settings, rng, mirrored)
         except ValueError as exc:
             image, notes = None, [str(exc)]
         skipped.extend((path, note) for note in notes)
-        if image is not None and len(image.windows) == 0:
-            skipped.append((path, "no usable proposals (its objects are still positives)"))
         if image is not None:
+            if len(image.windows) == 0:
+                skipped.append((path, "no usable proposals (its objects are still positives)"))
             image.image_map = maps.keep(image.image_map)
             prepared.append(image)
         meter.update(1)
@@ -168,7 +168,7 @@ def train_detector(images: str | os.PathLike, boxes: str | os.PathLike, model: s
                           proposal_config or ProposalConfig())
     rv = RegionVectors(config or DETECTION_DEFAULTS, device)
     with tempfile.TemporaryDirectory(prefix=".sppfeat-maps-", dir=Path(model).resolve().parent) as folder:
-        maps = MapFile(Path(folder) / "maps.h5")
+        maps = MapFile(Path(folder) / "maps.f16")
         try:
             prepared, notes = prepare_images(rv, truth, Path(images), source, settings, maps, quiet)
             skipped += notes

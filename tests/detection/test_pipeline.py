@@ -110,7 +110,7 @@ def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path):
     truth, skipped = read_truth(voc_small / "images", voc_small / "boxes", "auto")
     rv = RegionVectors(ExtractionConfig(**FAST), "cpu")
     source = WindowSource(read_proposals(proposal_file), None)
-    maps = MapFile(tmp_path / "maps.h5")
+    maps = MapFile(tmp_path / "maps.f16")
     images, notes = prepare_images(rv, truth, voc_small / "images", source, settings, maps, quiet=True)
     assert len(images) == len(IDS) and not skipped
     first = rv.image_map(str(voc_small / "images" / truth.paths[0]))
