@@ -51,11 +51,12 @@ def bin_windows(boxes: np.ndarray, levels: Sequence[int]) -> np.ndarray:
     return np.concatenate(windows, axis=1)
 
 
-TABLE_FLOATS = 1 << 24  # sparse tables are built for as many channels at a time as fit this (64 MB)
+TABLE_FLOATS = 1 << 25  # sparse tables are built for as many channels at a time as fit this many values
 
 
 def _window_max(feature_map: torch.Tensor, windows: np.ndarray) -> torch.Tensor:
-    """C×H×W map, W×4 windows -> W×C maxima, from the map's sparse table (see the module)."""
+    """C×H×W map, W×4 windows -> W×C maxima, from the map's sparse table (see the module), in the
+    map's dtype (a maximum is exact in any: a float16 map moves half the bytes of float32)."""
     channels, height, width = feature_map.shape
     x0, y0, x1, y1 = windows.T
     a = np.floor(np.log2(y1 - y0)).astype(np.int64)  # blocks of 2^a rows × 2^b columns
@@ -69,14 +70,19 @@ def _window_max(feature_map: torch.Tensor, windows: np.ndarray) -> torch.Tensor:
     row_width = width - (1 << b) + 1
     corners = [(y, x) for y in (y0, y1 - (1 << a)) for x in (x0, x1 - (1 << b))]
     index = [torch.as_tensor(offsets[a, b] + y * row_width + x, device=feature_map.device) for y, x in corners]
-    out = torch.empty((len(windows), channels), dtype=feature_map.dtype, device=feature_map.device)
     step = max(1, TABLE_FLOATS // first)
+    out = feature_map.new_empty((len(windows), channels))
+    best = out if step >= channels else feature_map.new_empty((len(windows), step))
+    other = torch.empty_like(best)  # buffers written in place: fresh ones cost page faults
     for c in range(0, channels, step):
-        table = _sparse_table(feature_map[c:c + step].float(), rows_log, cols_log)
-        chunk = table[index[0]]
+        table = _sparse_table(feature_map[c:c + step], rows_log, cols_log)
+        width_c = table.shape[1]
+        torch.index_select(table, 0, index[0], out=best[:, :width_c])
         for i in index[1:]:
-            torch.maximum(chunk, table[i], out=chunk)
-        out[:, c:c + step] = chunk
+            torch.index_select(table, 0, i, out=other[:, :width_c])
+            torch.maximum(best[:, :width_c], other[:, :width_c], out=best[:, :width_c])
+        if best is not out:
+            out[:, c:c + width_c] = best[:, :width_c]
     return out
 
 
@@ -121,11 +127,12 @@ def pyramid_pool_boxes(feature_map: torch.Tensor, boxes_in_cells: np.ndarray,
     windows = bin_windows(boxes, levels)  # K×B×4
     window_pool = _window_max if pool == "max" else _window_mean
     pooled = window_pool(feature_map, windows.reshape(-1, 4)).reshape(len(boxes), windows.shape[1], channels)
-    out, first = [], 0
+    out, first = pooled.new_empty((len(boxes), channels * windows.shape[1])), 0
     for n in levels:  # each level: (channels, rows, cols)
-        out.append(pooled[:, first:first + n * n].transpose(1, 2).flatten(1))
+        level = out[:, channels * first:channels * (first + n * n)].view(len(boxes), channels, n * n)
+        level.copy_(pooled[:, first:first + n * n].transpose(1, 2))
         first += n * n
-    return torch.cat(out, dim=1)
+    return out
 
 
 class BoxPyramidPool(nn.Module):

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sppfeat.pyramid import spatial_pyramid_pool
+from sppfeat import roi
 from sppfeat.roi import BoxPyramidPool, pyramid_pool_boxes
 
 
@@ -51,6 +52,21 @@ def test_awkward_boxes(pool):
     expected = cropped_reference(fmap, boxes, levels, pool)
     got = BoxPyramidPool(levels, pool)(fmap, boxes)
     torch.testing.assert_close(got, expected, rtol=1e-6 if pool == "avg" else 0, atol=1e-6 if pool == "avg" else 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("table_floats", [1 << 25, 500])
+def test_max_pooling_keeps_the_maps_dtype_also_a_few_channels_at_a_time(monkeypatch, dtype, table_floats):
+    """A float16 map is pooled in float16 (a maximum is exact in any dtype), also when the sparse
+    table is too large for all channels at once (500 values: one channel at a time)."""
+    monkeypatch.setattr(roi, "TABLE_FLOATS", table_floats)
+    fmap = torch.randn(5, 20, 30).to(dtype)
+    rng = np.random.default_rng(1)
+    x0, y0 = rng.integers(0, 29, 40), rng.integers(0, 19, 40)
+    boxes = np.stack([x0, y0, rng.integers(x0 + 1, 31), rng.integers(y0 + 1, 21)], axis=1)
+    got = pyramid_pool_boxes(fmap, boxes, (3, 2, 1))
+    assert got.dtype == dtype
+    assert torch.equal(got.float(), cropped_reference(fmap.float(), boxes, (3, 2, 1), "max"))
 
 
 def test_no_boxes_give_an_empty_array():

@@ -153,5 +153,5 @@ class RegionVectors:
         rows, cols = cell_centres(self.layers, in_h, 0), cell_centres(self.layers, in_w, 1)
         cells = boxes_to_cells(upright, image.original_size, (in_h, in_w), rows, cols)
         unique, inverse = np.unique(cells, axis=0, return_inverse=True)
-        pooled = pyramid_pool_boxes(image.fmap.float(), unique, self.model.levels, self.model.pool)
+        pooled = pyramid_pool_boxes(image.fmap, unique, self.model.levels, self.model.pool)  # float16
         return normalize_features(pooled, POWER).cpu().numpy(), inverse.reshape(-1)

@@ -92,9 +92,12 @@ def test_normalize_features():
     np.testing.assert_allclose(normalize_features(x, 0.5)[0], np.sqrt([3, 4]) / np.sqrt(7), rtol=1e-6)
 
 
+@pytest.mark.parametrize("signed", [True, False])
 @pytest.mark.parametrize("power", [1.0, 0.5, 0.75])
-def test_normalize_features_takes_arrays_and_tensors_and_leaves_them_alone(power):
+def test_normalize_features_takes_arrays_and_tensors_and_leaves_them_alone(power, signed):
     x = np.random.default_rng(0).normal(size=(5, 7))
+    if not signed:  # ReLU features: non-negative, mostly zeros
+        x = np.maximum(x - 0.5, 0)
     expected = np.sign(x) * np.abs(x) ** power
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     kept = x.copy()
