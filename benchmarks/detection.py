@@ -3,7 +3,7 @@ detectors, reproducibly.
 
     python benchmarks/detection.py proposals          # selective search on the 1,700 images (resumable)
     python benchmarks/detection.py maps               # conv maps at the detection scale, cached on disk
-    python benchmarks/detection.py accuracy [--train-n N] [--levels 2,1] [--cv 3] ...
+    python benchmarks/detection.py accuracy [--train-n N] [--levels 3,2,1] [--cv 3] ...
     python benchmarks/detection.py speed [--n 10]     # seconds per stage; SPP-net's way vs R-CNN's way
     python benchmarks/detection.py model --model M.h5 # a trained model on val, with and without its regression
     python benchmarks/detection.py folders            # bench-out/detection/{train,val}/{photos,Annotations}
@@ -94,6 +94,35 @@ class ContextVectors(RegionVectors):
         return np.hstack([inner[pairs[:, 0]], outer[pairs[:, 1]]]) / np.float32(np.sqrt(2)), inverse.reshape(-1)
 
 
+@dataclasses.dataclass
+class ScaledMaps(ImageMap):
+    """Experiment: an image's map at the first scale and its maps at further scales."""
+
+    others: tuple = ()
+
+
+class MultiScaleVectors(RegionVectors):
+    """Experiment: each window pooled from the map of the scale where its area is closest to 224²
+    (the paper's multi-scale detection); maps are ScaledMaps."""
+
+    def pool_unique(self, image, boxes):
+        from sppfeat.features.projection import best_scales
+
+        boxes = np.asarray(boxes, np.float64)
+        maps = (image,) + image.others
+        _, upright = self.usable(image, boxes)
+        choice = best_scales(upright, image.original_size, [m.input_size for m in maps])
+        vectors, inverse, count = [], np.zeros(len(boxes), np.int64), 0
+        for k, m in enumerate(maps):
+            chosen = np.flatnonzero(choice == k)
+            if len(chosen):
+                v, index = super().pool_unique(m, boxes[chosen])
+                vectors.append(v)
+                inverse[chosen] = index + count
+                count += len(v)
+        return (np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32)), inverse
+
+
 def detections_of(model, rv, truth, maps, proposal_set, regression: bool):
     """Detections of `model` on the images of `truth` (maps and windows given)."""
     from sppfeat.detection.inference import detect_windows
@@ -151,13 +180,14 @@ def accuracy(args, rest) -> None:
 
     p = argparse.ArgumentParser()
     p.add_argument("--train-n", type=int, default=0, help="first N train images (0 = all 1,500)")
-    p.add_argument("--levels", default="2,1")
+    p.add_argument("--levels", default=",".join(map(str, DETECTION_DEFAULTS.levels)))
     p.add_argument("--cv", type=int, default=0, help="K-fold CV inside the training images (0 = none)")
     p.add_argument("--fold", type=int, action="append", help="with --cv: only these folds (repeatable)")
     p.add_argument("--no-val", action="store_true")
     p.add_argument("--settings", default="{}", help="TrainingSettings fields as JSON")
     p.add_argument("--tag", default="")
     p.add_argument("--context", type=float, default=0.0, help="experiment: enlarged-window vector appended")
+    p.add_argument("--more-scales", default="", help="experiment: further cached scales, one per window")
     a = p.parse_args(rest)
     settings = TrainingSettings(**json.loads(a.settings))
     levels = tuple(int(v) for v in a.levels.split(","))
@@ -169,10 +199,14 @@ def accuracy(args, rest) -> None:
     subset = lambda ids: truth.keep_images(sorted(index[f"{i}.jpg"] for i in ids))  # noqa: E731
     proposal_set = read_proposals(OUT / "proposals.h5")
     maps = load_maps(args.scale, train_ids + ([] if a.no_val else val_ids))
+    if a.more_scales:
+        more = [load_maps(int(v), list(maps)) for v in a.more_scales.split(",")]
+        maps = {k: ScaledMaps(**{f.name: getattr(m, f.name) for f in dataclasses.fields(m)}, others=tuple(x[k] for x in more)) for k, m in maps.items()}
     config = DETECTION_DEFAULTS.replace(scales=(args.scale,), levels=levels)
-    rv = ContextVectors(config, "cpu", a.context) if a.context else RegionVectors(config, "cpu")
+    rv = (ContextVectors(config, "cpu", a.context) if a.context
+          else MultiScaleVectors(config, "cpu") if a.more_scales else RegionVectors(config, "cpu"))
     base = {"tag": a.tag, "scale": args.scale, "levels": list(levels), "settings": json.loads(a.settings),
-            "context": a.context, "train_n": a.train_n}
+            "context": a.context, "more_scales": a.more_scales, "train_n": a.train_n}
     if not a.no_val:
         record({**base, "test": "val", **train_and_test(subset(train_ids), subset(val_ids), maps, proposal_set, rv,
                                                           settings, OUT / f"detector{a.tag}.h5")})
@@ -320,7 +354,7 @@ def record(result: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=("proposals", "maps", "accuracy", "speed", "model", "folders"))
-    parser.add_argument("--scale", type=int, default=480)
+    parser.add_argument("--scale", type=int, default=DETECTION_DEFAULTS.scales[0])
     args, rest = parser.parse_known_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.step == "proposals":

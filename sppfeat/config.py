@@ -239,7 +239,7 @@ class ExtractionConfig:
 REGION_DEFAULTS = ExtractionConfig(scales=(480,), levels=(2, 1), dtype="float16", combine="best")
 # Window vectors of the detectors (train-detector, detect): one conv map per image at this scale,
 # every window pooled from it (docs/detection.md says how they were chosen).
-DETECTION_DEFAULTS = ExtractionConfig(scales=(480,), levels=(3, 2, 1))
+DETECTION_DEFAULTS = ExtractionConfig(scales=(688,), levels=(3, 2, 1))
 
 
 def _encode(name: str, value):

@@ -1,7 +1,7 @@
 """The conv map of an image, computed once, and the vectors of any number of its windows pooled
 from it (SPP-net's detection: one network pass per image, not per window).
 
-A map is kept in float16 (about 0.75 MB for a 480 × 640 image with a 1,280-channel stride-32
+A map is kept in float16 (about 1.7 MB for a 688 × 917 image with a 1,280-channel stride-32
 layer), in memory or in a temporary file (MapFile), and hard-negative mining pools windows from
 the maps on the fly instead of storing window vectors (35.8 KB each at levels 3,2,1, ~70 MB per
 image at 2,000 windows).
@@ -63,7 +63,7 @@ class StoredMap:
 
 class MapFile:
     """Conv maps kept in a file (float16, one after another) rather than in memory, for a training
-    set's maps (~0.8 MB each at 480 px: 1.2 GB for 1,500 images) while its negatives take the memory."""
+    set's maps (~1.7 MB each at 688 px: 2.6 GB for 1,500 images) while its negatives take the memory."""
 
     DTYPE = np.dtype(np.float16)
 

@@ -2,8 +2,8 @@
 class on window vectors (hard-negative mining: sppfeat.detection.mining) -> a detector model file.
 
 Every image is run through the network once; its conv map waits in a temporary file beside the
-model (float16, ~0.8 MB at 480 px; deleted at the end) and windows are pooled from it whenever
-mining needs them, so that memory holds the negatives rather than 1.2 GB of maps.
+model (float16, ~1.7 MB at 688 px; deleted at the end) and windows are pooled from it whenever
+mining needs them, so that memory holds the negatives rather than 2.6 GB of maps.
 """
 
 from __future__ import annotations
