@@ -34,6 +34,8 @@ from sppfeat.data.boxes import read_boxes  # noqa: E402
 from sppfeat.detection.maps import ImageMap, RegionVectors  # noqa: E402
 from sppfeat.libc import return_large_blocks  # noqa: E402
 
+from detection_variants import ContextVectors, MultiScaleVectors, ScaledMaps  # noqa: E402
+
 VOC = Path(__file__).resolve().parents[2] / "shared/data/voc2007-sample/VOCdevkit/VOC2007"
 OUT = Path("bench-out/detection")
 
@@ -72,55 +74,6 @@ def load_maps(scale: int, ids: list[str]) -> dict[str, ImageMap]:
                                      tuple(d.attrs["original_size"]), tuple(d.attrs["stored_size"]),
                                      int(d.attrs["orientation"]))
     return out
-
-
-class ContextVectors(RegionVectors):
-    """Experiment: each window's vector followed by the vector of the window enlarged `factor` times
-    around its centre (clipped to the image): the object and what surrounds it."""
-
-    def __init__(self, config, device, factor: float):
-        super().__init__(config, device)
-        self.factor = factor
-        self.dim *= 2
-
-    def pool_unique(self, image, boxes):
-        boxes = np.asarray(boxes, np.float64)
-        centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * self.factor
-        height, width = image.stored_size
-        wide = np.clip(np.concatenate([centre - half, centre + half], axis=1), 0, [width, height, width, height])
-        inner, inner_index = super().pool_unique(image, boxes)
-        outer, outer_index = super().pool_unique(image, wide)
-        pairs, inverse = np.unique(np.stack([inner_index, outer_index], axis=1), axis=0, return_inverse=True)
-        return np.hstack([inner[pairs[:, 0]], outer[pairs[:, 1]]]) / np.float32(np.sqrt(2)), inverse.reshape(-1)
-
-
-@dataclasses.dataclass
-class ScaledMaps(ImageMap):
-    """Experiment: an image's map at the first scale and its maps at further scales."""
-
-    others: tuple = ()
-
-
-class MultiScaleVectors(RegionVectors):
-    """Experiment: each window pooled from the map of the scale where its area is closest to 224²
-    (the paper's multi-scale detection); maps are ScaledMaps."""
-
-    def pool_unique(self, image, boxes):
-        from sppfeat.features.projection import best_scales
-
-        boxes = np.asarray(boxes, np.float64)
-        maps = (image,) + image.others
-        _, upright = self.usable(image, boxes)
-        choice = best_scales(upright, image.original_size, [m.input_size for m in maps])
-        vectors, inverse, count = [], np.zeros(len(boxes), np.int64), 0
-        for k, m in enumerate(maps):
-            chosen = np.flatnonzero(choice == k)
-            if len(chosen):
-                v, index = super().pool_unique(m, boxes[chosen])
-                vectors.append(v)
-                inverse[chosen] = index + count
-                count += len(v)
-        return (np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32)), inverse
 
 
 def detections_of(model, rv, truth, maps, proposal_set, regression: bool):
@@ -201,7 +154,7 @@ def accuracy(args, rest) -> None:
     maps = load_maps(args.scale, train_ids + ([] if a.no_val else val_ids))
     if a.more_scales:
         more = [load_maps(int(v), list(maps)) for v in a.more_scales.split(",")]
-        maps = {k: ScaledMaps(**{f.name: getattr(m, f.name) for f in dataclasses.fields(m)}, others=tuple(x[k] for x in more)) for k, m in maps.items()}
+        maps = {k: ScaledMaps.of(m, tuple(x[k] for x in more)) for k, m in maps.items()}
     config = DETECTION_DEFAULTS.replace(scales=(args.scale,), levels=levels)
     rv = (ContextVectors(config, "cpu", a.context) if a.context
           else MultiScaleVectors(config, "cpu") if a.more_scales else RegionVectors(config, "cpu"))

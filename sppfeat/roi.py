@@ -51,7 +51,7 @@ def bin_windows(boxes: np.ndarray, levels: Sequence[int]) -> np.ndarray:
     return np.concatenate(windows, axis=1)
 
 
-TABLE_FLOATS = 1 << 25  # sparse tables are built for as many channels at a time as fit this many values
+TABLE_BYTES = 1 << 26  # sparse tables are built for as many channels at a time as fit 64 MB
 
 
 def _window_max(feature_map: torch.Tensor, windows: np.ndarray) -> torch.Tensor:
@@ -70,7 +70,7 @@ def _window_max(feature_map: torch.Tensor, windows: np.ndarray) -> torch.Tensor:
     row_width = width - (1 << b) + 1
     corners = [(y, x) for y in (y0, y1 - (1 << a)) for x in (x0, x1 - (1 << b))]
     index = [torch.as_tensor(offsets[a, b] + y * row_width + x, device=feature_map.device) for y, x in corners]
-    step = max(1, TABLE_FLOATS // first)
+    step = max(1, TABLE_BYTES // (first * feature_map.element_size()))
     out = feature_map.new_empty((len(windows), channels))
     best = out if step >= channels else feature_map.new_empty((len(windows), step))
     other = torch.empty_like(best)  # buffers written in place: fresh ones cost page faults

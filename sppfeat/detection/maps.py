@@ -153,5 +153,6 @@ class RegionVectors:
         rows, cols = cell_centres(self.layers, in_h, 0), cell_centres(self.layers, in_w, 1)
         cells = boxes_to_cells(upright, image.original_size, (in_h, in_w), rows, cols)
         unique, inverse = np.unique(cells, axis=0, return_inverse=True)
-        pooled = pyramid_pool_boxes(image.fmap, unique, self.model.levels, self.model.pool)  # float16
+        fmap = image.fmap if self.model.pool == "max" else image.fmap.float()  # a maximum is exact in float16
+        pooled = pyramid_pool_boxes(fmap, unique, self.model.levels, self.model.pool)
         return normalize_features(pooled, POWER).cpu().numpy(), inverse.reshape(-1)

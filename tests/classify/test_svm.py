@@ -92,6 +92,13 @@ def test_normalize_features():
     np.testing.assert_allclose(normalize_features(x, 0.5)[0], np.sqrt([3, 4]) / np.sqrt(7), rtol=1e-6)
 
 
+def test_normalize_features_keeps_a_nan_in_its_row():
+    x = np.array([[1.0, -4.0], [np.nan, 1.0], [-9.0, 16.0]])
+    got = normalize_features(x, 0.5)
+    assert np.isnan(got[1]).all() and np.isfinite(got[[0, 2]]).all()
+    np.testing.assert_allclose(got[0], np.array([1.0, -2.0]) / np.sqrt(5), rtol=1e-6)
+
+
 @pytest.mark.parametrize("signed", [True, False])
 @pytest.mark.parametrize("power", [1.0, 0.5, 0.75])
 def test_normalize_features_takes_arrays_and_tensors_and_leaves_them_alone(power, signed):

@@ -1,0 +1,62 @@
+"""Variants of the window vectors tried by benchmarks/detection.py (accuracy --context, --more-scales);
+experiments measured there, not options of sppfeat."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from sppfeat.detection.maps import ImageMap, RegionVectors
+from sppfeat.features.projection import best_scales
+
+
+class ContextVectors(RegionVectors):
+    """Experiment: each window's vector followed by the vector of the window enlarged `factor` times
+    around its centre (clipped to the image): the object and what surrounds it."""
+
+    def __init__(self, config, device, factor: float):
+        super().__init__(config, device)
+        self.factor = factor
+        self.dim *= 2
+
+    def pool_unique(self, image, boxes):
+        boxes = np.asarray(boxes, np.float64)
+        centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * self.factor
+        height, width = image.stored_size
+        wide = np.clip(np.concatenate([centre - half, centre + half], axis=1), 0, [width, height, width, height])
+        inner, inner_index = super().pool_unique(image, boxes)
+        outer, outer_index = super().pool_unique(image, wide)
+        pairs, inverse = np.unique(np.stack([inner_index, outer_index], axis=1), axis=0, return_inverse=True)
+        return np.hstack([inner[pairs[:, 0]], outer[pairs[:, 1]]]) / np.float32(np.sqrt(2)), inverse.reshape(-1)
+
+
+@dataclasses.dataclass
+class ScaledMaps(ImageMap):
+    """Experiment: an image's map at the first scale and its maps at further scales."""
+
+    others: tuple = ()
+
+    @classmethod
+    def of(cls, image: ImageMap, others: tuple) -> "ScaledMaps":
+        return cls(**{f.name: getattr(image, f.name) for f in dataclasses.fields(image)}, others=others)
+
+
+class MultiScaleVectors(RegionVectors):
+    """Experiment: each window pooled from the map of the scale where its area is closest to 224²
+    (the paper's multi-scale detection); maps are ScaledMaps."""
+
+    def pool_unique(self, image, boxes):
+        boxes = np.asarray(boxes, np.float64)
+        maps = (image,) + image.others
+        _, upright = self.usable(image, boxes)
+        choice = best_scales(upright, image.original_size, [m.input_size for m in maps])
+        vectors, inverse, count = [], np.zeros(len(boxes), np.int64), 0
+        for k, m in enumerate(maps):
+            chosen = np.flatnonzero(choice == k)
+            if len(chosen):
+                v, index = super().pool_unique(m, boxes[chosen])
+                vectors.append(v)
+                inverse[chosen] = index + count
+                count += len(v)
+        return (np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32)), inverse
