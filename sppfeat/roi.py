@@ -72,17 +72,14 @@ def _window_max(feature_map: torch.Tensor, windows: np.ndarray) -> torch.Tensor:
     index = [torch.as_tensor(offsets[a, b] + y * row_width + x, device=feature_map.device) for y, x in corners]
     step = max(1, TABLE_BYTES // (first * feature_map.element_size()))
     out = feature_map.new_empty((len(windows), channels))
-    best = out if step >= channels else feature_map.new_empty((len(windows), step))
-    other = torch.empty_like(best)  # buffers written in place: fresh ones cost page faults
+    other = feature_map.new_empty((len(windows), min(step, channels)))  # reused: fresh ones cost page faults
     for c in range(0, channels, step):
         table = _sparse_table(feature_map[c:c + step], rows_log, cols_log)
-        width_c = table.shape[1]
-        torch.index_select(table, 0, index[0], out=best[:, :width_c])
+        best, gathered = out[:, c:c + table.shape[1]], other[:, :table.shape[1]]
+        torch.index_select(table, 0, index[0], out=best)
         for i in index[1:]:
-            torch.index_select(table, 0, i, out=other[:, :width_c])
-            torch.maximum(best[:, :width_c], other[:, :width_c], out=best[:, :width_c])
-        if best is not out:
-            out[:, c:c + width_c] = best[:, :width_c]
+            torch.index_select(table, 0, i, out=gathered)
+            torch.maximum(best, gathered, out=best)
     return out
 
 
