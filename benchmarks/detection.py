@@ -34,7 +34,7 @@ from sppfeat.data.boxes import read_boxes  # noqa: E402
 from sppfeat.detection.maps import ImageMap, RegionVectors  # noqa: E402
 from sppfeat.libc import return_large_blocks  # noqa: E402
 
-from detection_variants import ContextVectors, MultiScaleVectors, ScaledMaps  # noqa: E402
+from detection_variants import ContextVectors, ImageNetVectors, MultiScaleVectors, ScaledMaps  # noqa: E402
 
 VOC = Path(__file__).resolve().parents[2] / "shared/data/voc2007-sample/VOCdevkit/VOC2007"
 OUT = Path("bench-out/detection")
@@ -141,6 +141,7 @@ def accuracy(args, rest) -> None:
     p.add_argument("--tag", default="")
     p.add_argument("--context", type=float, default=0.0, help="experiment: enlarged-window vector appended")
     p.add_argument("--more-scales", default="", help="experiment: further cached scales, one per window")
+    p.add_argument("--imagenet", type=float, default=0.0, help="experiment: weight of the appended √ImageNet probabilities")
     a = p.parse_args(rest)
     settings = TrainingSettings(**json.loads(a.settings))
     levels = tuple(int(v) for v in a.levels.split(","))
@@ -157,21 +158,29 @@ def accuracy(args, rest) -> None:
         maps = {k: ScaledMaps.of(m, tuple(x[k] for x in more)) for k, m in maps.items()}
     config = DETECTION_DEFAULTS.replace(scales=(args.scale,), levels=levels)
     rv = (ContextVectors(config, "cpu", a.context) if a.context
+          else ImageNetVectors(config, "cpu", a.imagenet) if a.imagenet
           else MultiScaleVectors(config, "cpu") if a.more_scales else RegionVectors(config, "cpu"))
     base = {"tag": a.tag, "scale": args.scale, "levels": list(levels), "settings": json.loads(a.settings),
-            "context": a.context, "more_scales": a.more_scales, "train_n": a.train_n}
+            "context": a.context, "more_scales": a.more_scales, "imagenet": a.imagenet, "train_n": a.train_n}
     if not a.no_val:
         record({**base, "test": "val", **train_and_test(subset(train_ids), subset(val_ids), maps, proposal_set, rv,
                                                           settings, OUT / f"detector{a.tag}.h5")})
     if a.cv:
-        folds = np.array_split(np.random.default_rng(0).permutation(len(train_ids)), a.cv)
-        for k, held in enumerate(folds):
+        for k, (kept_ids, held_ids) in enumerate(cv_folds(train_ids, a.cv)):
             if a.fold and k not in a.fold:
                 continue
-            held_ids = [train_ids[i] for i in sorted(held)]
-            kept_ids = [i for i in train_ids if i not in set(held_ids)]
             record({**base, "test": f"cv{k}", **train_and_test(subset(kept_ids), subset(held_ids), maps,
-                                                                proposal_set, rv, settings)})
+                                                                proposal_set, rv, settings,
+                                                                OUT / f"detector{a.tag}-cv{k}.h5")})
+
+
+def cv_folds(ids: list[str], n: int) -> list[tuple[list[str], list[str]]]:
+    """(training ids, held-out ids) of each of n folds of `ids` (a fixed random split)."""
+    out = []
+    for held in np.array_split(np.random.default_rng(0).permutation(len(ids)), n):
+        held_ids = [ids[i] for i in sorted(held)]
+        out.append(([i for i in ids if i not in set(held_ids)], held_ids))
+    return out
 
 
 def rcnn_vectors(rv: RegionVectors, file: str, windows: np.ndarray, batch: int = 64) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Variants of the window vectors tried by benchmarks/detection.py (accuracy --context, --more-scales);
+"""Variants of the window vectors tried by benchmarks/detection.py (accuracy --context, --more-scales,
+--imagenet);
 experiments measured there, not options of sppfeat."""
 
 from __future__ import annotations
@@ -6,9 +7,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import torch
 
 from sppfeat.detection.maps import ImageMap, RegionVectors
 from sppfeat.features.projection import best_scales
+from sppfeat.roi import pyramid_pool_boxes
 
 
 class ContextVectors(RegionVectors):
@@ -60,3 +63,27 @@ class MultiScaleVectors(RegionVectors):
                 inverse[chosen] = index + count
                 count += len(v)
         return (np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32)), inverse
+
+
+class ImageNetVectors(RegionVectors):
+    """Experiment: each window's vector followed by `weight` · √p, p the backbone's ImageNet class
+    probabilities of the window (its cells averaged, then the network's own classifier, as the
+    network classifies a whole image); √p has unit L2 norm."""
+
+    def __init__(self, config, device, weight: float):
+        from sppfeat.backbones.registry import load_backbone
+
+        super().__init__(config, device)
+        self.classifier = load_backbone(config.backbone, config.weights).net._fc.to(self.device).eval()
+        self.weight = weight
+        self.dim += self.classifier.out_features
+
+    @torch.inference_mode()
+    def pool_unique(self, image, boxes):
+        vectors, inverse = super().pool_unique(image, boxes)
+        unique, _ = self.unique_cells(image, boxes)
+        if len(unique) == 0:
+            return np.zeros((0, self.dim), np.float32), inverse
+        mean = pyramid_pool_boxes(image.fmap.float(), unique, (1,), "avg")
+        p = torch.softmax(self.classifier(mean), dim=1)
+        return np.hstack([vectors, self.weight * p.sqrt().cpu().numpy()]), inverse

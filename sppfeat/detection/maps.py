@@ -140,19 +140,27 @@ class RegionVectors:
         vectors, inverse = self.pool_unique(image, boxes)
         return vectors[inverse]
 
-    @torch.inference_mode()
-    def pool_unique(self, image: ImageMap, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(U×D vectors, K indices into them) of K usable boxes: windows that cover the same cells
-        of the map have the same vector, pooled once (2,000 windows are often a few hundred)."""
+    def unique_cells(self, image: ImageMap, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(U×4 cell boxes (x0, y0, x1, y1) of the map, K indices into them) of K usable boxes (pixels as stored):
+        windows that cover the same cells of the map have the same vector."""
         mask, upright = self.usable(image, boxes)
         if not mask.all():
             raise ValueError("pool() takes usable boxes only (see usable())")
         if len(upright) == 0:
-            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64)
+            return np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
         in_h, in_w = image.input_size
         rows, cols = cell_centres(self.layers, in_h, 0), cell_centres(self.layers, in_w, 1)
         cells = boxes_to_cells(upright, image.original_size, (in_h, in_w), rows, cols)
         unique, inverse = np.unique(cells, axis=0, return_inverse=True)
+        return unique, inverse.reshape(-1)
+
+    @torch.inference_mode()
+    def pool_unique(self, image: ImageMap, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(U×D vectors, K indices into them) of K usable boxes: each window covering other cells
+        of the map pooled once (2,000 windows are often a few hundred)."""
+        unique, inverse = self.unique_cells(image, boxes)
+        if len(unique) == 0:
+            return np.zeros((0, self.dim), np.float32), inverse
         fmap = image.fmap if self.model.pool == "max" else image.fmap.float()  # a maximum is exact in float16
         pooled = pyramid_pool_boxes(fmap, unique, self.model.levels, self.model.pool)
-        return normalize_features(pooled, POWER).cpu().numpy(), inverse.reshape(-1)
+        return normalize_features(pooled, POWER).cpu().numpy(), inverse

@@ -209,7 +209,7 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
         if round_ and added < settings.stop_fraction * max(1, sum(cache)):
             break
     del store  # the regression's own arrays take its place
-    regression = _fit_regression(images, n_classes, rv, settings) if settings.regression else None
+    regression = fit_regression(images, n_classes, rv, settings) if settings.regression else None
     return FittedDetector(coef, intercept, regression, stats)
 
 
@@ -262,7 +262,7 @@ def _train_class(positives: np.ndarray, store: NegativeStore, k: int, settings: 
     return svm.coef_, svm.intercept_
 
 
-def _fit_regression(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
+def fit_regression(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
                     settings: TrainingSettings) -> np.ndarray:
     """K×4×(D+1) ridge regressors from window vectors (and a constant 1) to the offsets onto their object."""
     vectors, labels, targets = [], [], []

@@ -1,0 +1,63 @@
+"""Box-regression settings tried on a trained detector (issue 21): its SVMs kept, its regression
+refitted on the same training images with each variant, mAP on the held-out images.
+
+    python benchmarks/detection_regression.py --model bench-out/detection/detectorTAG-cv0.h5 --cv 3 --fold 0 \\
+        --variants '[{"ridge": 0.3}, {"regression_per_object": 32}]'
+
+The model must come from `benchmarks/detection.py accuracy` with the same split (its fold's
+training images); the variants are TrainingSettings fields over the model's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import numpy as np
+
+from detection import (OUT, VOC, cv_folds, detections_of, load_maps, record, split_ids)  # noqa: I001
+from sppfeat.data.boxes import read_boxes
+from sppfeat.detection.maps import RegionVectors
+from sppfeat.detection.metric import evaluate_boxes
+from sppfeat.detection.mining import fit_regression
+from sppfeat.detection.model import load_detector
+from sppfeat.detection.proposal_file import read_proposals
+from sppfeat.detection.settings import TrainingSettings
+from sppfeat.detection.training import prepare_image
+from sppfeat.libc import return_large_blocks
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--cv", type=int, default=3)
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--variants", required=True, help="JSON list of TrainingSettings fields")
+    a = p.parse_args()
+    return_large_blocks()
+    model = load_detector(a.model)
+    fields = {f.name for f in dataclasses.fields(TrainingSettings)}
+    trained = TrainingSettings(**{k: v for k, v in model.training.items() if k in fields})
+    truth = read_boxes(VOC / "Annotations", keep_empty=True)
+    index = {path: i for i, path in enumerate(truth.paths)}
+    kept_ids, held_ids = cv_folds(split_ids("train"), a.cv)[a.fold]
+    train = truth.keep_images(sorted(index[f"{i}.jpg"] for i in kept_ids))
+    test = truth.keep_images(sorted(index[f"{i}.jpg"] for i in held_ids))
+    maps = load_maps(model.feature_settings.scales[0], kept_ids + held_ids)
+    rv = RegionVectors(model.feature_settings, "cpu")
+    proposal_set = read_proposals(OUT / "proposals.h5")
+    for variant in [{}] + json.loads(a.variants):
+        settings = dataclasses.replace(trained, **variant)
+        rng = np.random.default_rng(settings.seed)
+        images = [prepare_image(rv, train, i, maps[path[:-4]], proposal_set.of(path), settings, rng)[0]
+                  for i, path in enumerate(train.paths)]
+        model.regression = fit_regression(images, len(train.class_names), rv, settings)
+        evaluation = evaluate_boxes(detections_of(model, rv, test, maps, proposal_set, True), test)
+        record({"step": "regression", "model": a.model, "fold": a.fold, "variant": variant,
+                "mAP": round(100 * evaluation.mAP, 2),
+                "ap": {n: None if r.ap is None else round(100 * r.ap, 1) for n, r in evaluation.per_class.items()}})
+
+
+if __name__ == "__main__":
+    main()
