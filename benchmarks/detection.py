@@ -116,7 +116,7 @@ def train_and_test(train, test, maps, proposal_set, rv, settings, save: Path | N
                           {**dataclasses.asdict(settings), **fitted.stats, "n_images": len(images)}, fitted.regression)
     if save is not None:
         save_detector(save, model)
-    out = {"train_images": len(train.paths), "test_images": len(test.paths), "rounds": fitted.stats["rounds"],
+    out = {"train_images": len(train.paths), "test_images": len(test.paths), "rounds": fitted.stats["mining"],
            "train_seconds": round(trained - start, 1)}
     for regression in (False, True) if fitted.regression is not None else (False,):
         evaluation = evaluate_boxes(detections_of(model, rv, test, maps, proposal_set, regression), test)

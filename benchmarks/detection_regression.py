@@ -37,7 +37,8 @@ def main() -> None:
     a = p.parse_args()
     return_large_blocks()
     model = load_detector(a.model)
-    fields = {f.name for f in dataclasses.fields(TrainingSettings)}
+    fields = {f.name for f in dataclasses.fields(TrainingSettings)} - {"rounds"}  # mining is over (and models
+    # trained before 2026-12-06 kept the rounds' record under this name)
     trained = TrainingSettings(**{k: v for k, v in model.training.items() if k in fields})
     truth = read_boxes(VOC / "Annotations", keep_empty=True)
     index = {path: i for i, path in enumerate(truth.paths)}

@@ -34,7 +34,7 @@ def describe_detector(path: str | os.PathLike) -> str:
 
     m = load_detector(path)
     c, t, p = m.feature_settings, m.training, m.proposals
-    rounds = t.get("rounds", [])
+    rounds = t.get("mining", [])
     return "\n".join([
         f"{path}: sppfeat detector ({len(m.class_names)} classes × {m.coef.shape[1]} dims"
         + (", box regression)" if m.regression is not None else ")"),

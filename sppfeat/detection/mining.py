@@ -184,7 +184,7 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
         if len(pick):
             _add(store, im, i, pick, rv.pool(im.image_map.load(), im.windows[pick]), im.negative[pick])
     coef, intercept = np.zeros((n_classes, dim), np.float32), np.zeros(n_classes)
-    stats = {"positives": np.bincount(pos_labels, minlength=n_classes).tolist(), "rounds": []}
+    stats = {"positives": np.bincount(pos_labels, minlength=n_classes).tolist(), "mining": []}
     for round_ in range(settings.rounds + 1):
         start = time.monotonic()
         added = _mine(images, store, coef, intercept, rv, settings, quiet, round_) if round_ else store.n
@@ -202,7 +202,7 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
                 image, window = store.owner[row]
                 images[image].cached[window, k] = True
         cache = [len(m) for m in store.members]
-        stats["rounds"].append({"added": int(added), "cache": cache, "seconds": round(time.monotonic() - start, 1)})
+        stats["mining"].append({"added": int(added), "cache": cache, "seconds": round(time.monotonic() - start, 1)})
         if not quiet:
             log.info("detector round %d: %d negatives added, %d cached (largest class %d), %.0f s", round_, added,
                      store.n, max(cache) if cache else 0, time.monotonic() - start)

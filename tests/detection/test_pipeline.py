@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from conftest import SUBPROCESS_TIMEOUT, VOC_SAMPLE, run_sppfeat
+from sppfeat.detection.model import load_detector
 
 VOC = VOC_SAMPLE / "VOCdevkit" / "VOC2007"
 IDS = ["000012", "000017", "000023", "000033", "000034", "000044", "000048", "000061"]
@@ -118,7 +119,7 @@ def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path):
     n_easy = np.bincount(truth.labels[~truth.difficult], minlength=len(truth.class_names))
     fitted = fit_detector(images, len(truth.class_names), rv, settings, quiet=True)
     assert fitted.stats["positives"] == (2 * n_easy).tolist()  # each object and its mirror image
-    assert 2 <= len(fitted.stats["rounds"]) <= 3
+    assert 2 <= len(fitted.stats["mining"]) <= 3
     for i, image in enumerate(images):
         boxes, labels, _ = truth_of(truth, i)
         for k in np.flatnonzero(image.cached.any(axis=0)):
@@ -142,6 +143,8 @@ def test_commands_from_photos_to_average_precision(voc_small, proposal_file, tmp
     r = run_sppfeat("info", model)
     assert r.returncode == 0 and "sppfeat detector (20 classes × 17920 dims, box regression)" in r.stdout, r.stderr
     assert f"{len(IDS)} images" in r.stdout and "1 mining rounds" in r.stdout
+    training = load_detector(model).training  # the settings as given, the rounds' record beside them
+    assert training["rounds"] == 1 and len(training["mining"]) == 2
     r = run_sppfeat("detect", model, voc_small / "images", "--proposals", proposal_file, "-o", dets,
                     "--draw", tmp_path / "drawn", "-q")
     assert r.returncode == 0, r.stderr
