@@ -76,7 +76,7 @@ def load_maps(scale: int, ids: list[str]) -> dict[str, ImageMap]:
     return out
 
 
-def detections_of(model, rv, truth, maps, proposal_set, regression: bool):
+def detections_of(model, rv, truth, maps, proposal_set, regression: bool, box_voting: bool = False):
     """Detections of `model` on the images of `truth` (maps and windows given)."""
     from sppfeat.detection.inference import detect_windows
     from sppfeat.detection.metric import Detections
@@ -85,7 +85,7 @@ def detections_of(model, rv, truth, maps, proposal_set, regression: bool):
     model.regression = saved if regression else None
     paths, boxes, labels, scores = [], [], [], []
     for path in truth.paths:
-        b, k, s = detect_windows(model, rv, maps[path[:-4]], proposal_set.of(path))
+        b, k, s = detect_windows(model, rv, maps[path[:-4]], proposal_set.of(path), box_voting=box_voting)
         paths += [path] * len(b)
         boxes.append(b)
         labels += [model.class_names[j] for j in k]
@@ -96,7 +96,6 @@ def detections_of(model, rv, truth, maps, proposal_set, regression: bool):
 
 def train_and_test(train, test, maps, proposal_set, rv, settings, save: Path | None = None) -> dict:
     """Fit on the images of BoxSet `train`, score on `test`: mAP with and without box regression."""
-    from sppfeat.detection.metric import evaluate_boxes
     from sppfeat.detection.mining import fit_detector
     from sppfeat.detection.model import DetectorModel, save_detector
     from sppfeat.detection.proposal_file import read_proposals
@@ -118,12 +117,26 @@ def train_and_test(train, test, maps, proposal_set, rv, settings, save: Path | N
         save_detector(save, model)
     out = {"train_images": len(train.paths), "test_images": len(test.paths), "rounds": fitted.stats["mining"],
            "train_seconds": round(trained - start, 1)}
-    for regression in (False, True) if fitted.regression is not None else (False,):
-        evaluation = evaluate_boxes(detections_of(model, rv, test, maps, proposal_set, regression), test)
-        key = "with_regression" if regression else "no_regression"
-        out[key] = {"mAP": round(100 * evaluation.mAP, 2),
-                    "ap": {n: None if r.ap is None else round(100 * r.ap, 1) for n, r in evaluation.per_class.items()}}
+    out.update(test_variants(model, rv, test, maps, proposal_set))
     out["test_seconds"] = round(time.monotonic() - trained, 1)
+    return out
+
+
+VARIANTS = {"no_regression": (False, False), "with_regression": (True, False), "with_voting": (True, True)}
+
+
+def test_variants(model, rv, test, maps, proposal_set) -> dict:
+    """mAP and APs (%) of `model` on `test`: windows as scored, moved by the regression, then also
+    placed by box voting (the defaults of sppfeat detect)."""
+    from sppfeat.detection.metric import evaluate_boxes
+
+    out = {}
+    for key, (regression, voting) in VARIANTS.items():
+        if regression and model.regression is None:
+            continue
+        e = evaluate_boxes(detections_of(model, rv, test, maps, proposal_set, regression, voting), test)
+        out[key] = {"mAP": round(100 * e.mAP, 2),
+                    "ap": {n: None if r.ap is None else round(100 * r.ap, 1) for n, r in e.per_class.items()}}
     return out
 
 
@@ -268,9 +281,8 @@ def proposal_recall() -> dict:
 
 
 def score_model(args, rest) -> None:
-    """A trained detector (e.g. made by sppfeat train-detector) on the val images, with and without
-    its box regression, on the cached maps."""
-    from sppfeat.detection.metric import evaluate_boxes
+    """A trained detector (e.g. made by sppfeat train-detector) on the val images, without its box
+    regression, with it, and with box voting too (test_variants), on the cached maps."""
     from sppfeat.detection.model import load_detector
     from sppfeat.detection.proposal_file import read_proposals
 
@@ -284,13 +296,8 @@ def score_model(args, rest) -> None:
     maps = load_maps(model.feature_settings.scales[0], split_ids("val"))
     rv = RegionVectors(model.feature_settings, "cpu")
     proposal_set = read_proposals(OUT / "proposals.h5")
-    out = {"step": "model", "model": a.model, "levels": list(model.feature_settings.levels)}
-    for regression in (False, True):
-        e = evaluate_boxes(detections_of(model, rv, val, maps, proposal_set, regression), val)
-        out["with_regression" if regression else "no_regression"] = {
-            "mAP": round(100 * e.mAP, 2), "ap": {n: None if r.ap is None else round(100 * r.ap, 1)
-                                                 for n, r in e.per_class.items()}}
-    record(out)
+    record({"step": "model", "model": a.model, "levels": list(model.feature_settings.levels),
+            **test_variants(model, rv, val, maps, proposal_set)})
 
 
 def folders() -> None:

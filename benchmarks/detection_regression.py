@@ -1,5 +1,6 @@
 """Box-regression settings tried on a trained detector (issue 21): its SVMs kept, its regression
-refitted on the same training images with each variant, mAP on the held-out images.
+refitted on the same training images with each variant, mAP on the held-out images (without
+regression, with it, with box voting too).
 
     python benchmarks/detection_regression.py --model bench-out/detection/detectorTAG-cv0.h5 --cv 3 --fold 0 \\
         --variants '[{"ridge": 0.3}, {"regression_per_object": 32}]'
@@ -16,10 +17,9 @@ import json
 
 import numpy as np
 
-from detection import (OUT, VOC, cv_folds, detections_of, load_maps, record, split_ids)  # noqa: I001
+from detection import OUT, VOC, cv_folds, load_maps, record, split_ids, test_variants
 from sppfeat.data.boxes import read_boxes
 from sppfeat.detection.maps import RegionVectors
-from sppfeat.detection.metric import evaluate_boxes
 from sppfeat.detection.mining import fit_regression
 from sppfeat.detection.model import load_detector
 from sppfeat.detection.proposal_file import read_proposals
@@ -54,10 +54,8 @@ def main() -> None:
         images = [prepare_image(rv, train, i, maps[path[:-4]], proposal_set.of(path), settings, rng)[0]
                   for i, path in enumerate(train.paths)]
         model.regression = fit_regression(images, len(train.class_names), rv, settings)
-        evaluation = evaluate_boxes(detections_of(model, rv, test, maps, proposal_set, True), test)
         record({"step": "regression", "model": a.model, "fold": a.fold, "variant": variant,
-                "mAP": round(100 * evaluation.mAP, 2),
-                "ap": {n: None if r.ap is None else round(100 * r.ap, 1) for n, r in evaluation.per_class.items()}})
+                **test_variants(model, rv, test, maps, proposal_set)})
 
 
 if __name__ == "__main__":

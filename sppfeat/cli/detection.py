@@ -128,7 +128,7 @@ def train_detector(images, boxes, model, proposals, box_format, backbone, weight
         say(f"skipped {path}: {reason}")
     if not quiet:
         say(f"{result.path}: {len(result.classes)} classes, {sum(result.n_positives)} objects in "
-            f"{result.n_images} images, {len(result.stats['rounds']) - 1} mining rounds, {result.seconds:.1f} s; "
+            f"{result.n_images} images, {len(result.stats['mining']) - 1} mining rounds, {result.seconds:.1f} s; "
             f"{len(result.skipped)} skipped")
 
 
@@ -142,11 +142,14 @@ def train_detector(images, boxes, model, proposals, box_format, backbone, weight
                                               "NMS, at most 100 per image, as AP needs].")
 @click.option("--draw", type=click.Path(file_okay=False, path_type=str),
               help="Folder for each image drawn with its boxes, labels and scores.")
+@click.option("--box-voting/--no-box-voting", default=True, show_default=True,
+              help="Place each box kept by NMS at the margin-weighted mean of its class's windows overlapping it "
+                   "by IoU >= 0.5 (--no-box-voting: the kept windows as they are, the paper's way).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into --output (same arguments).")
 @click.option("--overwrite", is_flag=True, help="Replace --output and the pictures of --draw if they exist.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
-def detect(model, images, proposals, output, threshold, draw, device, resume, overwrite, quiet):
+def detect(model, images, proposals, output, threshold, draw, box_voting, device, resume, overwrite, quiet):
     """Detect MODEL's classes in INPUT (a folder or one image): boxes in pixels of the image as
     stored, label and score. Scores are SVM margins: comparable within a class, not across classes."""
     from ..detection.inference import detect as detect_api
@@ -157,7 +160,8 @@ def detect(model, images, proposals, output, threshold, draw, device, resume, ov
         sys.stdout.flush()
 
     result = detect_api(model, images, output, proposals=proposals, threshold=threshold, draw=draw, device=device,
-                        resume=resume, overwrite=overwrite, quiet=quiet, on_rows=None if output else table)
+                        resume=resume, overwrite=overwrite, quiet=quiet, box_voting=box_voting,
+                        on_rows=None if output else table)
     for path, reason in result.skipped:
         say(f"skipped {path}: {reason}")
     if not quiet:

@@ -1,4 +1,5 @@
-"""Box arithmetic of detection: overlaps, non-maximum suppression and the box-regression offsets.
+"""Box arithmetic of detection: overlaps, non-maximum suppression, box voting and the box-regression
+offsets.
 
 Boxes are K×4 (x1, y1, x2, y2), pixels, half-open: width = x2 - x1. The VOC devkit's boxes are
 1-based and inclusive, its width xmax - xmin + 1; read as [xmin - 1, xmax) (sppfeat.data.boxes)
@@ -12,6 +13,7 @@ import torch
 from torchvision.ops import nms as _nms
 
 NMS_IOU = 0.3  # the paper's threshold for non-maximum suppression of one class's windows
+VOTE_IOU = 0.5  # box voting: the windows that place a kept box (vote_boxes)
 
 
 def box_area(boxes: np.ndarray) -> np.ndarray:
@@ -38,6 +40,17 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = NMS_IOU) -> np
     keep = _nms(torch.as_tensor(np.asarray(boxes, np.float32)), torch.as_tensor(np.asarray(scores, np.float32)),
                 threshold)
     return keep.numpy().astype(np.int64)
+
+
+def vote_boxes(kept: np.ndarray, boxes: np.ndarray, weights: np.ndarray, threshold: float = VOTE_IOU) -> np.ndarray:
+    """Box voting (Gidaris and Komodakis, 2015): each of the M×4 `kept` boxes becomes the mean of
+    the N×4 `boxes` overlapping it by IoU >= threshold, weighted by their N `weights` (>= 0); a box
+    whose neighbours all weigh 0 stays as it is."""
+    kept = np.asarray(kept, np.float64).reshape(-1, 4)
+    near = np.where(iou(kept, boxes) >= threshold, np.asarray(weights, np.float64)[None, :], 0.0)
+    total = near.sum(axis=1, keepdims=True)
+    voted = near @ np.asarray(boxes, np.float64).reshape(-1, 4) / np.where(total > 0, total, 1)
+    return np.where(total > 0, voted, kept)
 
 
 def regression_targets(windows: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -1,8 +1,9 @@
 """`detect`: a detector model on new photos. Per image: windows (given, or selective search with the
 model's settings) -> one conv pass -> every window pooled and scored by every class's SVM -> box
-regression (when the model has it) -> per-class non-maximum suppression at IoU 0.3 -> at most
-MAX_PER_IMAGE detections, best first. Scores are SVM margins: comparable within a class, not
-across classes.
+regression (when the model has it) -> per-class non-maximum suppression at IoU 0.3 -> box voting
+(each kept box the mean of the class's windows overlapping it by IoU >= 0.5, weighted by their
+margin above -1, the SVMs' margin for negatives) -> at most MAX_PER_IMAGE detections, best first.
+Scores are SVM margins: comparable within a class, not across classes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .geometry import NMS_IOU, apply_offsets, nms
+from .geometry import NMS_IOU, apply_offsets, nms, vote_boxes
 from .maps import ImageMap, RegionVectors
 from .model import DetectorModel, load_detector
 from .proposal_file import load_proposals
@@ -58,10 +59,11 @@ class DetectResult:
 
 
 def detect_windows(model: DetectorModel, rv: RegionVectors, image_map: ImageMap, windows: np.ndarray,
-                   threshold: float | None = None, timings: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   threshold: float | None = None, timings: dict | None = None,
+                   box_voting: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(boxes M×4, class indices M, scores M) detected among `windows` (K×4, pixels as stored) of
     an image whose map is `image_map`, best first; `timings` (if given) accumulates seconds per
-    stage ('pool_score', 'nms')."""
+    stage ('pool_score', 'nms': regression, NMS and voting)."""
     start = time.perf_counter()
     ok, _ = rv.usable(image_map, windows)
     windows = np.asarray(windows, np.float64)[ok]
@@ -72,13 +74,14 @@ def detect_windows(model: DetectorModel, rv: RegionVectors, image_map: ImageMap,
     out_boxes, out_labels, out_scores = [], [], []
     for k in np.flatnonzero(model.coef.any(axis=1)):  # a class without training positives detects nothing
         top = np.argsort(-scores[:, k], kind="stable")[:TOP_PER_CLASS]
-        if threshold is not None:
-            top = top[scores[top, k] > threshold]
         boxes = apply_offsets(windows[top], model.offsets(unique[inverse[top]], k)) if model.regression is not None \
             else windows[top]
         boxes = np.clip(boxes, 0, [width, height, width, height])
-        keep = nms(boxes, scores[top, k], NMS_IOU)
-        out_boxes.append(boxes[keep])
+        keep = nms(boxes, scores[top, k], NMS_IOU)  # the same above any threshold: only better boxes suppress
+        if threshold is not None:
+            keep = keep[scores[top[keep], k] > threshold]
+        out_boxes.append(vote_boxes(boxes[keep], boxes, np.clip(scores[top, k] + 1, 0, None)) if box_voting
+                         else boxes[keep])
         out_labels.append(np.full(len(keep), k))
         out_scores.append(scores[top[keep], k])
     if not out_boxes:
@@ -91,8 +94,8 @@ def detect_windows(model: DetectorModel, rv: RegionVectors, image_map: ImageMap,
     return boxes[best], labels[best], values[best]
 
 
-def _work(model: DetectorModel, rv: RegionVectors, source: WindowSource, image_list, threshold, timings,
-          index: int) -> ImageResult:
+def _work(model: DetectorModel, rv: RegionVectors, source: WindowSource, image_list, threshold, box_voting,
+          timings, index: int) -> ImageResult:
     path, file = image_list.paths[index], image_list.file(index)
     try:
         t0 = time.perf_counter()
@@ -103,7 +106,7 @@ def _work(model: DetectorModel, rv: RegionVectors, source: WindowSource, image_l
         timings["conv"] = timings.get("conv", 0.0) + time.perf_counter() - t1
     except ValueError as exc:
         return ImageResult(index, {}, str(exc))
-    boxes, labels, scores = detect_windows(model, rv, image_map, windows, threshold, timings)
+    boxes, labels, scores = detect_windows(model, rv, image_map, windows, threshold, timings, box_voting)
     return ImageResult(index, {"boxes": boxes.astype(np.float32), "label": labels.astype(np.int32),
                                "score": scores.astype(np.float32)})
 
@@ -111,13 +114,14 @@ def _work(model: DetectorModel, rv: RegionVectors, source: WindowSource, image_l
 def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike | None = None, *,
            proposals: str | os.PathLike | None = None, threshold: float | None = None,
            draw: str | os.PathLike | None = None, device: str = "auto", resume: bool = False,
-           overwrite: bool = False, quiet: bool = False,
+           overwrite: bool = False, quiet: bool = False, box_voting: bool = True,
            on_rows: Callable[[list[Detection]], None] | None = None) -> DetectResult:
     """Detect the objects of the model's classes in `images` (a folder or one image). output:
     DETS.csv or DETS.jsonl (columns path,x1,y1,x2,y2,label,score; it reads back as a box file), or
     None; proposals: a proposal or box file for the images (default: selective search with the
     model's settings); threshold: keep only margins above it (default: every detection after NMS,
-    at most MAX_PER_IMAGE per image, as AP needs); draw: a folder for each image with its boxes.
+    at most MAX_PER_IMAGE per image, as AP needs); draw: a folder for each image with its boxes;
+    box_voting: False keeps the boxes NMS kept as they are (the paper's way).
     An interrupted run keeps its images in ``OUT.parts/``; resume=True finishes it (needs output).
     on_rows sees each image's detections as they come. ValueError for bad arguments."""
     from .drawing import check_draw_folder, draw_detections
@@ -157,8 +161,9 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
             on_rows(rows)
 
     manifest = {"model": str(Path(model).resolve()), "images": str(Path(images).resolve()), "threshold": threshold,
+                "box_voting": box_voting,
                 "proposals": None if proposals is None else str(Path(proposals).resolve())}
-    work = partial(_work, detector, rv, source, image_list, threshold, timings)
+    work = partial(_work, detector, rv, source, image_list, threshold, box_voting, timings)
     if output is not None and Path(output).exists() and resume and not overwrite:
         raise ValueError(f"{output} is already complete")
     parts = start_run(output, manifest, resume, overwrite) if output is not None else None

@@ -1,11 +1,11 @@
-"""Overlaps, NMS, box-regression offsets and mirrored boxes against brute force."""
+"""Overlaps, NMS, box voting, box-regression offsets and mirrored boxes against brute force."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
 
-from sppfeat.detection.geometry import apply_offsets, iou, nms, regression_targets
+from sppfeat.detection.geometry import apply_offsets, iou, nms, regression_targets, vote_boxes
 from sppfeat.detection.maps import ImageMap, mirror_boxes
 
 
@@ -47,6 +47,24 @@ def test_nms_equals_greedy_suppression():
         scores = rng.permutation(40).astype(float)  # distinct scores: one greedy order
         assert nms(boxes, scores, 0.3).tolist() == brute_nms(boxes, scores, 0.3)
     assert nms(np.zeros((0, 4)), np.zeros(0)).tolist() == []
+
+
+def test_voting_averages_the_overlapping_boxes_by_weight():
+    rng = np.random.default_rng(3)
+    boxes = random_boxes(rng, 40)
+    weights = np.where(rng.random(40) < 0.3, 0.0, rng.random(40) * 3)
+    kept = boxes[:12]
+    for i, box in enumerate(vote_boxes(kept, boxes, weights, 0.5)):
+        sum_w, sum_box = 0.0, np.zeros(4)
+        for j in range(40):
+            if brute_iou(kept[i], boxes[j]) >= 0.5:
+                sum_w += weights[j]
+                sum_box += weights[j] * boxes[j]
+        np.testing.assert_allclose(box, sum_box / sum_w if sum_w > 0 else kept[i])
+    # two boxes at IoU exactly 0.5 (one half of the other) vote for each other; a far one does not
+    pair = np.array([[0, 0, 10, 10], [0, 0, 10, 5], [30, 30, 40, 40]])
+    np.testing.assert_allclose(vote_boxes(pair[:1], pair, [1.0, 3.0, 5.0], 0.5), [[0, 0, 10, 6.25]])
+    assert vote_boxes(np.zeros((0, 4)), pair, [1.0, 1.0, 1.0]).shape == (0, 4)
 
 
 def test_offsets_move_windows_onto_their_targets():
