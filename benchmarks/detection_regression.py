@@ -1,6 +1,6 @@
 """Box-regression settings tried on a trained detector (issue 21): its SVMs kept, its regression
-refitted on the same training images with each variant, mAP on the held-out images (without
-regression, with it, with box voting too).
+refitted on the same training images with each variant ({} for its own settings), mAP on the
+held-out images (without regression, with it, with box voting too).
 
     python benchmarks/detection_regression.py --model bench-out/detection/detectorTAG-cv0.h5 --cv 3 --fold 0 \\
         --variants '[{"ridge": 0.3}, {"regression_per_object": 32}]'
@@ -48,7 +48,7 @@ def main() -> None:
     maps = load_maps(model.feature_settings.scales[0], kept_ids + held_ids)
     rv = RegionVectors(model.feature_settings, "cpu")
     proposal_set = read_proposals(OUT / "proposals.h5")
-    for variant in [{}] + json.loads(a.variants):
+    for variant in json.loads(a.variants):
         settings = dataclasses.replace(trained, **variant)
         rng = np.random.default_rng(settings.seed)
         images = [prepare_image(rv, train, i, maps[path[:-4]], proposal_set.of(path), settings, rng)[0]
