@@ -29,8 +29,8 @@ class TrainingSettings:
     stop_fraction: float = 0.02
     regression: bool = True
     regression_iou: float = 0.6
-    regression_per_object: int = 8
-    ridge: float = 1.0
+    regression_per_object: int = 32
+    ridge: float = 0.3
     mirror: bool = False
     seed: int = 0
 
