@@ -264,18 +264,21 @@ def _train_class(positives: np.ndarray, store: NegativeStore, k: int, settings: 
 
 def fit_regression(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
                     settings: TrainingSettings) -> np.ndarray:
-    """K×4×(D+1) ridge regressors from window vectors (and a constant 1) to the offsets onto their object."""
-    vectors, labels, targets = [], [], []
-    for im in images:
-        if len(im.reg_windows):
-            windows = im.windows[im.reg_windows]
-            vectors.append(rv.pool(im.image_map.load(), windows).astype(np.float16))
-            labels.append(im.reg_labels)
-            targets.append(regression_targets(windows, im.reg_targets))
+    """K×4×(D+1) ridge regressors from window vectors (and a constant 1) to the offsets onto their
+    object. The vectors are held once, in float16 (1.3 GB for 36,000 windows at 17,920 values)."""
     out = np.zeros((n_classes, 4, rv.dim + 1), np.float32)
-    if not vectors:
+    with_samples = [im for im in images if len(im.reg_windows)]
+    if not with_samples:
         return out
-    x_all, labels, t_all = np.concatenate(vectors), np.concatenate(labels), np.concatenate(targets)
+    x_all = np.empty((sum(len(im.reg_windows) for im in with_samples), rv.dim), np.float16)
+    labels = np.concatenate([im.reg_labels for im in with_samples])
+    targets, row = [], 0
+    for im in with_samples:
+        windows = im.windows[im.reg_windows]
+        x_all[row:row + len(windows)] = rv.pool(im.image_map.load(), windows)
+        targets.append(regression_targets(windows, im.reg_targets))
+        row += len(windows)
+    t_all = np.concatenate(targets)
     for k in range(n_classes):
         rows = np.flatnonzero(labels == k)
         if len(rows) == 0:
@@ -283,10 +286,12 @@ def fit_regression(images: list[TrainingImage], n_classes: int, rv: RegionVector
         x = np.ones((len(rows), rv.dim + 1), np.float32)  # float32 products, solved in float64
         x[:, :-1] = x_all[rows]
         t = t_all[rows]
-        if len(x) < x.shape[1]:  # the smaller system: W = Xᵀ(XXᵀ + λI)⁻¹T, or (XᵀX + λI)⁻¹XᵀT
-            gram = (x @ x.T).astype(np.float64) + settings.ridge * np.eye(len(x))
+        small = len(x) < x.shape[1]  # the smaller system: W = Xᵀ(XXᵀ + λI)⁻¹T, or (XᵀX + λI)⁻¹XᵀT
+        gram = (x @ x.T if small else x.T @ x).astype(np.float64)
+        gram[np.diag_indices_from(gram)] += settings.ridge
+        if small:
             out[k] = (x.T @ np.linalg.solve(gram, t).astype(np.float32)).T
         else:
-            gram = (x.T @ x).astype(np.float64) + settings.ridge * np.eye(x.shape[1])
             out[k] = np.linalg.solve(gram, (x.T @ t.astype(np.float32)).astype(np.float64)).T
+        del x, gram
     return out

@@ -133,6 +133,16 @@ def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path):
     scores = [images[i].positives.astype(np.float32) @ fitted.coef.T + fitted.intercept for i in range(len(images))]
     assert np.mean([s[j, k] > -0.5 for i, s in enumerate(scores) for j, k in enumerate(images[i].positive_labels)]) > 0.8
     assert fitted.regression.shape == (len(truth.class_names), 4, rv.dim + 1)
+    # each class's regressor W minimises |[X 1]W - T|² + λ|W|²: its gradient [X 1]ᵀ([X 1]W - T) + λW is zero
+    from sppfeat.detection.geometry import regression_targets
+    x = np.concatenate([rv.pool(im.image_map.load(), im.windows[im.reg_windows]) for im in images])
+    t = np.concatenate([regression_targets(im.windows[im.reg_windows], im.reg_targets) for im in images])
+    labels = np.concatenate([im.reg_labels for im in images])
+    for k in np.unique(labels):
+        xk = np.hstack([x[labels == k].astype(np.float16).astype(np.float64), np.ones(((labels == k).sum(), 1))])
+        w = fitted.regression[k].T.astype(np.float64)
+        gradient = xk.T @ (xk @ w - t[labels == k]) + settings.ridge * w
+        assert np.abs(gradient).max() < 1e-3 * max(1.0, np.abs(xk.T @ t[labels == k]).max())
 
 
 def test_commands_from_photos_to_average_precision(voc_small, proposal_file, tmp_path):
