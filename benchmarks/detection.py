@@ -191,8 +191,8 @@ def cv_folds(ids: list[str], n: int) -> list[tuple[list[str], list[str]]]:
     """(training ids, held-out ids) of each of n folds of `ids` (a fixed random split)."""
     out = []
     for held in np.array_split(np.random.default_rng(0).permutation(len(ids)), n):
-        held_ids = [ids[i] for i in sorted(held)]
-        out.append(([i for i in ids if i not in set(held_ids)], held_ids))
+        held_set = set(held.tolist())
+        out.append(([v for i, v in enumerate(ids) if i not in held_set], [ids[i] for i in sorted(held_set)]))
     return out
 
 

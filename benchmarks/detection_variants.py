@@ -79,11 +79,9 @@ class ImageNetVectors(RegionVectors):
         self.dim += self.classifier.out_features
 
     @torch.inference_mode()
-    def pool_unique(self, image, boxes):
-        vectors, inverse = super().pool_unique(image, boxes)
-        unique, _ = self.unique_cells(image, boxes)
-        if len(unique) == 0:
-            return np.zeros((0, self.dim), np.float32), inverse
-        mean = pyramid_pool_boxes(image.fmap.float(), unique, (1,), "avg")
+    def pool_cells(self, image, cells):
+        if len(cells) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        mean = pyramid_pool_boxes(image.fmap.float(), cells, (1,), "avg")
         p = torch.softmax(self.classifier(mean), dim=1)
-        return np.hstack([vectors, self.weight * p.sqrt().cpu().numpy()]), inverse
+        return np.hstack([super().pool_cells(image, cells), self.weight * p.sqrt().cpu().numpy()])

@@ -27,6 +27,7 @@ from .training import WindowSource
 
 MAX_PER_IMAGE = 100
 TOP_PER_CLASS = 300  # windows of a class that reach NMS, the highest scoring
+VOTE_FLOOR = -1.0  # box voting weighs a window by its margin above this (the SVMs' margin for negatives)
 
 
 @dataclass
@@ -80,7 +81,7 @@ def detect_windows(model: DetectorModel, rv: RegionVectors, image_map: ImageMap,
         keep = nms(boxes, scores[top, k], NMS_IOU)  # the same above any threshold: only better boxes suppress
         if threshold is not None:
             keep = keep[scores[top[keep], k] > threshold]
-        out_boxes.append(vote_boxes(boxes[keep], boxes, np.clip(scores[top, k] + 1, 0, None)) if box_voting
+        out_boxes.append(vote_boxes(boxes[keep], boxes, np.clip(scores[top, k] - VOTE_FLOOR, 0, None)) if box_voting
                          else boxes[keep])
         out_labels.append(np.full(len(keep), k))
         out_scores.append(scores[top[keep], k])

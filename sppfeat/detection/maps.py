@@ -159,8 +159,13 @@ class RegionVectors:
         """(U×D vectors, K indices into them) of K usable boxes: each window covering other cells
         of the map pooled once (2,000 windows are often a few hundred)."""
         unique, inverse = self.unique_cells(image, boxes)
-        if len(unique) == 0:
-            return np.zeros((0, self.dim), np.float32), inverse
+        return self.pool_cells(image, unique), inverse
+
+    @torch.inference_mode()
+    def pool_cells(self, image: ImageMap, cells: np.ndarray) -> np.ndarray:
+        """U×D normalised vectors of U cell boxes of the map (see :meth:`unique_cells`)."""
+        if len(cells) == 0:
+            return np.zeros((0, self.dim), np.float32)
         fmap = image.fmap if self.model.pool == "max" else image.fmap.float()  # a maximum is exact in float16
-        pooled = pyramid_pool_boxes(fmap, unique, self.model.levels, self.model.pool)
-        return normalize_features(pooled, POWER).cpu().numpy(), inverse
+        pooled = pyramid_pool_boxes(fmap, cells, self.model.levels, self.model.pool)
+        return normalize_features(pooled, POWER).cpu().numpy()

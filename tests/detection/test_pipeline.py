@@ -164,6 +164,12 @@ def test_commands_from_photos_to_average_precision(voc_small, proposal_file, tmp
     for row in rows:
         per_image[row["path"]] = per_image.get(row["path"], 0) + 1
     assert set(per_image) <= {f"{i}.jpg" for i in IDS} and max(per_image.values()) <= 100
+    # a threshold keeps exactly the detections above it, at the same boxes (NMS and voting see every window)
+    r = run_sppfeat("detect", model, voc_small / "images", "--proposals", proposal_file, "-o", tmp_path / "t.csv",
+                    "--threshold", 0, "-q")
+    assert r.returncode == 0, r.stderr
+    above = [row for row in rows if float(row["score"]) > 0]
+    assert above and list(csv.DictReader(open(tmp_path / "t.csv"))) == above
     drawn = Image.open(tmp_path / "drawn" / f"{IDS[0]}.png")
     assert drawn.size == Image.open(VOC / "JPEGImages" / f"{IDS[0]}.jpg").size
     r = run_sppfeat("eval-detections", dets, voc_small / "boxes", "--report", tmp_path / "r.json")
