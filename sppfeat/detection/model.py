@@ -45,6 +45,12 @@ class DetectorModel:
         return ExtractionConfig.from_record(self.feature_record)
 
     @property
+    def score_kind(self) -> str:
+        """'probability' (a softmax head: scores in [0, 1], comparable across classes) or 'margin'
+        (linear SVMs: comparable within a class only)."""
+        return "margin"
+
+    @property
     def proposal_settings(self) -> ProposalConfig:
         """The settings to propose windows with where no proposals are given."""
         return ProposalConfig.from_record(self.proposals) if "method" in self.proposals else ProposalConfig()
