@@ -126,6 +126,7 @@ class Commands(click.Group):
 def main():
     """Fixed-length SPP descriptors from images of any size, and linear SVMs on them."""
     logging.basicConfig(format=PREFIX + "%(message)s", level=logging.INFO, stream=sys.stderr)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # not its notes ("generated new fontManager")
 
 
 from . import classify, detection, features  # noqa: E402,F401  (the commands register on `main`)

@@ -10,10 +10,12 @@ import click
 from ..backbones import BACKBONES
 from ..config import DETECTION_DEFAULTS, POOLS, ExtractionConfig
 from ..data.boxes import BOX_FORMATS
+from ..detection.metric import METRICS
 from ..detection.settings import TrainingSettings
 from . import main, say
 from .options import LEVELS, SHARD, apply
 
+SHOW_SKIPPED = 20  # skipped ground-truth files named one per line; the rest counted
 PROPOSALS_HELP = "Proposal file (sppfeat proposals) or box file of windows (COCO JSON, VOC XML folder, CSV " \
                  "path,x1,y1,x2,y2[,score]); paths relative to IMAGES [default: selective search here]."
 
@@ -137,7 +139,11 @@ def train_detector(images, boxes, model, proposals, box_format, backbone, weight
 @click.argument("images", metavar="INPUT", type=click.Path(exists=True, path_type=str))
 @click.option("--proposals", type=click.Path(exists=True, path_type=str), help=PROPOSALS_HELP)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=str),
-              help="DETS.csv or DETS.jsonl (path,x1,y1,x2,y2,label,score) [default: a table on stdout].")
+              help="DETS.csv or DETS.jsonl (path,x1,y1,x2,y2,label,score), or DETS.json (COCO results: image_id, "
+                   "category_id, bbox as x,y,w,h, score) [default: a table on stdout].")
+@click.option("--coco-ids", type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="COCO ground truth whose images[].file_name and categories[].name give a .json output's ids "
+                   "[default: images 1..N in sorted path order, classes 1..K in the model's order].")
 @click.option("--threshold", type=float, help="Keep only margins above this [default: every detection after "
                                               "NMS, at most 100 per image, as AP needs].")
 @click.option("--draw", type=click.Path(file_okay=False, path_type=str),
@@ -149,7 +155,8 @@ def train_detector(images, boxes, model, proposals, box_format, backbone, weight
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into --output (same arguments).")
 @click.option("--overwrite", is_flag=True, help="Replace --output and the pictures of --draw if they exist.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
-def detect(model, images, proposals, output, threshold, draw, box_voting, device, resume, overwrite, quiet):
+def detect(model, images, proposals, output, coco_ids, threshold, draw, box_voting, device, resume, overwrite,
+           quiet):
     """Detect MODEL's classes in INPUT (a folder or one image): boxes in pixels of the image as
     stored, label and score. Scores are SVM margins: comparable within a class, not across classes."""
     from ..detection.inference import detect as detect_api
@@ -160,7 +167,7 @@ def detect(model, images, proposals, output, threshold, draw, box_voting, device
         sys.stdout.flush()
 
     result = detect_api(model, images, output, proposals=proposals, threshold=threshold, draw=draw, device=device,
-                        resume=resume, overwrite=overwrite, quiet=quiet, box_voting=box_voting,
+                        resume=resume, overwrite=overwrite, quiet=quiet, box_voting=box_voting, coco_ids=coco_ids,
                         on_rows=None if output else table)
     for path, reason in result.skipped:
         say(f"skipped {path}: {reason}")
@@ -173,22 +180,33 @@ def detect(model, images, proposals, output, threshold, draw, box_voting, device
 @click.argument("boxes", type=click.Path(exists=True, path_type=str))
 @click.option("--box-format", default="auto", show_default=True, type=click.Choice(("auto", *BOX_FORMATS)),
               help="BOXES: COCO JSON, a folder of VOC XML files or CSV.")
+@click.option("--metric", default="voc07", show_default=True, type=click.Choice(METRICS),
+              help="voc07: VOC 2007's 11-point AP; voc: VOC 2010+'s all-point AP; coco: pycocotools' AP at IoU "
+                   "0.5:0.95 with AP50, AP75, APs, APm, APl.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=str), help="Write the scores as JSON.")
 @click.option("--plots", type=click.Path(file_okay=False, path_type=str),
               help="Folder for precision_recall.png and ap_per_class.png.")
 @click.option("--overwrite", is_flag=True, help="Replace --report and the pictures of --plots if they exist.")
-def eval_detections(detections, boxes, box_format, report, plots, overwrite):
-    """Score DETECTIONS (sppfeat detect's CSV or JSONL) against the ground truth BOXES by the VOC
-    2007 devkit's rules: 11-point AP per class (IoU >= 0.5, difficult boxes ignored) and mAP."""
+def eval_detections(detections, boxes, box_format, metric, report, plots, overwrite):
+    """Score DETECTIONS (sppfeat detect's CSV or JSONL; COCO results .json against COCO JSON BOXES)
+    against the ground truth BOXES: AP per class and mAP by the VOC devkit's rules (IoU >= 0.5,
+    difficult boxes ignored; 11-point or all-point AP) or COCO's (pycocotools)."""
     from ..detection.evaluation import evaluate_detections
 
-    result = evaluate_detections(detections, boxes, report=report, plots=plots, box_format=box_format,
+    result = evaluate_detections(detections, boxes, report=report, plots=plots, box_format=box_format, metric=metric,
                                  overwrite=overwrite)
+    for file, reason in result.skipped[:SHOW_SKIPPED]:
+        say(f"skipped {file}: {reason}")
+    if len(result.skipped) > SHOW_SKIPPED:
+        say(f"{len(result.skipped) - SHOW_SKIPPED} more ground-truth files skipped")
     for name, r in result.per_class.items():
         ap = "   n/a" if r.ap is None else f"{100 * r.ap:5.1f}%"
         click.echo(f"{name:<16} AP {ap}  ({r.n_objects} objects, {r.n_detections} detections)")
-    click.echo(f"mAP {100 * result.mAP:.2f}% over {sum(r.ap is not None for r in result.per_class.values())} classes, "
-               f"{result.n_images} images, {result.n_detections} detections")
+    if result.coco is not None:
+        click.echo("  ".join(f"{key} {'n/a' if v is None else f'{100 * v:.1f}%'}" for key, v in result.coco.items()))
+    click.echo(f"mAP {100 * result.mAP:.2f}% ({result.ap_name}) over "
+               f"{sum(r.ap is not None for r in result.per_class.values())} classes, {result.n_images} images, "
+               f"{result.n_detections} detections")
     if result.unknown_images:
         say(f"{sum(result.unknown_images.values())} detections name {len(result.unknown_images)} images absent from "
             f"{boxes} (not scored), e.g. {next(iter(result.unknown_images))}")

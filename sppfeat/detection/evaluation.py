@@ -1,5 +1,6 @@
-"""`evaluate_detections`: a detections file against ground-truth boxes, by the VOC 2007 devkit's
-rules (sppfeat.detection.metric), with a JSON report and pictures."""
+"""`evaluate_detections`: a detections file against ground-truth boxes, by the VOC devkit's rules
+(sppfeat.detection.metric) or COCO's (pycocotools, sppfeat.detection.coco), with a JSON report
+and pictures."""
 
 from __future__ import annotations
 
@@ -11,25 +12,41 @@ from ..classify.plots import check_plots_folder
 from ..data.boxes import read_boxes
 from ..storage.hdf5 import check_output
 from .drawing import plot_evaluation
-from .metric import DetectionEvaluation, evaluate_boxes
-from .outputs import read_detections
+from .metric import METRICS, DetectionEvaluation, evaluate_boxes
+from .outputs import read_coco_ids, read_detections
 
 
 def evaluate_detections(detections: str | os.PathLike, boxes: str | os.PathLike, *,
                         report: str | os.PathLike | None = None, plots: str | os.PathLike | None = None,
-                        box_format: str = "auto", overwrite: bool = False) -> DetectionEvaluation:
-    """11-point AP per class and mAP of `detections` (CSV or JSONL, as ``detect`` writes them)
-    against `boxes` (COCO JSON, VOC XML folder or CSV, with difficult flags where the format has
-    them). report: write the scores as JSON; plots: a folder for precision_recall.png and
+                        box_format: str = "auto", metric: str = "voc07",
+                        overwrite: bool = False) -> DetectionEvaluation:
+    """AP per class and mAP of `detections` (CSV or JSONL as ``detect`` writes them, or COCO
+    results .json when `boxes` is the COCO JSON that numbered them) against `boxes` (COCO JSON,
+    VOC XML folder or CSV, with difficult flags where the format has them). metric: 'voc07'
+    (11-point AP), 'voc' (VOC 2010+ all-point AP) or 'coco' (pycocotools' AP at IoU 0.5:0.95 and
+    its summary). report: write the scores as JSON; plots: a folder for precision_recall.png and
     ap_per_class.png. Both are refused when they exist (a non-empty folder) unless overwrite,
-    which replaces the report and those two pictures.
-    Detections naming images absent from `boxes` are counted in ``unknown_images``, not scored."""
+    which replaces the report and those two pictures. Ground-truth files that cannot be used are
+    in ``skipped``; detections naming images absent from `boxes` are counted in
+    ``unknown_images``, not scored. ValueError when no detection names an image of `boxes`."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if report is not None:
         check_output(report, overwrite)
     if plots is not None:
         check_plots_folder(plots, overwrite=overwrite)
     truth = read_boxes(boxes, box_format, keep_empty=True)
-    evaluation = evaluate_boxes(read_detections(detections), truth)
+    coco_ids = None
+    if Path(detections).suffix.lower() == ".json":
+        if truth.format != "coco":
+            raise ValueError(f"{detections}: COCO results name images and classes by number, which only the COCO "
+                             f"JSON ground truth that numbered them can map; {boxes} is {truth.format}")
+        coco_ids = read_coco_ids(boxes)
+    found = read_detections(detections, coco_ids)
+    if found.paths and not set(found.paths) & set(truth.paths):
+        raise ValueError(f"none of the {len(set(found.paths))} images of {detections} is an image of {boxes} "
+                         f"(e.g. {found.paths[0]} against {truth.paths[0] if truth.paths else 'no image at all'})")
+    evaluation = evaluate_boxes(found, truth, metric=metric)
     if report is not None:
         Path(report).write_text(json.dumps(evaluation.report(), indent=1) + "\n")
     if plots is not None:

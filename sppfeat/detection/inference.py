@@ -116,17 +116,20 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
            proposals: str | os.PathLike | None = None, threshold: float | None = None,
            draw: str | os.PathLike | None = None, device: str = "auto", resume: bool = False,
            overwrite: bool = False, quiet: bool = False, box_voting: bool = True,
+           coco_ids: str | os.PathLike | None = None,
            on_rows: Callable[[list[Detection]], None] | None = None) -> DetectResult:
     """Detect the objects of the model's classes in `images` (a folder or one image). output:
-    DETS.csv or DETS.jsonl (columns path,x1,y1,x2,y2,label,score; it reads back as a box file), or
-    None; proposals: a proposal or box file for the images (default: selective search with the
+    DETS.csv or DETS.jsonl (columns path,x1,y1,x2,y2,label,score; it reads back as a box file),
+    DETS.json (COCO results: image_id, category_id, bbox [x, y, w, h], score), or None; proposals: a proposal or box file for the images (default: selective search with the
     model's settings); threshold: keep only margins above it (default: every detection after NMS,
     at most MAX_PER_IMAGE per image, as AP needs); draw: a folder for each image with its boxes;
-    box_voting: False keeps the boxes NMS kept as they are (the paper's way).
+    box_voting: False keeps the boxes NMS kept as they are (the paper's way); coco_ids: for a .json
+    output (COCO results), the COCO ground truth whose image and category ids to use (default:
+    images 1..N in sorted path order, classes 1..K in the model's order).
     An interrupted run keeps its images in ``OUT.parts/``; resume=True finishes it (needs output).
     on_rows sees each image's detections as they come. ValueError for bad arguments."""
     from .drawing import check_draw_folder, draw_detections
-    from .outputs import detection_format, write_detections
+    from .outputs import coco_ids_for, detection_format, write_detections
 
     start = time.monotonic()
     detector = load_detector(model)
@@ -137,6 +140,7 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
     if draw is not None:
         check_draw_folder(draw, overwrite)
     image_list = list_inputs(images)
+    ids = coco_ids_for(output, coco_ids, image_list.paths, detector.class_names)
     source = WindowSource(load_proposals(proposals) if proposals is not None else None,
                           detector.proposal_settings)
     rv = RegionVectors(detector.feature_settings, device)
@@ -177,7 +181,7 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
     skipped = list(image_list.skipped) + [(image_list.paths[i], r.reason) for i, r in sorted(results.items())
                                           if r.reason]
     if output is not None:
-        write_detections(output, detections)
+        write_detections(output, detections, ids)
         parts.remove()
     return DetectResult(detections, skipped, time.monotonic() - start, None if output is None else Path(output),
                         timings)

@@ -1,11 +1,13 @@
-"""Detection average precision by the Pascal VOC 2007 devkit's rules (VOCevaldet.m).
+"""Detection average precision by the Pascal VOC devkit's rules (VOCevaldet.m); COCO's metric is
+pycocotools' own (sppfeat.detection.coco), chosen here by `metric`.
 
 For each class, detections are taken in descending score (ties in input order). Each is compared
 with the ground-truth box of its image and class that overlaps it most (IoU): IoU < 0.5 -> a false
 positive; that box difficult -> ignored; that box already matched -> a false positive (a
-duplicate); else a true positive. Difficult boxes are not counted among the objects to find. AP is
-the 11-point interpolated average: the mean over recall r in {0, 0.1, ..., 1} of the highest
-precision at recall >= r (0 where none).
+duplicate); else a true positive. Difficult boxes are not counted among the objects to find.
+AP of the curve: 'voc07' the 11-point interpolated average (the mean over recall r in {0, 0.1,
+..., 1} of the highest precision at recall >= r, 0 where none); 'voc' VOC 2010+'s all-point
+average (VOCap: the area under that same envelope, taken at every recall reached).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from ..data.boxes import BoxSet
 from .geometry import iou
 
 MIN_IOU = 0.5
+METRICS = ("voc07", "voc", "coco")
+AP_NAMES = {"voc07": "11-point AP", "voc": "all-point AP", "coco": "COCO AP@[.5:.95]"}
 
 
 @dataclass
@@ -35,8 +39,9 @@ class Detections:
 
 @dataclass
 class ClassResult:
-    """ap: 11-point AP (None: no non-difficult object of the class); n_objects: non-difficult
-    objects; n_detections; recall, precision: the curve, one point per counted detection."""
+    """ap: the metric's AP, in [0, 1] (None: no non-difficult object of the class); n_objects:
+    non-difficult objects; n_detections; recall, precision: the curve (VOC: one point per counted
+    detection; COCO: its interpolated precision at IoU 0.5 on 101 recall steps)."""
 
     ap: float | None
     n_objects: int
@@ -49,7 +54,9 @@ class ClassResult:
 class DetectionEvaluation:
     """mAP over the classes with objects (fraction in [0, 1]); per_class {class: ClassResult};
     unknown_images: detections naming images absent from the ground truth (not scored);
-    unknown_labels: detections of classes absent from the ground truth (not scored)."""
+    unknown_labels: detections of classes absent from the ground truth (not scored); metric: one
+    of METRICS; coco: COCO's summary {AP, AP50, AP75, APs, APm, APl} (None where COCO prints -1:
+    no object of that size), metric 'coco' only; skipped: (file, reason) of ground truth not used."""
 
     mAP: float
     per_class: dict[str, ClassResult]
@@ -57,15 +64,37 @@ class DetectionEvaluation:
     n_detections: int
     unknown_images: dict[str, int]
     unknown_labels: dict[str, int]
+    metric: str = "voc07"
+    coco: dict[str, float | None] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ap_name(self) -> str:
+        """What AP means here, in words ('11-point AP', 'all-point AP', 'COCO AP@[.5:.95]')."""
+        return AP_NAMES[self.metric]
 
     def report(self) -> dict:
-        """The JSON report: mAP and AP rounded to 4 decimals, counts."""
-        return {"mAP": round(float(self.mAP), 4),
-                "ap": {name: None if r.ap is None else round(float(r.ap), 4) for name, r in self.per_class.items()},
+        """The JSON report: the metric, mAP and AP rounded to 4 decimals (COCO's summary too), counts."""
+        def rounded(value):
+            return None if value is None or not np.isfinite(value) else round(float(value), 4)
+
+        return {"metric": self.metric, "mAP": rounded(self.mAP), **{k: rounded(v) for k, v in (self.coco or {}).items()},
+                "ap": {name: rounded(r.ap) for name, r in self.per_class.items()},
                 "objects": {name: r.n_objects for name, r in self.per_class.items()},
                 "detections": {name: r.n_detections for name, r in self.per_class.items()},
                 "n_images": self.n_images, "n_detections": self.n_detections,
-                "unknown_images": self.unknown_images, "unknown_labels": self.unknown_labels}
+                "unknown_images": self.unknown_images, "unknown_labels": self.unknown_labels,
+                "skipped": dict(self.skipped)}
+
+
+def all_point_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC 2010+'s AP (the devkit's VOCap) of a curve (recall, precision: one point per counted
+    detection, recall non-decreasing): the area under the envelope p(r) = the best precision at
+    recall >= r (0 beyond the last point)."""
+    r = np.r_[0.0, recall, 1.0]
+    p = np.maximum.accumulate(np.r_[0.0, precision, 0.0][::-1])[::-1]
+    steps = np.flatnonzero(r[1:] != r[:-1]) + 1
+    return float(np.sum((r[steps] - r[steps - 1]) * p[steps]))
 
 
 def match_class(boxes: np.ndarray, scores: np.ndarray, image: np.ndarray, truth: list[tuple[np.ndarray, np.ndarray]],
@@ -91,18 +120,32 @@ def match_class(boxes: np.ndarray, scores: np.ndarray, image: np.ndarray, truth:
     return outcome
 
 
-def evaluate_boxes(detections: Detections, truth: BoxSet, min_iou: float = MIN_IOU) -> DetectionEvaluation:
-    """Score `detections` against the ground truth `truth` (its images, boxes, labels, difficult
-    flags; images without boxes count as images with nothing to find)."""
+def scored_rows(detections: Detections, truth: BoxSet) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """(image D: index into truth.paths, -1 unknown; label D: index into truth.class_names, -1
+    unknown; unknown_images {path: count}; unknown_labels {name: count}) of the detections."""
     index = {path: i for i, path in enumerate(truth.paths)}
-    names = list(truth.class_names)
-    label_of = {name: k for k, name in enumerate(names)}
+    label_of = {name: k for k, name in enumerate(truth.class_names)}
     image = np.array([index.get(p, -1) for p in detections.paths], dtype=np.int64)
     label = np.array([label_of.get(name, -1) for name in detections.labels], dtype=np.int64)
     unknown_images = dict(Counter(p for p, i in zip(detections.paths, image) if i < 0))
     unknown_labels = dict(Counter(n for n, i, k in zip(detections.labels, image, label) if i >= 0 and k < 0))
+    return image, label, unknown_images, unknown_labels
+
+
+def evaluate_boxes(detections: Detections, truth: BoxSet, min_iou: float = MIN_IOU,
+                   metric: str = "voc07") -> DetectionEvaluation:
+    """Score `detections` against the ground truth `truth` (its images, boxes, labels, difficult
+    flags; images without boxes count as images with nothing to find) by `metric`, one of METRICS
+    ('coco': pycocotools, its own IoU thresholds; min_iou is VOC's). ValueError for another metric."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if metric == "coco":
+        from .coco import evaluate_coco
+
+        return evaluate_coco(detections, truth)
+    image, label, unknown_images, unknown_labels = scored_rows(detections, truth)
     per_class = {}
-    for k, name in enumerate(names):
+    for k, name in enumerate(truth.class_names):
         of_class = np.flatnonzero(truth.labels == k)  # truth.image is non-decreasing: split by image
         ends = np.searchsorted(truth.image[of_class], np.arange(len(truth.paths) + 1))
         truth_k = [(truth.boxes[of_class[a:b]], truth.difficult[of_class[a:b]]) for a, b in zip(ends[:-1], ends[1:])]
@@ -114,9 +157,10 @@ def evaluate_boxes(detections: Detections, truth: BoxSet, min_iou: float = MIN_I
         tp, fp = np.cumsum(counted == 1), np.cumsum(counted == 0)
         recall = tp / n_objects if n_objects else np.zeros(len(tp))
         precision = tp / np.maximum(tp + fp, 1)
-        ap = eleven_point_ap(recall, precision) if n_objects else None
-        per_class[name] = ClassResult(ap, n_objects, len(rows), recall, precision)
+        area = eleven_point_ap if metric == "voc07" else all_point_ap
+        per_class[name] = ClassResult(area(recall, precision) if n_objects else None, n_objects, len(rows), recall,
+                                      precision)
     aps = [r.ap for r in per_class.values() if r.ap is not None]
     return DetectionEvaluation(float(np.mean(aps)) if aps else float("nan"), per_class, len(truth.paths),
-                               len(detections.paths), unknown_images, unknown_labels)
-
+                               len(detections.paths), unknown_images, unknown_labels, metric,
+                               skipped=list(truth.skipped))

@@ -1,12 +1,13 @@
-"""The VOC 2007 detection metric against hand-worked cases and an independent, loop-by-loop
-re-implementation of the devkit's VOCevaldet.m (written here from its description, not from
-sppfeat's code)."""
+"""The detection metrics against hand-worked cases, an independent, loop-by-loop re-implementation
+of the devkit's VOCevaldet.m and VOCap.m (written here from their description, not from sppfeat's
+code), a brute-force area for the all-point AP, and pycocotools on cases whose answer is derived
+here."""
 
 import numpy as np
 import pytest
 
 from sppfeat.data.boxes import BoxSet
-from sppfeat.detection.metric import Detections, eleven_point_ap, evaluate_boxes
+from sppfeat.detection.metric import Detections, all_point_ap, eleven_point_ap, evaluate_boxes
 
 
 def truth(paths, objects, classes=("cat", "dog")):
@@ -23,8 +24,9 @@ def dets(rows):
                       [r[2] for r in rows], np.array([r[3] for r in rows], float))
 
 
-def devkit_ap(rows, objects, paths, name, class_index):
-    """VOCevaldet.m as loops: 1-based inclusive boxes, +1 in widths, as the devkit computes them."""
+def devkit_ap(rows, objects, paths, name, class_index, all_point=False):
+    """VOCevaldet.m as loops: 1-based inclusive boxes, +1 in widths, as the devkit computes them;
+    all_point: VOC 2010+'s VOCap.m instead of the 11 points."""
     gt = {p: [] for p in paths}
     for image, box, k, difficult in objects:
         if k == class_index:
@@ -61,6 +63,11 @@ def devkit_ap(rows, objects, paths, name, class_index):
     tp, fp = np.cumsum(tp), np.cumsum(fp)
     rec = tp / npos if npos else tp * 0.0
     prec = tp / np.maximum(tp + fp, np.finfo(float).eps)
+    if all_point:  # VOCap.m: mrec = [0; rec; 1], mpre = [0; prec; 0], envelope from the right, sum of steps
+        mrec, mpre = [0.0, *rec, 1.0], [0.0, *prec, 0.0]
+        for i in range(len(mpre) - 2, -1, -1):
+            mpre[i] = max(mpre[i], mpre[i + 1])
+        return sum((mrec[i] - mrec[i - 1]) * mpre[i] for i in range(1, len(mrec)) if mrec[i] != mrec[i - 1])
     ap = 0.0
     for t in np.arange(0, 1.1, 0.1):
         p = prec[rec >= t].max() if (rec >= t).any() else 0
@@ -131,10 +138,53 @@ def test_random_cases_match_the_devkit_loops(seed):
     for _ in range(10):
         x, y = rng.integers(0, 90, 2)
         rows.append((paths[rng.integers(0, 6)], (x, y, x + 10, y + 10), "cat", float(rng.random())))
-    result = evaluate_boxes(dets(rows), truth(paths, objects))
-    for k, name in enumerate(("cat", "dog")):
-        npos = sum(1 for o in objects if o[2] == k and not o[3])
-        if npos == 0:
-            assert result.per_class[name].ap is None
-        else:
-            assert result.per_class[name].ap == pytest.approx(devkit_ap(rows, objects, paths, name, k))
+    for metric in ("voc07", "voc"):
+        result = evaluate_boxes(dets(rows), truth(paths, objects), metric=metric)
+        for k, name in enumerate(("cat", "dog")):
+            npos = sum(1 for o in objects if o[2] == k and not o[3])
+            if npos == 0:
+                assert result.per_class[name].ap is None
+            else:
+                expected = devkit_ap(rows, objects, paths, name, k, all_point=metric == "voc")
+                assert result.per_class[name].ap == pytest.approx(expected)
+
+
+def test_three_detections_two_objects_by_hand():
+    # cat A found (0.9), a window on nothing (0.8), cat B found (0.7): recall 1/2, 1/2, 1; precision 1, 1/2, 2/3
+    t = truth(["a.jpg"], [(0, (0, 0, 10, 10), 0, False), (0, (20, 20, 30, 30), 0, False)])
+    d = dets([("a.jpg", (0, 0, 10, 10), "cat", 0.9), ("a.jpg", (50, 50, 60, 60), "cat", 0.8),
+              ("a.jpg", (20, 20, 30, 30), "cat", 0.7)])
+    voc07 = evaluate_boxes(d, t, metric="voc07")
+    np.testing.assert_allclose(voc07.per_class["cat"].recall, [0.5, 0.5, 1])
+    np.testing.assert_allclose(voc07.per_class["cat"].precision, [1, 0.5, 2 / 3])
+    # 11 points: recall >= 0, .1, ..., .5 (6 points) reach precision 1; .6 ... 1 (5 points) reach 2/3
+    assert voc07.per_class["cat"].ap == pytest.approx((6 * 1 + 5 * 2 / 3) / 11)
+    # all points: the envelope is 1 up to recall 1/2, then 2/3 up to 1: 1/2 · 1 + 1/2 · 2/3 = 5/6
+    voc = evaluate_boxes(d, t, metric="voc")
+    assert voc.per_class["cat"].ap == pytest.approx(5 / 6) and voc.mAP == pytest.approx(5 / 6)
+    assert voc.report()["metric"] == "voc" and voc07.report()["metric"] == "voc07"
+    with pytest.raises(ValueError, match="metric must be one of voc07, voc, coco, got 'voc12'"):
+        evaluate_boxes(d, t, metric="voc12")
+
+
+def brute_force_area(recall, precision, steps=200_000):
+    """The area under p(r) = max precision at recall >= r (0 where none), r in (0, 1], by midpoints."""
+    r = (np.arange(steps) + 0.5) / steps
+    reached = recall[None, :] >= r[:, None]
+    return float(np.where(reached, precision[None, :], 0).max(axis=1).mean())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_all_point_ap_is_the_area_under_the_envelope(seed):
+    rng = np.random.default_rng(seed)
+    npos = int(rng.integers(1, 8))
+    hits = rng.random(int(rng.integers(1, 20))) < 0.5
+    hits[np.flatnonzero(hits)[npos:]] = False  # at most npos true positives
+    tp, fp = np.cumsum(hits), np.cumsum(~hits)
+    recall, precision = tp / npos, tp / (tp + fp)
+    assert all_point_ap(recall, precision) == pytest.approx(brute_force_area(recall, precision), abs=1e-4)
+
+
+def test_all_point_ap_by_hand():
+    assert all_point_ap(np.array([0.25, 0.5, 0.5, 1.0]), np.array([1.0, 1.0, 2 / 3, 0.5])) == pytest.approx(0.75)
+    assert all_point_ap(np.zeros(0), np.zeros(0)) == 0.0
