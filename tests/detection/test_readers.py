@@ -45,7 +45,7 @@ def test_csv_with_score_and_difficult_columns(tmp_path):
     assert proposals.of("a.jpg").tolist() == [[0, 0, 5, 5], [1, 1, 4, 4]]
     assert proposals.of("b.jpg") is None  # an image without windows: a recorded skip, not an empty list
     (tmp_path / "bad.csv").write_text("path,x1,y1,x2,y2,difficult\na.jpg,0,0,5,5,maybe\n")
-    with pytest.raises(ValueError, match="line 2.*difficult must be 0 or 1"):
+    with pytest.raises(ValueError, match=r"bad.csv \(line 2 \(a.jpg\) difficult 'maybe' is not 0 or 1\)"):
         read_boxes(tmp_path / "bad.csv")
     (tmp_path / "bad2.csv").write_text("path,x1,y1,x2,y2,colour\n")
     with pytest.raises(ValueError, match="header"):
