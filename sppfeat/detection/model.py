@@ -1,44 +1,64 @@
-"""Detector model files (HDF5, no pickle): one linear SVM per class on window vectors, optional
-box regressors, and every setting that made them.
+"""Detector model files (HDF5, no pickle): a fine-tuned head (softmax probabilities and box
+offsets) or one linear SVM per class on window vectors with optional box regressors, and every
+setting that made them.
 
 Layout:
-    coef          K×D float32       intercept    K float64      class_names   K UTF-8 strings
+    class_names   K UTF-8 strings
+    head/<name>   float32 tensors of the WindowHead's state dict (optional), its shape in the
+                  attribute head (JSON: sppfeat.detection.head.WindowHead.shape)
+    coef          K×D float32, intercept K float64 (the SVMs; absent when the head scores)
     regression    K×4×(D+1) float32 (optional: per class, (dx, dy, dw, dh) = W · [x, 1])
 Attributes: sppfeat_kind = "detector_model", format_version, feature_config (JSON: the extraction
 record of the window vectors), proposals (JSON: the ProposalConfig record, or the proposal
 source when given as a file), training (JSON: the training settings and counts), created,
-sppfeat_version.
+sppfeat_version. Files written before the head (SVMs only) load and detect as they did.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..config import FORMAT_VERSION, ExtractionConfig
 from ..storage.hdf5 import STR, open_hdf5, read_strings, written_hdf5
+from .head import WindowHead
+from .maps import ImageMap, RegionVectors
 from .proposals import ProposalConfig
 
 KIND = "detector_model"
 
 
 @dataclass
+class WindowScores:
+    """scores N×K of N windows (probabilities or margins); offsets(rows, k): len(rows)×4 box
+    offsets of class k for those windows, or None without box regression."""
+
+    scores: np.ndarray
+    offsets: Callable[[np.ndarray, int], np.ndarray]
+
+
+@dataclass
 class DetectorModel:
     """coef K×D float32, intercept K: margins = x · coefᵀ + intercept for normalised window vectors
-    x (sppfeat.detection.maps); regression K×4×(D+1) or None; feature_record: the extraction
-    settings' record; proposals: how windows are proposed (ProposalConfig record, + 'source' when
-    training used a given file); training: the training settings and counts."""
+    x (sppfeat.detection.maps), or None when `head` scores (softmax probabilities); regression
+    K×4×(D+1) or None (the SVMs' box regression); head: the fine-tuned WindowHead or None;
+    feature_record: the extraction settings' record; proposals: how windows are proposed
+    (ProposalConfig record, + 'source' when training used a given file); training: the training
+    settings and counts."""
 
-    coef: np.ndarray
-    intercept: np.ndarray
+    coef: np.ndarray | None
+    intercept: np.ndarray | None
     class_names: list[str]
     feature_record: dict
     proposals: dict
     training: dict = field(default_factory=dict)
     regression: np.ndarray | None = None
+    head: WindowHead | None = None
 
     @property
     def feature_settings(self) -> ExtractionConfig:
@@ -48,7 +68,30 @@ class DetectorModel:
     def score_kind(self) -> str:
         """'probability' (a softmax head: scores in [0, 1], comparable across classes) or 'margin'
         (linear SVMs: comparable within a class only)."""
-        return "margin"
+        return "probability" if self.coef is None else "margin"
+
+    @property
+    def vote_floor(self) -> float:
+        """Box voting weighs a window by its score above this: 0 for probabilities, -1 for margins
+        (the SVMs' margin for negatives)."""
+        return 0.0 if self.coef is None else -1.0
+
+    def trained_classes(self) -> np.ndarray:
+        """Indices of the classes that can detect (an SVM without training positives cannot)."""
+        if self.coef is None:
+            return np.arange(len(self.class_names))
+        return np.flatnonzero(self.coef.any(axis=1))
+
+    def score_windows(self, rv: RegionVectors, image_map: ImageMap, windows: np.ndarray) -> WindowScores:
+        """Scores and box offsets of N usable windows (pixels as stored) of an image's map; each
+        window covering other cells of the map is pooled and scored once."""
+        if self.coef is None:
+            cells, inverse = rv.unique_cells(image_map, windows)
+            probs, moves = self.head.predict(image_map.fmap, cells)
+            return WindowScores(probs[inverse], lambda rows, k: moves[inverse[rows], k])
+        unique, inverse = rv.pool_unique(image_map, windows)
+        return WindowScores(self.scores(unique)[inverse], lambda rows, k: None if self.regression is None
+                            else self.offsets(unique[inverse[rows]], k))
 
     @property
     def proposal_settings(self) -> ProposalConfig:
@@ -68,9 +111,15 @@ class DetectorModel:
 
 def save_detector(path: str | Path, model: DetectorModel) -> None:
     with written_hdf5(path, KIND, FORMAT_VERSION) as f:
-        f.create_dataset("coef", data=model.coef.astype(np.float32))
-        f.create_dataset("intercept", data=model.intercept.astype(np.float64))
         f.create_dataset("class_names", data=model.class_names, dtype=STR)
+        if model.coef is not None:
+            f.create_dataset("coef", data=model.coef.astype(np.float32))
+            f.create_dataset("intercept", data=model.intercept.astype(np.float64))
+        if model.head is not None:
+            group = f.create_group("head")
+            for name, tensor in model.head.state_dict().items():
+                group.create_dataset(name, data=tensor.detach().cpu().float().numpy())
+            f.attrs["head"] = json.dumps(model.head.shape, sort_keys=True)
         if model.regression is not None:
             f.create_dataset("regression", data=model.regression.astype(np.float32))
         f.attrs["feature_config"] = json.dumps(model.feature_record, sort_keys=True)
@@ -83,6 +132,12 @@ def load_detector(path: str | Path) -> DetectorModel:
     with open_hdf5(path, "detector model") as f:
         if f.attrs.get("sppfeat_kind") != KIND:
             raise ValueError(f"{path} is not an sppfeat detector model (made by sppfeat train-detector)")
-        return DetectorModel(f["coef"][()], f["intercept"][()], read_strings(f["class_names"]),
-                             json.loads(f.attrs["feature_config"]), json.loads(f.attrs["proposals"]),
-                             json.loads(f.attrs["training"]), f["regression"][()] if "regression" in f else None)
+        head = None
+        if "head" in f:
+            head = WindowHead.from_record(json.loads(f.attrs["head"]))
+            head.load_state_dict({name: torch.from_numpy(f["head"][name][()]) for name in f["head"]})
+            head.eval()
+        return DetectorModel(f["coef"][()] if "coef" in f else None, f["intercept"][()] if "coef" in f else None,
+                             read_strings(f["class_names"]), json.loads(f.attrs["feature_config"]),
+                             json.loads(f.attrs["proposals"]), json.loads(f.attrs["training"]),
+                             f["regression"][()] if "regression" in f else None, head)

@@ -43,3 +43,44 @@ class TrainingSettings:
                 raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
         if not 0 < self.negative_iou < 1 or not 0 < self.regression_iou <= 1:
             raise ValueError("negative_iou and regression_iou must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    """The fine-tuned head (sppfeat.detection.head) and its training. reduced: channels of the 1×1
+    convolution before pooling; hidden: sizes of the fully-connected layers; dropout; epochs over
+    the training images; images_per_batch, windows_per_image: a mini-batch is that many windows
+    of each of that many images, a share fg_fraction of them (at most) objects: windows with IoU
+    >= fg_iou to a non-difficult box, labelled with its class, the rest background: IoU in
+    [bg_iou_low, fg_iou) to every box (from [0, bg_iou_low) when an image has none there); lr:
+    AdamW's learning rate, decayed to 0 on a cosine; weight_decay; box_weight: of the box loss
+    (smooth L1, objects only) against the softmax loss; seed: of the weights and the samples."""
+
+    reduced: int = 256
+    hidden: tuple[int, ...] = (1024, 1024)
+    dropout: float = 0.5
+    epochs: int = 12
+    images_per_batch: int = 2
+    windows_per_image: int = 64
+    fg_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_iou_low: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    box_weight: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        for name in ("reduced", "epochs", "images_per_batch", "windows_per_image"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"head {name} must be an integer >= 1, got {value!r}")
+        if not self.hidden or any(not isinstance(v, int) or v < 1 for v in self.hidden):
+            raise ValueError(f"head hidden sizes must be integers >= 1, got {self.hidden!r}")
+        if not self.lr > 0 or not self.weight_decay >= 0 or not self.box_weight >= 0:
+            raise ValueError("head lr must be positive, weight_decay and box_weight >= 0")
+        if not 0 <= self.dropout < 1 or not 0 < self.fg_fraction <= 1:
+            raise ValueError("head dropout must be in [0, 1) and fg_fraction in (0, 1]")
+        if not 0 <= self.bg_iou_low < self.fg_iou <= 1:
+            raise ValueError("head IoUs must satisfy 0 <= bg_iou_low < fg_iou <= 1")

@@ -36,6 +36,7 @@ class SPPDescriptor(nn.Module):
         self.trunk = spec.trunk(net).eval()
         self.levels = tuple(levels)
         self.pool = pool
+        self.channels = spec.channels
         self.dim = pyramid_dim(spec.channels, self.levels)
         norm = spec.normalization
         self.register_buffer("mean", torch.tensor(norm.mean).reshape(1, 3, 1, 1))
