@@ -98,7 +98,8 @@ def proposals(images, output, method, max_boxes, min_size, search_side, cores, s
 @click.argument("model", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--proposals", type=click.Path(exists=True, path_type=str), help=PROPOSALS_HELP)
 @click.option("--box-format", default="auto", show_default=True, type=click.Choice(("auto", *BOX_FORMATS)),
-              help="BOXES: COCO JSON, a folder of VOC XML files or CSV path,x1,y1,x2,y2,label[,difficult].")
+              help="BOXES: COCO JSON, a folder of VOC XML files, CSV path,x1,y1,x2,y2,label[,difficult] (or "
+                   "LabelImg's filename,width,height,class,xmin,ymin,xmax,ymax), or a folder of YOLO labels.")
 @window_options
 @proposal_options
 @click.option("--C", "C", default=TrainingSettings.C, show_default=True, type=click.FloatRange(0, min_open=True),
@@ -179,7 +180,7 @@ def detect(model, images, proposals, output, coco_ids, threshold, draw, box_voti
 @click.argument("detections", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.argument("boxes", type=click.Path(exists=True, path_type=str))
 @click.option("--box-format", default="auto", show_default=True, type=click.Choice(("auto", *BOX_FORMATS)),
-              help="BOXES: COCO JSON, a folder of VOC XML files or CSV.")
+              help="BOXES: COCO JSON, a folder of VOC XML files, CSV, or a folder of YOLO labels.")
 @click.option("--metric", default="voc07", show_default=True, type=click.Choice(METRICS),
               help="voc07: VOC 2007's 11-point AP; voc: VOC 2010+'s all-point AP; coco: pycocotools' AP at IoU "
                    "0.5:0.95 with AP50, AP75, APs, APm, APl.")

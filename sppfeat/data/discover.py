@@ -3,12 +3,14 @@
 Readers: ``folder`` (first-level subfolders are classes; a flat folder is unlabeled),
 ``caltech101`` (the 101_ObjectCategories layout: all 102 folders, BACKGROUND_Google included) and
 ``voc2007`` (a VOCdevkit/VOC2007 folder; multi-label targets from ImageSets/Main).
-What is an image is decided by content (magic bytes), not by extension.
+What is an image is decided by content (magic bytes), not by extension; annotation files beside
+the images (x.xml or x.txt beside x.jpg, classes.txt, data.yaml) are neither listed nor skipped.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from .decode import SNIFF_BYTES, sniff_format
 
 DATASETS = ("auto", "folder", "caltech101", "voc2007")
 VOC_SPLITS = ("train", "val", "trainval", "test")
+ANNOTATION_SUFFIXES = (".xml", ".txt", ".json")
+ANNOTATION_NAMES = ("classes.txt", "data.yaml", "data.yml")
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -104,8 +108,18 @@ def _walk_sorted(root: str, skipped: list[tuple[str, str]]):
     yield from walk(root)
 
 
+def _is_annotation(rel: str, images: set[tuple[str, str]]) -> bool:
+    """Whether the non-image file `rel` is an annotation file: a label file beside its image (same
+    name, ANNOTATION_SUFFIXES: LabelImg's VOC XML or YOLO txt, LabelMe's JSON) or one of
+    ANNOTATION_NAMES (YOLO's class names)."""
+    folder, name = posixpath.split(rel)
+    stem, suffix = posixpath.splitext(name)
+    return name in ANNOTATION_NAMES or (suffix.lower() in ANNOTATION_SUFFIXES and (folder, stem) in images)
+
+
 def list_folder(root: str | os.PathLike, dataset: str = "folder") -> ImageList:
-    """Every image under `root`, sorted; the first-level subfolder is the label."""
+    """Every image under `root`, sorted; the first-level subfolder is the label. Annotation files
+    (see _is_annotation) are not listed among the skipped files."""
     root = Path(root)
     skipped: list[tuple[str, str]] = []
     paths, files, label_names = [], [], []
@@ -118,6 +132,9 @@ def list_folder(root: str | os.PathLike, dataset: str = "folder") -> ImageList:
         paths.append(rel)
         files.append(os.path.relpath(path, root))
         label_names.append(rel.split("/")[0] if "/" in rel else None)
+    images = {(posixpath.dirname(rel), posixpath.splitext(posixpath.basename(rel))[0]) for rel in paths}
+    skipped = [(rel, reason) for rel, reason in skipped
+               if not (reason.startswith("not an image") and _is_annotation(rel, images))]
     class_names = sorted({name for name in label_names if name is not None})
     index = {name: i for i, name in enumerate(class_names)}
     labels = [index[name] if name is not None else -1 for name in label_names]

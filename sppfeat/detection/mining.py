@@ -47,13 +47,16 @@ class TrainingImage:
 
 
 def label_windows(windows: np.ndarray, boxes: np.ndarray, labels: np.ndarray, difficult: np.ndarray, n_classes: int,
-                  settings: TrainingSettings, rng: np.random.Generator):
+                  settings: TrainingSettings, rng: np.random.Generator, never_negative: np.ndarray | None = None):
     """(negative W×K, regression (window indices, labels, targets)) of windows W×4 against the
-    image's ground truth boxes G×4 (labels G, difficult G)."""
+    image's ground truth boxes G×4 (labels G, difficult G); never_negative: W bool, windows that
+    are a negative of no class (e.g. near an object whose class is unknown)."""
     overlaps = iou(windows, boxes) if len(boxes) else np.zeros((len(windows), 0))
     negative = np.ones((len(windows), n_classes), dtype=bool)
     for k in np.unique(labels):
         negative[:, k] = overlaps[:, labels == k].max(axis=1) < settings.negative_iou
+    if never_negative is not None:
+        negative[never_negative] = False
     picks, classes, targets = [], [], []
     easy = np.flatnonzero(~difficult)
     if len(easy) and len(windows):  # a window regresses to the non-difficult object it overlaps most

@@ -25,6 +25,7 @@ from ..data.discover import check_image_file
 from ..libc import return_large_blocks
 from ..meter import Meter
 from ..storage.hdf5 import check_output
+from .geometry import iou
 from .maps import ImageMap, MapFile, RegionVectors, mirror_boxes
 from .mining import TrainingImage, fit_detector, label_windows
 from .model import DetectorModel, save_detector
@@ -81,19 +82,30 @@ def prepare_image(rv: RegionVectors, truth: BoxSet, i: int, image_map: ImageMap,
                   settings: TrainingSettings, rng: np.random.Generator,
                   mirrored: Callable[[], ImageMap] | None = None) -> tuple[TrainingImage, list[str]]:
     """Image i of `truth` (its conv map `image_map`) ready for mining, and notes on the boxes it
-    could not use (empty, outside the image, without a class). mirrored: gives the map of the
-    image flipped left-right, whose objects are positives too (asked only when there are some)."""
+    could not use. Its usable objects are positives. A window overlapping a box the reader refused
+    (truth.rejected) or a box without a class by IoU >= settings.negative_iou is a negative of no
+    class; when such a box cannot be located (inverted, zero size, outside the image), no window
+    of the image is a negative. mirrored: gives the map of the image flipped left-right, whose
+    objects are positives too (asked only when there are some)."""
     boxes, labels, difficult = truth_of(truth, i)
     box_ok, _ = rv.usable(image_map, boxes)
-    notes = [f"box {k} ({', '.join(f'{v:g}' for v in boxes[k])}) is empty or outside the image"
-             for k in np.flatnonzero(~box_ok)]
-    notes += [f"box {k} has no class" for k in np.flatnonzero(box_ok & (labels < 0))]
+    height, width = image_map.stored_size
+    notes = [f"box {k} ({', '.join(f'{v:g}' for v in boxes[k])}) is empty or outside the image as decoded "
+             f"({width}x{height}): none of its windows used as negatives" for k in np.flatnonzero(~box_ok)]
+    notes += [f"box {k} has no class: no window overlapping it used as a negative"
+              for k in np.flatnonzero(box_ok & (labels < 0))]
+    unknown = [r.box for r in truth.rejected if r.path == truth.paths[i]] + list(boxes[box_ok & (labels < 0)])
+    nowhere = not box_ok.all() or any(box is None for box in unknown)
     box_ok &= labels >= 0
     boxes, labels, difficult = boxes[box_ok], labels[box_ok], difficult[box_ok]
     window_ok, _ = rv.usable(image_map, windows)
     windows = np.asarray(windows, np.float64)[window_ok]
+    never_negative = np.full(len(windows), nowhere)
+    if unknown and not nowhere and len(windows):
+        areas = np.clip(np.array(unknown, np.float64), 0, [width, height, width, height])
+        never_negative = iou(windows, areas).max(axis=1) >= settings.negative_iou
     negative, (reg_windows, reg_labels, reg_targets) = label_windows(
-        windows, boxes, labels, difficult, len(truth.class_names), settings, rng)
+        windows, boxes, labels, difficult, len(truth.class_names), settings, rng, never_negative)
     easy = ~difficult
     positives, positive_labels = rv.pool(image_map, boxes[easy]), labels[easy]
     if mirrored is not None and easy.any():
@@ -105,19 +117,40 @@ def prepare_image(rv: RegionVectors, truth: BoxSet, i: int, image_map: ImageMap,
 
 
 def read_truth(images: str | os.PathLike, boxes: str | os.PathLike, box_format: str) -> tuple[BoxSet, list]:
-    """The ground truth of the images of `boxes` found under `images` (images without objects
-    kept), and (path, reason) of those not found. ValueError when none is found."""
+    """The ground truth of the images of `boxes` found under `images` (images without objects kept;
+    every box checked against its image's size as stored), and (annotation file or image, reason)
+    of what is not used. An image with a refused box is kept for its other objects (see
+    prepare_image for its negatives); one whose refused box cannot be located and that has no
+    other object is dropped: it would give nothing. ValueError when no image is left."""
     root = Path(images)
     if not root.is_dir():
         raise ValueError(f"image folder not found: {root}")
-    truth = read_boxes(boxes, box_format, keep_empty=True)
-    keep, skipped = [], list(truth.skipped)
+    truth = read_boxes(boxes, box_format, keep_empty=True, images=root)
+    keep, missing = [], []
     for i, path in enumerate(truth.paths):
         file = root / path
         reason = check_image_file(str(file)) if file.is_file() else "missing file"
-        (skipped.append((path, reason)) if reason else keep.append(i))
+        (missing.append((path, reason)) if reason else keep.append(i))
+    easy = (truth.labels >= 0) & ~truth.difficult
+    objects = dict(zip(truth.paths, np.bincount(truth.image[easy], minlength=len(truth.paths))))
+    nowhere = {r.path for r in truth.rejected if r.box is None}
+    found = {truth.paths[i] for i in keep}
+    fate = {}
+    for r in truth.rejected:
+        if r.path not in found:
+            continue
+        if r.path not in nowhere:
+            rule = "kept, no window overlapping this box used as a negative"
+        elif objects[r.path]:
+            rule = "kept for its other objects, none of its windows used as negatives"
+        else:
+            rule = "not used (no other object, and no window of it can be a negative)"
+        fate[r.file, r.reason] = f"; image {r.path} {rule}"
+    keep = [i for i in keep if truth.paths[i] not in nowhere or objects[truth.paths[i]]]
+    skipped = [(file, reason + fate.get((file, reason), "")) for file, reason in truth.skipped] + missing
     if not keep:
-        raise ValueError(f"no image of {boxes} found under {root}")
+        raise ValueError(f"no usable image of {boxes} under {root}" +
+                         (f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
     if not truth.class_names or (truth.labels < 0).all():
         raise ValueError(f"{boxes} has no labelled boxes: a detector needs a class per box")
     return truth.keep_images(keep), skipped
