@@ -4,15 +4,16 @@ and pictures."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 from ..classify.plots import check_plots_folder
-from ..data.boxes import read_boxes
+from ..data.boxes import BoxSet, read_boxes
 from ..storage.hdf5 import check_output
 from .drawing import plot_evaluation
-from .metric import METRICS, DetectionEvaluation, evaluate_boxes
+from .metric import METRICS, DetectionEvaluation, Detections, evaluate_boxes
 from .outputs import read_coco_ids, read_detections
 
 
@@ -26,8 +27,9 @@ def evaluate_detections(detections: str | os.PathLike, boxes: str | os.PathLike,
     (11-point AP), 'voc' (VOC 2010+ all-point AP) or 'coco' (pycocotools' AP at IoU 0.5:0.95 and
     its summary). report: write the scores as JSON; plots: a folder for precision_recall.png and
     ap_per_class.png. Both are refused when they exist (a non-empty folder) unless overwrite,
-    which replaces the report and those two pictures. Ground-truth files that cannot be used are
-    in ``skipped``; detections naming images absent from `boxes` are counted in
+    which replaces the report and those two pictures. Ground-truth files and boxes that cannot be
+    used are in ``skipped``; an image with a refused box is left out of the score, with its
+    detections (leave_out_doubtful); detections naming images absent from `boxes` are counted in
     ``unknown_images``, not scored. ValueError when no detection names an image of `boxes`."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -46,9 +48,26 @@ def evaluate_detections(detections: str | os.PathLike, boxes: str | os.PathLike,
     if found.paths and not set(found.paths) & set(truth.paths):
         raise ValueError(f"none of the {len(set(found.paths))} images of {detections} is an image of {boxes} "
                          f"(e.g. {found.paths[0]} against {truth.paths[0] if truth.paths else 'no image at all'})")
+    truth, found = leave_out_doubtful(truth, found)
     evaluation = evaluate_boxes(found, truth, metric=metric)
     if report is not None:
         Path(report).write_text(json.dumps(evaluation.report(), indent=1) + "\n")
     if plots is not None:
         plot_evaluation(evaluation, plots)
     return evaluation
+
+
+def leave_out_doubtful(truth: BoxSet, found: Detections) -> tuple[BoxSet, Detections]:
+    """`truth` and `found` without the images that have a box the reader refused (truth.rejected:
+    an object whose place or class is not known, so a detection there is neither right nor wrong);
+    each refusal's line in `skipped` says its image was left out."""
+    doubtful = {r.path for r in truth.rejected}
+    if not doubtful:
+        return truth, found
+    notes = {(r.file, r.reason): f"; image {r.path} left out of the score" for r in truth.rejected}
+    kept = truth.keep_images([i for i, path in enumerate(truth.paths) if path not in doubtful])
+    kept = dataclasses.replace(kept, skipped=[(file, reason + notes.get((file, reason), ""))
+                                              for file, reason in truth.skipped])
+    rows = [d for d, path in enumerate(found.paths) if path not in doubtful]
+    return kept, Detections([found.paths[d] for d in rows], found.boxes[rows], [found.labels[d] for d in rows],
+                            found.scores[rows])

@@ -84,7 +84,7 @@ class DetectionEvaluation:
                 "detections": {name: r.n_detections for name, r in self.per_class.items()},
                 "n_images": self.n_images, "n_detections": self.n_detections,
                 "unknown_images": self.unknown_images, "unknown_labels": self.unknown_labels,
-                "skipped": dict(self.skipped)}
+                "skipped": [list(s) for s in self.skipped]}
 
 
 def all_point_ap(recall: np.ndarray, precision: np.ndarray) -> float:
