@@ -19,7 +19,7 @@ The public API (importing one of these names loads what it needs, so `import spp
     proposals(images, output, config=ProposalConfig()) -> ProposalsResult   selective-search windows -> file
     train_detector(images, boxes, model, proposals=...) -> TrainDetectorResult   boxes -> detector model
     detect(model, images, output=None, ...) -> DetectResult          a detector on new photos: Detection rows
-    evaluate_detections(detections, boxes, ...) -> DetectionEvaluation   VOC 2007 AP per class and mAP
+    evaluate_detections(detections, boxes, metric=...) -> DetectionEvaluation   VOC 2007 / 2010+ or COCO AP
     ProposalConfig, TrainingSettings, DETECTION_DEFAULTS             the settings these take
 """
 
