@@ -1,6 +1,8 @@
-"""Shards: the i-th of n contiguous parts of an image list, and the file each one is written to.
+"""Shards: the i-th of n contiguous parts of an image list, the file each one is written to, and
+the record beside a shard file of a format without room for one (a detections CSV or JSONL).
 
-Joining the shard files of one extraction is :func:`sppfeat.storage.merge.merge`.
+Joining the shard files of one extraction is :func:`sppfeat.storage.merge.merge`, of one detect
+run :func:`sppfeat.storage.merge.merge_detections`.
 """
 
 from __future__ import annotations
@@ -32,3 +34,10 @@ def shard_path(output: str | os.PathLike, index: int, count: int) -> Path:
     """OUT.h5 -> OUT.shard-00001-of-00004.h5, next to OUT.h5."""
     output = Path(output)
     return output.with_name(f"{output.stem}.shard-{index:05d}-of-{count:05d}{output.suffix}")
+
+
+def record_path(shard_file: str | os.PathLike) -> Path:
+    """OUT.shard-00001-of-00004.csv -> OUT.shard-00001-of-00004.csv.run.json: the JSON record of the
+    run a shard file comes from, beside it."""
+    shard_file = Path(shard_file)
+    return shard_file.with_name(shard_file.name + ".run.json")

@@ -31,7 +31,7 @@ from ..features.interrupts import ExtractionInterrupted, StopSignals, WorkerFail
 from ..features.pipeline import list_all, run_model
 from ..features.runtime import ImageFiles, Runtime, default_batch_size, resolve_device
 from ..storage.feature_file import READ_ROWS, open_features
-from ..storage.hdf5 import check_output
+from ..storage.hdf5 import check_output, open_hdf5
 from ..storage.model_file import SVMModel, check_compatible, load_model
 from ..storage.prediction_file import PredictionWriter, prediction_format
 from .svm import decision_function, normalize_features
@@ -157,7 +157,15 @@ def predict(model: str | os.PathLike, images: str | os.PathLike, output: str | o
     if output is not None:
         prediction_format(output)
         check_output(output, overwrite)
-    svm = load_model(model)
+    try:
+        svm = load_model(model)
+    except ValueError:
+        from ..detection.model import KIND as DETECTOR
+
+        with open_hdf5(model, "model file") as f:
+            if f.attrs.get("sppfeat_kind") == DETECTOR:
+                raise ValueError(f"{model} is a detector model: use sppfeat detect") from None
+        raise
     scorer = Scorer(svm, top_k, threshold)
     source = Path(images)
     if not source.exists():

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from functools import partial
 
 import click
 
@@ -69,7 +71,7 @@ def proposals(images, output, method, max_boxes, min_size, search_side, cores, s
     OUTPUT, in pixels of the image as stored (no EXIF rotation). Under torchrun every rank takes
     one shard and rank 0 joins them."""
     from ..detection.proposal_file import merge_proposals
-    from ..detection.proposals import ProposalConfig
+    from ..detection.proposals import ProposalConfig, finished
     from ..detection.proposals import proposals as proposals_api
     from ..distributed import extract_distributed, launch_info
     from ..features.runtime import Runtime
@@ -84,9 +86,13 @@ def proposals(images, output, method, max_boxes, min_size, search_side, cores, s
         def run(images, output, config, runtime, **rank_flags):
             return proposals_api(images, output, config, cores=runtime.cores, **rank_flags)
 
-        result = extract_distributed(images, output, launch, config, Runtime(), run=run, join=merge_proposals, **flags)
+        start = time.monotonic()
+        extract_distributed(images, output, launch, config, Runtime(), run=run, join=merge_proposals, **flags)
         if launch.rank != 0:
             return
+        result = finished(output, start)  # the joined file: every rank's images
+    for path, reason in result.skipped:
+        say(f"skipped {path}: {reason}")
     if not flags["quiet"]:
         say(f"{result.path}: {result.n_boxes} windows of {result.n_images} images in {result.seconds:.1f} s "
             f"({result.n_boxes / max(result.n_images, 1):.0f} per image); {result.n_skipped} skipped")
@@ -111,10 +117,13 @@ def proposals(images, output, method, max_boxes, min_size, search_side, cores, s
 @click.option("--mirror/--no-mirror", default=TrainingSettings.mirror, show_default=True,
               help="Objects are also positives as seen in the image flipped left-right.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--cores", type=click.IntRange(min=1), help="CPU cores: torch threads, and without --proposals "
+                                                          "selective search processes [default: the usable cores].")
 @click.option("--overwrite", is_flag=True, help="Replace MODEL if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
 def train_detector(images, boxes, model, proposals, box_format, backbone, weights, levels, pool, scale, max_side,
-                   method, max_boxes, min_size, search_side, C, rounds, regression, mirror, device, overwrite, quiet):
+                   method, max_boxes, min_size, search_side, C, rounds, regression, mirror, device, cores, overwrite,
+                   quiet):
     """Train one linear SVM per class of BOXES (ground truth; difficult boxes are neither positives
     nor negatives) on window vectors of the images under IMAGES, mining hard negatives, and write
     the detector MODEL."""
@@ -126,7 +135,7 @@ def train_detector(images, boxes, model, proposals, box_format, backbone, weight
     result = train_api(images, boxes, model, proposals=proposals, config=config, box_format=box_format,
                        settings=TrainingSettings(C=C, rounds=rounds, regression=regression, mirror=mirror),
                        proposal_config=ProposalConfig(method, max_boxes, min_size, search_side),
-                       device=device, overwrite=overwrite, quiet=quiet)
+                       device=device, cores=cores, overwrite=overwrite, quiet=quiet)
     for path, reason in result.skipped[:20]:
         say(f"skipped {path}: {reason}")
     if not quiet:
@@ -149,29 +158,56 @@ def train_detector(images, boxes, model, proposals, box_format, backbone, weight
                                               "NMS, at most 100 per image, as AP needs].")
 @click.option("--draw", type=click.Path(file_okay=False, path_type=str),
               help="Folder for each image drawn with its boxes, labels and scores.")
+@click.option("--draw-threshold", type=float, help="Draw the detections scoring at least this, at most 20 per "
+                                                   "picture, the best [default: 0.5 for probabilities, 0 for SVM "
+                                                   "margins]; --output keeps every detection.")
 @click.option("--box-voting/--no-box-voting", default=True, show_default=True,
               help="Place each box kept by NMS at the margin-weighted mean of its class's windows overlapping it "
                    "by IoU >= 0.5 (--no-box-voting: the kept windows as they are, the paper's way).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--cores", type=click.IntRange(min=1), help="CPU cores: without --proposals, selective search "
+                                                          "processes ahead of the network [default: the usable cores].")
+@click.option("--shard", type=SHARD, help="i/n: only the i-th of n parts of the image list, into "
+                                          "DETS.shard-0000i-of-0000n.csv (join them with sppfeat merge).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into --output (same arguments).")
 @click.option("--overwrite", is_flag=True, help="Replace --output and the pictures of --draw if they exist.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
-def detect(model, images, proposals, output, coco_ids, threshold, draw, box_voting, device, resume, overwrite,
-           quiet):
+def detect(model, images, proposals, output, coco_ids, threshold, draw, draw_threshold, box_voting, device, cores,
+           shard, resume, overwrite, quiet):
     """Detect MODEL's classes in INPUT (a folder or one image): boxes in pixels of the image as
     stored, label and score. Scores are SVM margins: comparable within a class, not across classes."""
     from ..detection.inference import detect as detect_api
+    from ..distributed import extract_distributed, launch_info
+    from ..features.runtime import Runtime
+    from ..storage.merge import merge_detections
 
     def table(rows):
         for r in rows:
             click.echo(f"{r.path}\t{r.label}\t{r.score:+.3f}\t{r.x1:.0f},{r.y1:.0f},{r.x2:.0f},{r.y2:.0f}")
         sys.stdout.flush()
 
-    result = detect_api(model, images, output, proposals=proposals, threshold=threshold, draw=draw, device=device,
-                        resume=resume, overwrite=overwrite, quiet=quiet, box_voting=box_voting, coco_ids=coco_ids,
-                        on_rows=None if output else table)
-    for path, reason in result.skipped:
+    settings = dict(proposals=proposals, threshold=threshold, draw=draw, draw_threshold=draw_threshold,
+                    box_voting=box_voting, coco_ids=coco_ids)
+    launch = launch_info()
+    if launch is None:
+        result = detect_api(model, images, output, device=device, cores=cores, shard=shard, resume=resume,
+                            overwrite=overwrite, quiet=quiet, on_rows=None if output else table, **settings)
+    elif shard or not output:
+        raise click.BadParameter("under torchrun the ranks are the shards: give --output, not --shard")
+    else:
+        def run(images, output, config, runtime, strict, **rank_flags):
+            return detect_api(model, images, output, device=runtime.device, cores=runtime.cores, **settings,
+                              **rank_flags)
+
+        result = extract_distributed(images, output, launch, None, Runtime(device=device), run=run,
+                                     join=partial(merge_detections, overwrite=True), resume=resume,
+                                     overwrite=overwrite, quiet=quiet)
+    for path, reason in result.skipped:  # under torchrun each rank names its own
         say(f"skipped {path}: {reason}")
+    if launch is not None:
+        if launch.rank == 0 and not quiet:
+            say(f"{output}: {launch.world_size} shards joined")
+        return
     if not quiet:
         say(f"{output or 'stdout'}: {len(result)} detections in {result.seconds:.1f} s; {len(result.skipped)} skipped")
 

@@ -69,12 +69,16 @@ def regions(images, boxes, output, box_format, combine, **options):
 @click.option("--consolidate", is_flag=True, help="Copy the rows into one ordinary file instead of a virtual one.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def merge_(shards, output, consolidate, overwrite):
-    """Join the shard files of one extraction or proposals run (--shard i/n) into OUTPUT, in
+    """Join the shard files of one extraction, proposals or detect run (--shard i/n) into OUTPUT, in
     single-run row order."""
     from ..detection.proposal_file import is_proposal_file, merge_proposals
     from ..storage.hdf5 import check_output
-    from ..storage.merge import merge
+    from ..storage.merge import JOINED, merge, merge_detections
 
+    if output.lower().endswith(JOINED):
+        merge_detections(list(shards), output, overwrite=overwrite)
+        say(f"{output}: {len(shards)} detection shards joined")
+        return
     if is_proposal_file(shards[0]):
         check_output(output, overwrite)
         merge_proposals(list(shards), output)

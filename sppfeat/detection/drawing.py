@@ -35,10 +35,11 @@ class DrawRule:
         return above[:MAX_DRAWN]
 
     def caption(self, rows: list) -> str:
-        """The rule and what it kept, e.g. 'score ≥ 0.5 (probability), 7 of 43 detections'."""
+        """The rule and what it kept, e.g. 'score >= 0.5 (probability), 7 of 43 detections' (in ASCII:
+        Pillow's default font has no ≥)."""
         above = sum(r.score >= self.threshold for r in rows)
         best = f" (the best {MAX_DRAWN} of {above})" if above > MAX_DRAWN else ""
-        return f"score ≥ {self.threshold:g} ({self.kind}), {min(above, MAX_DRAWN)} of {len(rows)} detections{best}"
+        return f"score >= {self.threshold:g} ({self.kind}), {min(above, MAX_DRAWN)} of {len(rows)} detections{best}"
 
 
 def draw_rule(score_kind: str, threshold: float | None = None) -> DrawRule:

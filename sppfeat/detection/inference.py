@@ -8,6 +8,7 @@ Scores are SVM margins: comparable within a class, not across classes.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -17,12 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backbones.registry import sha256_file
+from ..shards import check_shard, record_path, shard_bounds, shard_path
+from ..storage.progress import listing_fingerprint, parts_path
 from .geometry import NMS_IOU, apply_offsets, nms, vote_boxes
 from .maps import ImageMap, RegionVectors
 from .model import DetectorModel, load_detector
 from .proposal_file import load_proposals
 from .proposals import list_inputs
-from .runs import ImageResult, run_images, start_run
+from .runs import ImageResult, check_cores, run_images, split_cores, start_run, torch_threads
 from .training import WindowSource
 
 MAX_PER_IMAGE = 100
@@ -95,18 +99,17 @@ def detect_windows(model: DetectorModel, rv: RegionVectors, image_map: ImageMap,
     return boxes[best], labels[best], values[best]
 
 
-def _work(model: DetectorModel, rv: RegionVectors, source: WindowSource, image_list, threshold, box_voting,
-          timings, index: int) -> ImageResult:
-    path, file = image_list.paths[index], image_list.file(index)
+def _work(model: DetectorModel, rv: RegionVectors, image_list, threshold, box_voting, timings, index: int,
+          windows: np.ndarray | ValueError) -> ImageResult:
+    """Image `index` given its windows (WindowSource.found: K×4, or why there are none)."""
+    start = time.perf_counter()
     try:
-        t0 = time.perf_counter()
-        windows = source.windows(path, file)
-        t1 = time.perf_counter()
-        image_map = rv.image_map(file)
-        timings["proposals"] = timings.get("proposals", 0.0) + t1 - t0
-        timings["conv"] = timings.get("conv", 0.0) + time.perf_counter() - t1
+        if isinstance(windows, ValueError):
+            raise windows
+        image_map = rv.image_map(image_list.file(index))
     except ValueError as exc:
         return ImageResult(index, {}, str(exc))
+    timings["conv"] = timings.get("conv", 0.0) + time.perf_counter() - start
     boxes, labels, scores = detect_windows(model, rv, image_map, windows, threshold, timings, box_voting)
     return ImageResult(index, {"boxes": boxes.astype(np.float32), "label": labels.astype(np.int32),
                                "score": scores.astype(np.float32)})
@@ -114,7 +117,8 @@ def _work(model: DetectorModel, rv: RegionVectors, source: WindowSource, image_l
 
 def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike | None = None, *,
            proposals: str | os.PathLike | None = None, threshold: float | None = None,
-           draw: str | os.PathLike | None = None, device: str = "auto", resume: bool = False,
+           draw: str | os.PathLike | None = None, draw_threshold: float | None = None, device: str = "auto",
+           cores: int | None = None, shard: tuple[int, int] | None = None, resume: bool = False,
            overwrite: bool = False, quiet: bool = False, box_voting: bool = True,
            coco_ids: str | os.PathLike | None = None,
            on_rows: Callable[[list[Detection]], None] | None = None) -> DetectResult:
@@ -122,24 +126,42 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
     DETS.csv or DETS.jsonl (columns path,x1,y1,x2,y2,label,score; it reads back as a box file),
     DETS.json (COCO results: image_id, category_id, bbox [x, y, w, h], score), or None; proposals: a proposal or box file for the images (default: selective search with the
     model's settings); threshold: keep only margins above it (default: every detection after NMS,
-    at most MAX_PER_IMAGE per image, as AP needs); draw: a folder for each image with its boxes;
+    at most MAX_PER_IMAGE per image, as AP needs); draw: a folder for a picture of each image with
+    the detections scoring at least draw_threshold (default by the model's score_kind: 0.5 for
+    probabilities, 0 for margins), at most 20, the best (drawing.DrawRule; the output keeps all);
+    cores: CPU cores (default: the usable ones); without proposals, selective search runs in that
+    many worker processes ahead of the network here (runs.split_cores), with the same windows as
+    one process; shard (i, n): only the i-th of n parts of the sorted image list, into
+    OUT.shard-0000i-of-0000n.csv beside its run record (shards.record_path), joined by
+    storage.merge.merge_detections in the rows of a single run;
     box_voting: False keeps the boxes NMS kept as they are (the paper's way); coco_ids: for a .json
     output (COCO results), the COCO ground truth whose image and category ids to use (default:
     images 1..N in sorted path order, classes 1..K in the model's order).
-    An interrupted run keeps its images in ``OUT.parts/``; resume=True finishes it (needs output).
+    An interrupted run keeps its images in ``OUT.parts/``; resume=True finishes it (needs output),
+    pictures included: those drawn stay, the rest are drawn.
     on_rows sees each image's detections as they come. ValueError for bad arguments."""
-    from .drawing import check_draw_folder, draw_detections
+    from .drawing import check_draw_folder, clear_pictures, draw_detections, draw_rule, picture_path
     from .outputs import coco_ids_for, detection_format, write_detections
 
     start = time.monotonic()
     detector = load_detector(model)
+    index, count = check_shard(shard)
     if output is not None:
         detection_format(output)
-    elif resume:
-        raise ValueError("resume=True needs output (the file an interrupted run was writing)")
-    if draw is not None:
-        check_draw_folder(draw, overwrite)
+        output = shard_path(output, index, count) if shard is not None else Path(output)
+    elif resume or shard is not None:
+        raise ValueError(f"{'resume=True' if resume else f'shard={shard}'} needs an output file")
+    if draw is None and draw_threshold is not None:
+        raise ValueError(f"draw_threshold={draw_threshold} needs a draw folder")
+    rule = draw_rule(detector.score_kind, draw_threshold)
+    processes, threads = split_cores(check_cores(cores), searching=proposals is None)
     image_list = list_inputs(images)
+    lo, hi = shard_bounds(len(image_list.paths), index, count)
+    pictures = {i: picture_path(draw, image_list.paths[i]) for i in range(lo, hi)} if draw is not None else {}
+    own = None if count == 1 else list(pictures.values())  # a shard's pictures: the other shards draw beside them
+    resuming = resume and output is not None and parts_path(output).is_dir()
+    if draw is not None:
+        check_draw_folder(draw, own, overwrite or resuming)
     ids = coco_ids_for(output, coco_ids, image_list.paths, detector.class_names)
     source = WindowSource(load_proposals(proposals) if proposals is not None else None,
                           detector.proposal_settings)
@@ -161,25 +183,36 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
         results[result.index] = result
         rows = rows_of(result)
         if draw is not None and not result.reason:
-            draw_detections(image_list.file(result.index), rows, Path(draw) / image_list.paths[result.index])
+            draw_detections(image_list.file(result.index), rows, pictures[result.index], rule)
         if on_rows and rows:
             on_rows(rows)
 
-    manifest = {"model": str(Path(model).resolve()), "images": str(Path(images).resolve()), "threshold": threshold,
-                "box_voting": box_voting,
+    # what decides the rows, as shards on other machines can compare it (shards.record_path)
+    record = {"model_sha256": sha256_file(Path(model)), "n_images": len(image_list.paths),
+              "listing_sha256": listing_fingerprint(image_list.paths, image_list.labels, image_list.skipped, None),
+              "threshold": threshold, "box_voting": box_voting,
+              "proposals": None if proposals is None else Path(proposals).name, "shard": [index, count]}
+    manifest = {**record, "images": str(Path(images).resolve()), "draw": None if draw is None else
+                str(Path(draw).resolve()), "draw_threshold": rule.threshold,
                 "proposals": None if proposals is None else str(Path(proposals).resolve())}
-    work = partial(_work, detector, rv, source, image_list, threshold, box_voting, timings)
-    if output is not None and Path(output).exists() and resume and not overwrite:
+    work = partial(_work, detector, rv, image_list, threshold, box_voting, timings)
+    if output is not None and output.exists() and resume and not overwrite:
         raise ValueError(f"{output} is already complete")
     parts = start_run(output, manifest, resume, overwrite) if output is not None else None
+    if draw is not None and overwrite and not resuming:
+        clear_pictures(draw, own)
     done = parts.done() if parts is not None else set()
-    todo = [i for i in range(len(image_list.paths)) if i not in done]
-    run_images(work, todo, parts, total=len(image_list.paths), desc="detect", quiet=quiet, on_result=on_result)
+    todo = [i for i in range(lo, hi) if i not in done]
+    with torch_threads(threads):
+        run_images(work, todo, parts, total=hi - lo, processes=processes, desc="detect", quiet=quiet,
+                   prepare=lambda i: source.found(image_list.paths[i], image_list.file(i)), on_result=on_result)
     if parts is not None:
         results = parts.results()  # with the images of an interrupted run
-    detections = [row for i in range(len(image_list.paths)) for row in rows_of(results[i])]
-    skipped = list(image_list.skipped) + [(image_list.paths[i], r.reason) for i, r in sorted(results.items())
-                                          if r.reason]
+    detections = [row for i in range(lo, hi) for row in rows_of(results[i])]
+    skipped = (list(image_list.skipped) if index == 0 else []) + [  # files that are no images: named by shard 0
+        (image_list.paths[i], r.reason) for i, r in sorted(results.items()) if r.reason]
+    if output is not None and shard is not None:
+        record_path(output).write_text(json.dumps(record))  # before the shard file: a file without one is unfinished
     if output is not None:
         write_detections(output, detections, ids)
         parts.remove()

@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..cores import available_cores
 from ..data.decode import to_rgb
 from ..data.discover import ImageList, list_images
 from ..libc import seed_rand
 from ..shards import check_shard, shard_bounds, shard_path
 from ..storage.progress import listing_fingerprint
 from .proposal_file import ProposalSet, write_proposals
-from .runs import ImageResult, run_images, start_run
+from .runs import ImageResult, check_cores, run_images, start_run
 
 METHODS = ("selective-search-fast", "selective-search-quality")
 SEED = 0  # of the C library's rand(), which OpenCV's selective search ranks its windows with
@@ -154,11 +153,11 @@ def proposals(images: str | os.PathLike, output: str | os.PathLike, config: Prop
     manifest = {"settings": config.to_record(), "shard": [index, count], "n_images": len(image_list.paths),
                 "listing_sha256": listing_fingerprint(image_list.paths, image_list.labels, image_list.skipped, None)}
     if output.exists() and resume and not overwrite:
-        return _finished(output, start)
+        return finished(output, start)
     parts = start_run(output, manifest, resume, overwrite)
     done = parts.done()
     todo = [i for i in range(lo, hi) if i not in done]
-    processes = min(cores or available_cores(), max(1, len(todo)))
+    processes = min(check_cores(cores), max(1, len(todo)))
 
     def check(result: ImageResult) -> None:
         if strict and result.reason:
@@ -182,9 +181,10 @@ def proposals(images: str | os.PathLike, output: str | os.PathLike, config: Prop
                            skipped)
 
 
-def _finished(output: Path, start: float) -> ProposalsResult:
+def finished(output: str | os.PathLike, start: float) -> ProposalsResult:
+    """The ProposalsResult of a complete proposal file (seconds counted from `start`, time.monotonic)."""
     from .proposal_file import read_proposals
 
     done = read_proposals(output)
-    return ProposalsResult(output, len(done.paths), len(done.boxes), len(done.skipped), time.monotonic() - start,
+    return ProposalsResult(Path(output), len(done.paths), len(done.boxes), len(done.skipped), time.monotonic() - start,
                            done.skipped)

@@ -1,6 +1,8 @@
 """Long per-image runs of the detection commands (``proposals``, ``detect``): each image gives a
 variable number of rows (boxes), saved in segments under ``OUT.parts/`` as they finish, so that an
 interrupted run keeps its work and ``resume=True`` finishes it; the output is assembled at the end.
+Selective search runs in worker processes (Workers), a bounded number of images ahead of the
+process that consumes its windows.
 
 A segment is one ``.npz`` file (no pickle) written under a temporary name and renamed:
 ``index`` (n image indices), ``reason`` (n skip reasons, '' = done), ``count`` (n rows per image)
@@ -14,17 +16,22 @@ import multiprocessing
 import os
 import shutil
 import signal
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..cores import available_cores
 from ..features.interrupts import ExtractionInterrupted, StopSignals
 from ..meter import Meter
 from ..storage.hdf5 import check_output
 from ..storage.progress import parts_path
 
 SEGMENT_IMAGES = 32  # images per saved segment: what a kill -9 can lose
+PREFETCH = 2  # results per worker process that may wait ahead of the consumer
+NETWORK_SHARE = 0.4  # of an image's CPU time in detect: 0.94 of 2.27 s (docs/detection.md, Speed)
 
 
 @dataclass
@@ -102,25 +109,102 @@ class PartsFolder:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _ignore_sigint() -> None:
+_TASK: Callable | None = None  # in a worker process: the function it computes (set when the pool forks)
+
+
+def _start_worker(fn: Callable) -> None:
+    global _TASK
+    _TASK = fn
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the main process, which stops the pool
+    import cv2
+
+    cv2.setNumThreads(1)  # one image per process: the processes are the parallelism
 
 
-def run_images(work: Callable[[int], ImageResult], indices: Iterable[int], parts: PartsFolder | None, *,
-               total: int, processes: int = 0, desc: str = "images", quiet: bool = False,
+def _call(item):
+    return _TASK(item)
+
+
+class Workers:
+    """fn(item) for a stream of items, in order, computed by `processes` forked worker processes (0:
+    here, when asked). At most PREFETCH results per process wait ahead of the consumer, so memory
+    stays bounded when the consumer is the slower side. Only the items travel to the workers (fn is
+    inherited at the fork); an exception in fn is raised here; SIGINT is left to this process.
+    Use as a context manager: leaving it stops the workers."""
+
+    def __init__(self, fn: Callable, processes: int):
+        self.fn, self.ahead = fn, PREFETCH * processes
+        self.pool = multiprocessing.get_context("fork").Pool(processes, _start_worker, (fn,)) if processes else None
+
+    def map(self, items: Iterable) -> Iterator:
+        if self.pool is None:
+            yield from map(self.fn, items)
+            return
+        waiting: deque = deque()
+        for item in items:
+            waiting.append(self.pool.apply_async(_call, (item,)))
+            if len(waiting) >= self.ahead:
+                yield waiting.popleft().get()
+        while waiting:
+            yield waiting.popleft().get()
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+def check_cores(cores: int | None) -> int:
+    """`cores`, or None -> the cores this process may use (sppfeat.cores); ValueError unless >= 1."""
+    if cores is None:
+        return available_cores()
+    if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
+        raise ValueError(f"cores must be an integer >= 1, got {cores!r}")
+    return cores
+
+
+def split_cores(cores: int, searching: bool) -> tuple[int, int]:
+    """(selective search worker processes, torch threads of this process) for a run on `cores`
+    cores. Searching (no proposal file): with one core everything runs here; with more, `cores`
+    workers search while this process runs the network on NETWORK_SHARE of the cores (the workers
+    wait when they are PREFETCH images ahead, so this process gets its core back when it is the
+    slower side). Not searching: no workers, every core to the network."""
+    if not searching or cores < 2:
+        return 0, cores
+    return cores, max(1, round(NETWORK_SHARE * cores))
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Inside: torch's intra-op threads set to `threads`; the caller's count restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_images(work: Callable, indices: Iterable[int], parts: PartsFolder | None, *, total: int,
+               processes: int = 0, prepare: Callable | None = None, desc: str = "images", quiet: bool = False,
                on_result: Callable[[ImageResult], None] | None = None) -> None:
-    """Call `work(index)` for every index (in `processes` worker processes, 0 = here), saving the
-    results in segments of SEGMENT_IMAGES in `parts` (None: not saved). SIGINT / SIGTERM stop the
-    run with ExtractionInterrupted saying how much is saved; `on_result` sees each result in order
-    (e.g. to print it)."""
+    """Call `work(index)` for every index, or with `prepare`, `work(index, prepare(index))`: the
+    first step (work, or prepare) runs in `processes` worker processes (0 = here; see Workers), work
+    after prepare runs here, in order. The results are saved in segments of SEGMENT_IMAGES in
+    `parts` (None: not saved). SIGINT / SIGTERM stop the run with ExtractionInterrupted saying how
+    much is saved; `on_result` sees each result in order (e.g. to print it)."""
     indices = list(indices)
     save = parts.write if parts is not None else (lambda results: None)
-    pool = multiprocessing.get_context("fork").Pool(processes, _ignore_sigint) if processes > 0 else None
     pending: list[ImageResult] = []
     meter = Meter(desc, total, total - len(indices), quiet)
     try:
-        with StopSignals() as stop:
-            stream = pool.imap(work, indices) if pool else map(work, indices)
+        with Workers(prepare or work, processes) as workers, StopSignals() as stop:
+            stream = workers.map(indices) if prepare is None else map(work, indices, workers.map(indices))
             try:
                 for result in stream:
                     pending.append(result)
@@ -144,9 +228,6 @@ def run_images(work: Callable[[int], ImageResult], indices: Iterable[int], parts
                                     "resume=True to continue") from None
     finally:
         meter.close()
-        if pool:
-            pool.terminate()
-            pool.join()
 
 
 def start_run(output: str | os.PathLike, manifest: dict, resume: bool, overwrite: bool) -> PartsFolder:

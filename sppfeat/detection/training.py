@@ -31,6 +31,7 @@ from .mining import TrainingImage, fit_detector, label_windows
 from .model import DetectorModel, save_detector
 from .proposal_file import ProposalSet, load_proposals
 from .proposals import ProposalConfig, propose_file
+from .runs import Workers, check_cores, split_cores, torch_threads
 from .settings import TrainingSettings
 
 log = logging.getLogger("sppfeat")
@@ -70,6 +71,13 @@ class WindowSource:
         if boxes is None:
             raise ValueError("no proposals for this image in the proposal file")
         return boxes
+
+    def found(self, path: str, file: str) -> np.ndarray | ValueError:
+        """windows(), or the ValueError it raised (returned: a stream of images goes on past it)."""
+        try:
+            return self.windows(path, file)
+        except ValueError as exc:
+            return exc
 
 
 def truth_of(truth: BoxSet, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -157,26 +165,31 @@ def read_truth(images: str | os.PathLike, boxes: str | os.PathLike, box_format: 
 
 
 def prepare_images(rv: RegionVectors, truth: BoxSet, root: Path, source: WindowSource, settings: TrainingSettings,
-                   maps: MapFile, quiet: bool = False) -> tuple[list[TrainingImage], list[tuple[str, str]]]:
-    """The training images of `truth` with their maps (kept in `maps`); skips with reasons."""
+                   maps: MapFile, quiet: bool = False,
+                   processes: int = 0) -> tuple[list[TrainingImage], list[tuple[str, str]]]:
+    """The training images of `truth` with their maps (kept in `maps`); skips with reasons.
+    processes: worker processes finding the windows ahead of the network (0: here)."""
     rng = np.random.default_rng(settings.seed)
     prepared, skipped = [], []
     meter = Meter("conv maps", len(truth.paths), quiet=quiet)
-    for i, path in enumerate(truth.paths):
-        file = str(root / path)
-        try:
-            windows = source.windows(path, file)
-            mirrored = (lambda: rv.image_map(file, mirrored=True)) if settings.mirror else None
-            image, notes = prepare_image(rv, truth, i, rv.image_map(file), windows, settings, rng, mirrored)
-        except ValueError as exc:
-            image, notes = None, [str(exc)]
-        skipped.extend((path, note) for note in notes)
-        if image is not None:
-            if len(image.windows) == 0:
-                skipped.append((path, "no usable proposals (its objects are still positives)"))
-            image.image_map = maps.keep(image.image_map)
-            prepared.append(image)
-        meter.update(1)
+    files = [str(root / path) for path in truth.paths]
+    with Workers(lambda i: source.found(truth.paths[i], files[i]), processes) as workers:
+        for (i, path), windows in zip(enumerate(truth.paths), workers.map(range(len(files)))):
+            file = files[i]
+            try:
+                if isinstance(windows, ValueError):
+                    raise windows
+                mirrored = (lambda: rv.image_map(file, mirrored=True)) if settings.mirror else None
+                image, notes = prepare_image(rv, truth, i, rv.image_map(file), windows, settings, rng, mirrored)
+            except ValueError as exc:
+                image, notes = None, [str(exc)]
+            skipped.extend((path, note) for note in notes)
+            if image is not None:
+                if len(image.windows) == 0:
+                    skipped.append((path, "no usable proposals (its objects are still positives)"))
+                image.image_map = maps.keep(image.image_map)
+                prepared.append(image)
+            meter.update(1)
     meter.close()
     return prepared, skipped
 
@@ -184,18 +197,22 @@ def prepare_images(rv: RegionVectors, truth: BoxSet, root: Path, source: WindowS
 def train_detector(images: str | os.PathLike, boxes: str | os.PathLike, model: str | os.PathLike, *,
                    proposals: str | os.PathLike | None = None, config: ExtractionConfig | None = None,
                    settings: TrainingSettings | None = None, proposal_config: ProposalConfig | None = None,
-                   box_format: str = "auto", device: str = "auto", overwrite: bool = False,
+                   box_format: str = "auto", device: str = "auto", cores: int | None = None, overwrite: bool = False,
                    quiet: bool = False) -> TrainDetectorResult:
     """Train one linear SVM per class of `boxes` (COCO JSON, VOC XML folder or CSV with labels and
     optional difficult flags; image paths relative to the folder `images`) on window vectors, and
     write the detector to `model`. proposals: a proposal file (``sppfeat proposals``) or box file
     of windows; None: selective search here with `proposal_config`. config: the window vectors'
     settings (default DETECTION_DEFAULTS, one scale); settings: the training (TrainingSettings).
+    cores: CPU cores to use (default: the usable ones): torch threads, and, without proposals,
+    selective search worker processes ahead of the network (runs.split_cores).
     ValueError for bad arguments, unreadable boxes or no usable image."""
     start = time.monotonic()
     check_output(model, overwrite)
     return_large_blocks()
     settings = settings or TrainingSettings()
+    cores = check_cores(cores)
+    processes, threads = split_cores(cores, searching=proposals is None)
     truth, skipped = read_truth(images, boxes, box_format)
     source = WindowSource(load_proposals(proposals) if proposals is not None else None,
                           proposal_config or ProposalConfig())
@@ -203,12 +220,14 @@ def train_detector(images: str | os.PathLike, boxes: str | os.PathLike, model: s
     with tempfile.TemporaryDirectory(prefix=".sppfeat-maps-", dir=Path(model).resolve().parent) as folder:
         maps = MapFile(Path(folder) / "maps.f16")
         try:
-            prepared, notes = prepare_images(rv, truth, Path(images), source, settings, maps, quiet)
+            with torch_threads(threads):
+                prepared, notes = prepare_images(rv, truth, Path(images), source, settings, maps, quiet, processes)
             skipped += notes
             if not prepared:
                 raise ValueError(f"no usable training image ({skipped[0][0]}: {skipped[0][1]})" if skipped else
                                  "no usable training image")
-            fitted = fit_detector(prepared, len(truth.class_names), rv, settings, quiet)
+            with torch_threads(cores):
+                fitted = fit_detector(prepared, len(truth.class_names), rv, settings, quiet)
         finally:
             maps.close()
     record = {**rv.config.to_record(), **provenance(rv.weights_path, images, str(rv.device))}

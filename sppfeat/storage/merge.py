@@ -1,4 +1,5 @@
-"""Merging the shard files of one extraction (``extract(shard=(i, n))``) into one feature file.
+"""Merging the shard files of one extraction (``extract(shard=(i, n))``) into one feature file, and
+the detection files of one detect run (``detect(shard=(i, n))``) into one detection file.
 
 By default the merged file holds HDF5 virtual datasets (h5py ``VirtualLayout``) that map onto the
 shards, so merging copies nothing and the shards must stay next to it; ``consolidate=True`` copies
@@ -8,7 +9,9 @@ run gives: shard i holds a contiguous part of the sorted image list.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -16,8 +19,10 @@ import h5py
 from ..config import MERGE, changed_settings
 from .feature_file import (PLACEMENT, FeatureFile, FeatureWriter, mark_complete, open_features, stacked_datasets,
                            write_header)
+from ..shards import check_shard, record_path
 from .hdf5 import STR, check_output, partial_path
 
+JOINED = (".csv", ".jsonl")  # detection files whose shards join by appending their rows
 STANDARD = ("features", "paths", "labels", "image_sizes", "skipped", "targets")  # FeatureWriter makes these
 
 
@@ -33,27 +38,84 @@ def check_shards(paths: list[str | os.PathLike]) -> list[FeatureFile]:
         if shard.attributes.get("complete") is False:
             raise ValueError(f"{shard.path} is incomplete; run its extraction again with resume=True")
     first = shards[0]
-    count = first.attributes["shard_count"]
     for shard in shards[1:]:
         changed = changed_settings(first.record, shard.record, MERGE)
         if changed:
             raise ValueError(f"{shard.path} and {first.path} were extracted with other settings ({', '.join(changed)})")
         if shard.attributes["listing_sha256"] != first.attributes["listing_sha256"]:
             raise ValueError(f"{shard.path} and {first.path} were extracted from different image lists")
-        if shard.attributes["shard_count"] != count:
-            raise ValueError(f"{shard.path} is a shard of {shard.attributes['shard_count']}, "
-                             f"{first.path} of {count}")
-    by_index: dict[int, FeatureFile] = {}
-    for shard in shards:
-        index = shard.attributes["shard_index"]
+    places = [(s.attributes["shard_index"], s.attributes["shard_count"]) for s in shards]
+    return shard_order(shards, [s.path for s in shards], places, "extract")
+
+
+def shard_order(shards: list, paths: list[Path], places: list[tuple[int, int]], command: str) -> list:
+    """`shards` (named `paths`) sorted by their places (i, n), checked to be each of the n shards
+    of one run exactly once; ValueError naming the first shard of another count, one given twice,
+    or the missing ones (to make with `command`, e.g. 'extract', and shard=(i, n))."""
+    count = places[0][1]
+    by_index: dict[int, int] = {}
+    for k, (index, n) in enumerate(places):
+        if n != count:
+            raise ValueError(f"{paths[k]} is a shard of {n}, {paths[0]} of {count}")
         if index in by_index:
-            raise ValueError(f"shard {index}/{count} given twice: {by_index[index].path} and {shard.path}")
-        by_index[index] = shard
+            raise ValueError(f"shard {index}/{count} given twice: {paths[by_index[index]]} and {paths[k]}")
+        by_index[index] = k
     absent = [i for i in range(count) if i not in by_index]
     if absent:
         raise ValueError(f"shard{'s' if len(absent) > 1 else ''} {', '.join(f'{i}/{count}' for i in absent)} "
-                         f"missing (extract with shard=({absent[0]}, {count}), or run it again with resume=True)")
-    return [by_index[i] for i in range(count)]
+                         f"missing ({command} with shard=({absent[0]}, {count}), or run it again with resume=True)")
+    return [shards[by_index[i]] for i in range(count)]
+
+
+def merge_detections(shard_paths: list[str | os.PathLike], output: str | os.PathLike, *,
+                     overwrite: bool = False) -> Path:
+    """Join the detection files (CSV or JSONL, the suffix of `output`) of the shards of one detect
+    run (``detect(shard=(i, n))``) into `output`: their rows in shard order, which is the order of
+    a single run. Each shard's run record (shards.record_path, beside it) names the model, the
+    settings and the image list; shards of different runs, a missing, repeated or foreign shard are
+    refused (ValueError). Returns the path written."""
+    if not shard_paths:
+        raise ValueError("no shard files given")
+    output = check_output(output, overwrite)
+    if output.suffix.lower() not in JOINED:
+        raise ValueError(f"detection shards join into a .csv or .jsonl file, got {output.name!r}")
+    paths = [Path(p) for p in shard_paths]
+    records = []
+    for path in paths:
+        if path.suffix.lower() != output.suffix.lower():
+            raise ValueError(f"{path} and {output} are not of one format (detection shards join into a file with "
+                             "their suffix)")
+        try:
+            record = json.loads(record_path(path).read_text())
+            records.append((record, check_shard(tuple(record.pop("shard")))))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise ValueError(f"{path} has no readable run record ({record_path(path).name} beside it): it is not "
+                             "a shard of sppfeat detect --shard") from None
+    for path, (record, _) in zip(paths[1:], records[1:]):
+        changed = sorted(k for k in records[0][0].keys() | record.keys() if records[0][0].get(k) != record.get(k))
+        if changed:
+            raise ValueError(f"{path} and {paths[0]} come from different detect runs (they differ in "
+                             f"{', '.join(changed)})")
+    ordered = shard_order(paths, paths, [place for _, place in records], "detect")
+    if any(output.resolve() == p.resolve() for p in paths):
+        raise ValueError(f"{output} is one of the shards")
+    tmp, header = partial_path(output), None
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as out:
+            for path in ordered:
+                with open(path, encoding="utf-8", newline="") as rows:
+                    if output.suffix.lower() == ".csv":  # the header once
+                        line = rows.readline()
+                        if header not in (None, line):
+                            raise ValueError(f"{path} has other columns than {ordered[0]}")
+                        out.write("" if header else line)
+                        header = line
+                    shutil.copyfileobj(rows, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(output)
+    return output
 
 
 def merge(shard_paths: list[str | os.PathLike], output: str | os.PathLike, *, consolidate: bool = False,
