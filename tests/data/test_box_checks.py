@@ -73,18 +73,21 @@ def test_the_same_pixels_get_the_same_answer_in_every_format(tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt,inverted,outside,reasons", [
     ("voc", (120, 20, 80, 60), (600, 20, 700, 60),
-     ["object 1 (dog) xmin 120 > xmax 80 (inverted)", "object 2 (dog) xmin 600, xmax 700: beyond the image's width 500"]),
+     ["object 1 (dog) xmin 120 > xmax 80 (inverted)",
+      "object 2 (dog) xmin 600, xmax 700: beyond the image's width 500"]),
     ("csv", (120, 20, 80, 60), (0, 400, 10, 450),
-     ["line 3 (a.jpg, dog) x1 120 > x2 80 (inverted)", "line 4 (a.jpg, dog) y1 400, y2 450: beyond the image's height 333"]),
+     ["line 3 (a.jpg, dog) x1 120 > x2 80 (inverted)",
+      "line 4 (a.jpg, dog) y1 400, y2 450: beyond the image's height 333"]),
     ("coco", (120, 20, -40, 40), (-50, 20, 40, 40),
      ["annotation 1 (id 11, a.jpg, dog) width -40 (negative width)",
       "annotation 2 (id 12, a.jpg, dog) x -50, width 40: beyond the image's width 500"]),
     ("yolo", (0.5, 0.5, -0.1, 0.1), (1.2, 0.5, 0.2, 0.1),
-     ["line 2 (class 0, dog) width -0.1 (negative width)", "line 3 (class 0, dog) cx 1.2, width 0.2: beyond the image's width 500"]),
+     ["line 2 (class 0, dog) width -0.1 (negative width)",
+      "line 3 (class 0, dog) cx 1.2, width 0.2: beyond the image's width 500"]),
 ])
 def test_inverted_and_outside_boxes_are_refused_with_the_files_numbers(tmp_path, fmt, inverted, outside, reasons):
-    good = {"voc": (10, 20, 40, 60), "csv": (9, 19, 40, 60), "coco": (9, 19, 31, 41), "yolo": (24.5 / 500, 39.5 / 333,
-                                                                                                 31 / 500, 41 / 333)}
+    good = {"voc": (10, 20, 40, 60), "csv": (9, 19, 40, 60), "coco": (9, 19, 31, 41),
+            "yolo": (24.5 / 500, 39.5 / 333, 31 / 500, 41 / 333)}  # each [9, 19, 40, 60] in pixels
     if fmt == "csv":  # a CSV has no image size: the image's own, given the image folder
         Image.new("RGB", (500, 333)).save(tmp_path / "a.jpg")
     boxes = read_boxes(write(fmt, tmp_path, [good[fmt], inverted, outside]), images=tmp_path if fmt == "csv" else None)

@@ -61,14 +61,15 @@ def test_csv_without_labels_and_voc_with_other_classes(tmp_path):
     (folder / "2.xml").write_text("<annotation><filename>2.jpg</filename><object><name>ant</name></object>")
     boxes = read_boxes(folder)
     assert boxes.class_names == ["ant", "zebra"] and boxes.labels.tolist() == [1, 0]
-    assert boxes.skipped == [("ann/2.xml", "unreadable XML, truncated or not XML (no element found: line 1, column 71); "
-                                           "its image is unknown")]
+    assert boxes.skipped == [("ann/2.xml", "unreadable XML, truncated or not XML (no element found: line 1, "
+                                           "column 71); its image is unknown")]
     assert boxes.paths == ["1.jpg"] and boxes.rejected == []  # a truncated file's image is not guessed
 
 
 @pytest.mark.parametrize("name,content,message", [
     ("b.csv", "file,x,y,w,h\na,1,2,3,4\n", "header must be path,x1,y1,x2,y2 .* or filename,width,height,class,"),
-    ("b.csv", "path,x1,y1,x2,y2\nnot-a-path-column\n,1,2,3,4\n", r"no readable row in .*b.csv \(line 2 \(not-a-path-column\) has 1 columns, the header 5\)"),
+    ("b.csv", "path,x1,y1,x2,y2\nnot-a-path-column\n,1,2,3,4\n",
+     r"no readable row in .*b.csv \(line 2 \(not-a-path-column\) has 1 columns, the header 5\)"),
     ("b.json", '{"images": [], "annotations": [{"image_id": 1}]}', r"not COCO JSON boxes \(missing key 'categories'\)"),
     ("b.json", "{not json", "not COCO JSON boxes"),
 ])

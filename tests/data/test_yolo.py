@@ -32,8 +32,9 @@ def test_ultralytics_layout_converted_by_hand(tmp_path):
     images, labels = ultralytics(tmp_path)
     boxes = read_boxes(labels, keep_empty=True)
     assert boxes.format == "yolo" and boxes.paths == ["x.jpg", "y.png"] and boxes.class_names == ["cat", "dog"]
-    # x.jpg is 640 × 480: dog at cx 0.5, cy 0.25, w 0.2, h 0.1 -> x (0.5 ∓ 0.1)·640 = 256..384, y (0.25 ∓ 0.05)·480 = 96..144;
-    # cat at cx 0.1, cy 0.9, w 0.1, h 0.2 -> x (0.1 ∓ 0.05)·640 = 32..96, y (0.9 ∓ 0.1)·480 = 384..480
+    # x.jpg is 640 × 480: dog at cx 0.5, cy 0.25, w 0.2, h 0.1 -> x (0.5 ∓ 0.1)·640 = 256..384,
+    # y (0.25 ∓ 0.05)·480 = 96..144; cat at cx 0.1, cy 0.9, w 0.1, h 0.2 -> x (0.1 ∓ 0.05)·640 = 32..96,
+    # y (0.9 ∓ 0.1)·480 = 384..480
     assert boxes.boxes.tolist() == [pytest.approx([256, 96, 384, 144]), pytest.approx([32, 384, 96, 480])]
     assert [boxes.class_names[k] for k in boxes.labels] == ["dog", "cat"] and boxes.image.tolist() == [0, 0]
     assert read_boxes(labels).paths == ["x.jpg"]  # the empty label file: an image without objects

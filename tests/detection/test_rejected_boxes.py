@@ -27,7 +27,8 @@ def voc(filename, objects):
 
 @pytest.fixture
 def labelled(tmp_path):
-    """Four 64 × 48 photos and their VOC files (no <size>: checked against the photos), a fifth file without its photo."""
+    """Four 64 × 48 photos and their VOC files (no <size>: checked against the photos), a fifth
+    file without its photo."""
     images, boxes = tmp_path / "images", tmp_path / "Annotations"
     images.mkdir()
     boxes.mkdir()
@@ -96,7 +97,8 @@ def test_label_windows_never_negative():
 
 
 def test_annotation_files_beside_the_photos_are_not_reported(tmp_path):
-    """LabelImg's layout: x.xml or x.txt beside x.jpg, classes.txt; a file that pairs with no photo is still reported."""
+    """LabelImg's layout: x.xml or x.txt beside x.jpg, classes.txt; a file that pairs with no photo
+    is still reported."""
     photo = sorted((DEMO / "pizza").glob("*.jpg"))[0]
     for name in ("x.jpg", "y.jpg", "sub/z.jpg"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
