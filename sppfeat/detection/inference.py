@@ -1,9 +1,10 @@
 """`detect`: a detector model on new photos. Per image: windows (given, or selective search with the
-model's settings) -> one conv pass -> every window pooled and scored by every class's SVM -> box
-regression (when the model has it) -> per-class non-maximum suppression at IoU 0.3 -> box voting
-(each kept box the mean of the class's windows overlapping it by IoU >= 0.5, weighted by their
-margin above -1, the SVMs' margin for negatives) -> at most MAX_PER_IMAGE detections, best first.
-Scores are SVM margins: comparable within a class, not across classes.
+model's settings) -> one conv pass -> every window pooled and scored for every class (the model's
+fine-tuned head: softmax probabilities; or its SVMs: margins) -> box regression (when the model
+has it) -> per-class non-maximum suppression at IoU 0.3 -> box voting (each kept box the mean of
+the class's windows overlapping it by IoU >= 0.5, weighted by their score above the model's
+vote_floor: 0 for probabilities, -1 for margins) -> at most MAX_PER_IMAGE detections, best first.
+Probabilities are comparable across classes; SVM margins only within a class.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from .training import WindowSource
 
 MAX_PER_IMAGE = 100
 TOP_PER_CLASS = 300  # windows of a class that reach NMS, the highest scoring
-VOTE_FLOOR = -1.0  # box voting weighs a window by its margin above this (the SVMs' margin for negatives)
 
 
 @dataclass
@@ -72,21 +72,21 @@ def detect_windows(model: DetectorModel, rv: RegionVectors, image_map: ImageMap,
     start = time.perf_counter()
     ok, _ = rv.usable(image_map, windows)
     windows = np.asarray(windows, np.float64)[ok]
-    unique, inverse = rv.pool_unique(image_map, windows)
-    scores = model.scores(unique)[inverse]
+    scored_windows = model.score_windows(rv, image_map, windows)
+    scores = scored_windows.scores
     scored = time.perf_counter()
     height, width = image_map.stored_size
     out_boxes, out_labels, out_scores = [], [], []
-    for k in np.flatnonzero(model.coef.any(axis=1)):  # a class without training positives detects nothing
+    for k in model.trained_classes():
         top = np.argsort(-scores[:, k], kind="stable")[:TOP_PER_CLASS]
-        boxes = apply_offsets(windows[top], model.offsets(unique[inverse[top]], k)) if model.regression is not None \
-            else windows[top]
+        offsets = scored_windows.offsets(top, k)
+        boxes = windows[top] if offsets is None else apply_offsets(windows[top], offsets)
         boxes = np.clip(boxes, 0, [width, height, width, height])
         keep = nms(boxes, scores[top, k], NMS_IOU)  # the same above any threshold: only better boxes suppress
         if threshold is not None:
             keep = keep[scores[top[keep], k] > threshold]
-        out_boxes.append(vote_boxes(boxes[keep], boxes, np.clip(scores[top, k] - VOTE_FLOOR, 0, None)) if box_voting
-                         else boxes[keep])
+        out_boxes.append(vote_boxes(boxes[keep], boxes, np.clip(scores[top, k] - model.vote_floor, 0, None))
+                         if box_voting else boxes[keep])
         out_labels.append(np.full(len(keep), k))
         out_scores.append(scores[top[keep], k])
     if not out_boxes:
