@@ -21,6 +21,7 @@ import numpy as np
 
 from ..backbones.registry import sha256_file
 from ..shards import check_shard, record_path, shard_bounds, shard_path
+from ..storage.merge import JOINED
 from ..storage.progress import listing_fingerprint, parts_path
 from .geometry import NMS_IOU, apply_offsets, nms, vote_boxes
 from .maps import ImageMap, RegionVectors
@@ -148,6 +149,9 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
     index, count = check_shard(shard)
     if output is not None:
         detection_format(output)
+        if shard is not None and Path(output).suffix.lower() not in JOINED:
+            raise ValueError(f"shard={shard} writes a .csv or .jsonl file (sppfeat merge joins those), got "
+                             f"{Path(output).name!r}")
         output = shard_path(output, index, count) if shard is not None else Path(output)
     elif resume or shard is not None:
         raise ValueError(f"{'resume=True' if resume else f'shard={shard}'} needs an output file")
