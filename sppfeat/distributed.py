@@ -1,4 +1,5 @@
-"""Extraction under PyTorch's launcher: ``torchrun --nproc-per-node N -m sppfeat extract IMAGES OUT.h5``.
+"""Extraction under PyTorch's launcher: ``torchrun --nproc-per-node N -m sppfeat extract IMAGES OUT.h5``
+(and ``regions``, ``proposals``, ``detect`` the same way).
 
 Every rank extracts one contiguous shard of the sorted image list into its own shard file next to
 OUT.h5 (``OUT.shard-0000i-of-0000N.h5``), pinned to GPU LOCAL_RANK (or to its share of the CPU
@@ -51,13 +52,15 @@ def rank_device(info: LaunchInfo, device: str) -> str:
     return device
 
 
-def extract_distributed(images, output, info: LaunchInfo, config: ExtractionConfig, runtime: Runtime, *,
+def extract_distributed(images, output, info: LaunchInfo, config: ExtractionConfig | None, runtime: Runtime, *,
                         run=extract, join=None, resume: bool = False, overwrite: bool = False, strict: bool = False,
                         quiet: bool = False) -> ExtractResult:
     """This rank's shard (on its own device, with cores / ranks per node), then (rank 0) the merged
-    file. run: the extraction (``extract``, or ``regions`` with its boxes bound), called as
-    run(images, output, config, runtime, shard=..., ...); join(shard files, output) writes the
-    merged file (default: a virtual feature file, sppfeat.storage.merge). Returns this rank's result.
+    file. run: the extraction (``extract``, or ``regions`` with its boxes bound; ``proposals`` and
+    ``detect`` wrapped alike, config being theirs or None), called as run(images, output, config,
+    runtime, shard=..., resume=..., overwrite=..., strict=..., quiet=...); join(shard files, output)
+    writes the merged file (default: a virtual feature file, sppfeat.storage.merge). Returns this
+    rank's result.
 
     A failed rank leaves the other shards intact; rank 0 then raises ValueError naming the shards
     to rerun (with ``shard=(i, n)`` and ``resume=True``) before merging, the other ranks exit with 2.
