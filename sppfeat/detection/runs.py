@@ -18,13 +18,15 @@ import shutil
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..cores import available_cores
-from ..features.interrupts import ExtractionInterrupted, StopSignals
+from ..features.interrupts import ExtractionInterrupted, StopSignals, WorkerFailed
 from ..meter import Meter
 from ..storage.hdf5 import check_output
 from ..storage.progress import parts_path
@@ -129,32 +131,41 @@ class Workers:
     """fn(item) for a stream of items, in order, computed by `processes` forked worker processes (0:
     here, when asked). At most PREFETCH results per process wait ahead of the consumer, so memory
     stays bounded when the consumer is the slower side. Only the items travel to the workers (fn is
-    inherited at the fork); an exception in fn is raised here; SIGINT is left to this process.
-    Use as a context manager: leaving it stops the workers."""
+    inherited at the fork); an exception in fn is raised here, a worker that dies (the out-of-memory
+    killer) as WorkerFailed; SIGINT is left to this process. Use as a context manager: leaving it
+    stops the workers at once."""
 
     def __init__(self, fn: Callable, processes: int):
         self.fn, self.ahead = fn, PREFETCH * processes
-        self.pool = multiprocessing.get_context("fork").Pool(processes, _start_worker, (fn,)) if processes else None
+        self.pool = ProcessPoolExecutor(processes, multiprocessing.get_context("fork"), initializer=_start_worker,
+                                        initargs=(fn,)) if processes else None
 
     def map(self, items: Iterable) -> Iterator:
         if self.pool is None:
             yield from map(self.fn, items)
             return
         waiting: deque = deque()
-        for item in items:
-            waiting.append(self.pool.apply_async(_call, (item,)))
-            if len(waiting) >= self.ahead:
-                yield waiting.popleft().get()
-        while waiting:
-            yield waiting.popleft().get()
+        try:
+            for item in items:
+                waiting.append(self.pool.submit(_call, item))
+                if len(waiting) >= self.ahead:
+                    yield waiting.popleft().result()
+            while waiting:
+                yield waiting.popleft().result()
+        except BrokenProcessPool:
+            raise WorkerFailed("a worker process died (killed, e.g. by the out-of-memory killer)") from None
 
     def __enter__(self) -> "Workers":
         return self
 
     def __exit__(self, *exc) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            processes = list(self.pool._processes.values())  # stopped now, not after their current images
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.join()
 
 
 def check_cores(cores: int | None) -> int:
@@ -226,6 +237,10 @@ def run_images(work: Callable, indices: Iterable[int], parts: PartsFolder | None
         raise ExtractionInterrupted(exc.signum, f"interrupted by {name} after {len(parts.done())} of {total} "
                                     f"images; they are saved in {parts.path} - run the same again with "
                                     "resume=True to continue") from None
+    except WorkerFailed as exc:
+        saved = f"; {len(parts.done())} of {total} images are saved in {parts.path} - run the same again with " \
+            "resume=True to continue" if parts is not None else ""
+        raise WorkerFailed(f"{exc}{saved}") from None
     finally:
         meter.close()
 
