@@ -129,7 +129,7 @@ def _call(item):
 
 class Workers:
     """fn(item) for a stream of items, in order, computed by `processes` forked worker processes (0:
-    here, when asked). At most PREFETCH results per process wait ahead of the consumer, so memory
+    in this process, as the stream is read). At most PREFETCH results per process wait ahead of the consumer, so memory
     stays bounded when the consumer is the slower side. Only the items travel to the workers (fn is
     inherited at the fork); an exception in fn is raised here, a worker that dies (the out-of-memory
     killer) as WorkerFailed; SIGINT is left to this process. Use as a context manager: leaving it
