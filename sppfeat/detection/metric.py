@@ -19,7 +19,6 @@ import numpy as np
 
 from ..classify.metrics import eleven_point_ap
 from ..data.boxes import BoxSet
-from .geometry import iou
 
 MIN_IOU = 0.5
 METRICS = ("voc07", "voc", "coco")
@@ -102,6 +101,8 @@ def match_class(boxes: np.ndarray, scores: np.ndarray, image: np.ndarray, truth:
     """Per detection (boxes D×4, scores D, image D indices into truth) of one class: 1 true
     positive, 0 false positive, -1 ignored (its best box is difficult); truth[i] = (boxes G×4,
     difficult G) of image i and the class."""
+    from .geometry import iou  # here: geometry imports torch, and the CLI imports this module to start
+
     outcome = np.zeros(len(scores), dtype=np.int8)
     matched = [np.zeros(len(g), dtype=bool) for g, _ in truth]
     for k in np.argsort(-scores, kind="stable"):
