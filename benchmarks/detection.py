@@ -76,21 +76,34 @@ def load_maps(scale: int, ids: list[str]) -> dict[str, ImageMap]:
     return out
 
 
+class WithoutRegression:
+    """A detector model whose windows stay where they are (its box regression unused)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def score_windows(self, rv, image_map, windows):
+        from sppfeat.detection.model import WindowScores
+
+        return WindowScores(self.model.score_windows(rv, image_map, windows).scores, lambda rows, k: None)
+
+
 def detections_of(model, rv, truth, maps, proposal_set, regression: bool, box_voting: bool = False):
     """Detections of `model` on the images of `truth` (maps and windows given)."""
     from sppfeat.detection.inference import detect_windows
     from sppfeat.detection.metric import Detections
 
-    saved = model.regression
-    model.regression = saved if regression else None
+    scorer = model if regression else WithoutRegression(model)
     paths, boxes, labels, scores = [], [], [], []
     for path in truth.paths:
-        b, k, s = detect_windows(model, rv, maps[path[:-4]], proposal_set.of(path), box_voting=box_voting)
+        b, k, s = detect_windows(scorer, rv, maps[path[:-4]], proposal_set.of(path), box_voting=box_voting)
         paths += [path] * len(b)
         boxes.append(b)
         labels += [model.class_names[j] for j in k]
         scores.append(s)
-    model.regression = saved
     return Detections(paths, np.concatenate(boxes), labels, np.concatenate(scores))
 
 
@@ -132,7 +145,7 @@ def test_variants(model, rv, test, maps, proposal_set) -> dict:
 
     out = {}
     for key, (regression, voting) in VARIANTS.items():
-        if regression and model.regression is None:
+        if regression and model.regression is None and model.head is None:
             continue
         e = evaluate_boxes(detections_of(model, rv, test, maps, proposal_set, regression, voting), test)
         out[key] = {"mAP": round(100 * e.mAP, 2),

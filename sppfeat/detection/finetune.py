@@ -33,12 +33,14 @@ log = logging.getLogger("sppfeat")
 @dataclass
 class HeadImage:
     """One image's training windows: cells W×4 (half-open cells of its map), label W (0 =
-    background, k + 1 = class k, -1 = not used), offsets W×4 (onto the object, for label > 0)."""
+    background, k + 1 = class k), offsets W×4 (onto the object, for label > 0); objects: the
+    classes of its usable non-difficult boxes."""
 
     image_map: ImageMap | StoredMap
     cells: np.ndarray
     label: np.ndarray
     offsets: np.ndarray
+    objects: np.ndarray
 
 
 def label_head_windows(windows: np.ndarray, boxes: np.ndarray, labels: np.ndarray, difficult: np.ndarray,
@@ -64,19 +66,20 @@ def label_head_windows(windows: np.ndarray, boxes: np.ndarray, labels: np.ndarra
     return label, offsets
 
 
-def head_image(rv: RegionVectors, image_map: ImageMap, stored: ImageMap | StoredMap, windows: np.ndarray,
-               boxes: np.ndarray, labels: np.ndarray, difficult: np.ndarray, settings: HeadSettings) -> HeadImage:
-    """The training windows of one image: its usable windows and usable non-difficult boxes,
-    labelled (label_head_windows) and projected onto the cells of `image_map` (stored: where the
-    map waits)."""
-    ok, _ = rv.usable(image_map, windows)
+def head_image(rv: RegionVectors, image_map: ImageMap, windows: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+               difficult: np.ndarray, settings: HeadSettings, never_background: np.ndarray | None = None) -> HeadImage:
+    """The training windows of one image: its usable `windows` (W×4, pixels as stored) and its
+    usable non-difficult boxes, labelled (label_head_windows; a window of never_background, mask W,
+    is not background) and projected onto the cells of `image_map`."""
     box_ok, _ = rv.usable(image_map, boxes)
-    objects = boxes[box_ok & ~difficult & (labels >= 0)]
-    windows = np.concatenate([np.asarray(windows, np.float64)[ok], objects]).reshape(-1, 4)
+    easy = box_ok & ~difficult & (labels >= 0)
+    windows = np.concatenate([np.asarray(windows, np.float64).reshape(-1, 4), boxes[easy]])
     label, offsets = label_head_windows(windows, boxes[box_ok], labels[box_ok], difficult[box_ok], settings)
+    if never_background is not None:
+        label[:len(never_background)][never_background & (label[:len(never_background)] == 0)] = -1
     used = label >= 0
     unique, inverse = rv.unique_cells(image_map, windows[used])
-    return HeadImage(stored, unique[inverse], label[used], offsets[used].astype(np.float32))
+    return HeadImage(image_map, unique[inverse], label[used], offsets[used].astype(np.float32), labels[easy])
 
 
 def sample_windows(image: HeadImage, settings: HeadSettings, rng: np.random.Generator) -> np.ndarray:
@@ -108,7 +111,7 @@ def head_loss(head: WindowHead, images: list[HeadImage], picks: list[np.ndarray]
     moved = offsets[fg, label[fg] - 1] / std
     box = torch.nn.functional.smooth_l1_loss(moved, target[fg] / std, reduction="sum") / max(len(label), 1)
     accuracy = (logits.argmax(1) == label).float().mean()
-    return softmax + box_weight * box, {"softmax": float(softmax), "box": float(box), "accuracy": float(accuracy)}
+    return softmax + box_weight * box, {"softmax": softmax.item(), "box": box.item(), "accuracy": accuracy.item()}
 
 
 def fit_head(images: list[HeadImage], n_classes: int, rv: RegionVectors, settings: HeadSettings,
@@ -120,7 +123,7 @@ def fit_head(images: list[HeadImage], n_classes: int, rv: RegionVectors, setting
     device = rv.device
     head = WindowHead(rv.model.channels, settings.reduced, settings.hidden, rv.config.levels, n_classes,
                       settings.dropout).to(device)
-    usable = [im for im in images if (im.label >= 0).any()]
+    usable = [im for im in images if len(im.label)]
     if not usable:
         raise ValueError("no training window for the head (no image with proposals or objects)")
     per_epoch = math.ceil(len(usable) / settings.images_per_batch)
@@ -156,3 +159,9 @@ def fit_head(images: list[HeadImage], n_classes: int, rv: RegionVectors, setting
                      settings.epochs, means["softmax"], means["box"], 100 * means["accuracy"],
                      time.monotonic() - start)
     return head.eval(), stats
+
+
+def object_counts(images: list[HeadImage], n_classes: int) -> list[int]:
+    """Training objects per class: the images' usable non-difficult boxes."""
+    labels = np.concatenate([im.objects for im in images]) if images else np.zeros(0, np.int64)
+    return np.bincount(labels, minlength=n_classes).tolist()

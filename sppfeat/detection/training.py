@@ -27,12 +27,13 @@ from ..meter import Meter
 from ..storage.hdf5 import check_output
 from .geometry import iou
 from .maps import ImageMap, MapFile, RegionVectors, mirror_boxes
+from .finetune import HeadImage, fit_head, head_image, object_counts
 from .mining import TrainingImage, fit_detector, label_windows
 from .model import DetectorModel, save_detector
 from .proposal_file import ProposalSet, load_proposals
 from .proposals import ProposalConfig, propose_file
 from .runs import Workers, check_cores, split_cores, torch_threads
-from .settings import TrainingSettings
+from .settings import HeadSettings, TrainingSettings
 
 log = logging.getLogger("sppfeat")
 
@@ -86,6 +87,37 @@ def truth_of(truth: BoxSet, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return truth.boxes[a:b], truth.labels[a:b], truth.difficult[a:b]
 
 
+def unknown_ground(rv: RegionVectors, truth: BoxSet, i: int, image_map: ImageMap, windows: np.ndarray,
+                   threshold: float) -> tuple[np.ndarray, list[str]]:
+    """(mask W of the usable `windows` of image i that must not be negatives: IoU >= threshold
+    with a box the reader refused (truth.rejected) or one without a class, all of them when such a
+    box cannot be located (inverted, zero size, outside the image); notes on the boxes not used)."""
+    boxes, labels, _ = truth_of(truth, i)
+    box_ok, _ = rv.usable(image_map, boxes)
+    height, width = image_map.stored_size
+    notes = [f"box {k} ({', '.join(f'{v:g}' for v in boxes[k])}) is empty or outside the image as decoded "
+             f"({width}x{height}): none of its windows used as negatives" for k in np.flatnonzero(~box_ok)]
+    notes += [f"box {k} has no class: no window overlapping it used as a negative"
+              for k in np.flatnonzero(box_ok & (labels < 0))]
+    unknown = [r.box for r in truth.rejected if r.path == truth.paths[i]] + list(boxes[box_ok & (labels < 0)])
+    nowhere = not box_ok.all() or any(box is None for box in unknown)
+    if unknown and not nowhere and len(windows):
+        areas = np.clip(np.array(unknown, np.float64), 0, [width, height, width, height])
+        return iou(windows, areas).max(axis=1) >= threshold, notes
+    return np.full(len(windows), nowhere), notes
+
+
+def prepare_head_image(rv: RegionVectors, truth: BoxSet, i: int, image_map: ImageMap, windows: np.ndarray,
+                       settings: HeadSettings) -> tuple[HeadImage, list[str]]:
+    """Image i of `truth` ready for the head's training (sppfeat.detection.finetune.head_image): no
+    window that would be an object of a refused box (IoU >= fg_iou) is background."""
+    window_ok, _ = rv.usable(image_map, windows)
+    windows = np.asarray(windows, np.float64)[window_ok]
+    never, notes = unknown_ground(rv, truth, i, image_map, windows, settings.fg_iou)
+    boxes, labels, difficult = truth_of(truth, i)
+    return head_image(rv, image_map, windows, boxes, labels, difficult, settings, never), notes
+
+
 def prepare_image(rv: RegionVectors, truth: BoxSet, i: int, image_map: ImageMap, windows: np.ndarray,
                   settings: TrainingSettings, rng: np.random.Generator,
                   mirrored: Callable[[], ImageMap] | None = None) -> tuple[TrainingImage, list[str]]:
@@ -97,21 +129,11 @@ def prepare_image(rv: RegionVectors, truth: BoxSet, i: int, image_map: ImageMap,
     objects are positives too (asked only when there are some)."""
     boxes, labels, difficult = truth_of(truth, i)
     box_ok, _ = rv.usable(image_map, boxes)
-    height, width = image_map.stored_size
-    notes = [f"box {k} ({', '.join(f'{v:g}' for v in boxes[k])}) is empty or outside the image as decoded "
-             f"({width}x{height}): none of its windows used as negatives" for k in np.flatnonzero(~box_ok)]
-    notes += [f"box {k} has no class: no window overlapping it used as a negative"
-              for k in np.flatnonzero(box_ok & (labels < 0))]
-    unknown = [r.box for r in truth.rejected if r.path == truth.paths[i]] + list(boxes[box_ok & (labels < 0)])
-    nowhere = not box_ok.all() or any(box is None for box in unknown)
-    box_ok &= labels >= 0
-    boxes, labels, difficult = boxes[box_ok], labels[box_ok], difficult[box_ok]
     window_ok, _ = rv.usable(image_map, windows)
     windows = np.asarray(windows, np.float64)[window_ok]
-    never_negative = np.full(len(windows), nowhere)
-    if unknown and not nowhere and len(windows):
-        areas = np.clip(np.array(unknown, np.float64), 0, [width, height, width, height])
-        never_negative = iou(windows, areas).max(axis=1) >= settings.negative_iou
+    never_negative, notes = unknown_ground(rv, truth, i, image_map, windows, settings.negative_iou)
+    box_ok &= labels >= 0
+    boxes, labels, difficult = boxes[box_ok], labels[box_ok], difficult[box_ok]
     negative, (reg_windows, reg_labels, reg_targets) = label_windows(
         windows, boxes, labels, difficult, len(truth.class_names), settings, rng, never_negative)
     easy = ~difficult
@@ -165,10 +187,11 @@ def read_truth(images: str | os.PathLike, boxes: str | os.PathLike, box_format: 
 
 
 def prepare_images(rv: RegionVectors, truth: BoxSet, root: Path, source: WindowSource, settings: TrainingSettings,
-                   maps: MapFile, quiet: bool = False,
-                   processes: int = 0) -> tuple[list[TrainingImage], list[tuple[str, str]]]:
-    """The training images of `truth` with their maps (kept in `maps`); skips with reasons.
-    processes: worker processes finding the windows ahead of the network (0: here)."""
+                   maps: MapFile, quiet: bool = False, processes: int = 0,
+                   head: HeadSettings | None = None) -> tuple[list[TrainingImage | HeadImage], list[tuple[str, str]]]:
+    """The training images of `truth` with their maps (kept in `maps`), for the SVMs' mining or
+    (head given) the head's training; skips with reasons. processes: worker processes finding the
+    windows ahead of the network (0: here)."""
     rng = np.random.default_rng(settings.seed)
     prepared, skipped = [], []
     meter = Meter("conv maps", len(truth.paths), quiet=quiet)
@@ -179,14 +202,18 @@ def prepare_images(rv: RegionVectors, truth: BoxSet, root: Path, source: WindowS
             try:
                 if isinstance(windows, ValueError):
                     raise windows
-                mirrored = (lambda: rv.image_map(file, mirrored=True)) if settings.mirror else None
-                image, notes = prepare_image(rv, truth, i, rv.image_map(file), windows, settings, rng, mirrored)
+                image_map = rv.image_map(file)
+                if not rv.usable(image_map, windows)[0].any():
+                    skipped.append((path, "no usable proposals (its objects are still positives)"))
+                if head is not None:
+                    image, notes = prepare_head_image(rv, truth, i, image_map, windows, head)
+                else:
+                    mirrored = (lambda: rv.image_map(file, mirrored=True)) if settings.mirror else None
+                    image, notes = prepare_image(rv, truth, i, image_map, windows, settings, rng, mirrored)
             except ValueError as exc:
                 image, notes = None, [str(exc)]
             skipped.extend((path, note) for note in notes)
             if image is not None:
-                if len(image.windows) == 0:
-                    skipped.append((path, "no usable proposals (its objects are still positives)"))
                 image.image_map = maps.keep(image.image_map)
                 prepared.append(image)
             meter.update(1)
@@ -196,17 +223,19 @@ def prepare_images(rv: RegionVectors, truth: BoxSet, root: Path, source: WindowS
 
 def train_detector(images: str | os.PathLike, boxes: str | os.PathLike, model: str | os.PathLike, *,
                    proposals: str | os.PathLike | None = None, config: ExtractionConfig | None = None,
-                   settings: TrainingSettings | None = None, proposal_config: ProposalConfig | None = None,
-                   box_format: str = "auto", device: str = "auto", cores: int | None = None, overwrite: bool = False,
-                   quiet: bool = False) -> TrainDetectorResult:
-    """Train one linear SVM per class of `boxes` (COCO JSON, VOC XML folder or CSV with labels and
-    optional difficult flags; image paths relative to the folder `images`) on window vectors, and
-    write the detector to `model`. proposals: a proposal file (``sppfeat proposals``) or box file
-    of windows; None: selective search here with `proposal_config`. config: the window vectors'
-    settings (default DETECTION_DEFAULTS, one scale); settings: the training (TrainingSettings).
-    cores: CPU cores to use (default: the usable ones): torch threads, and, without proposals,
-    selective search worker processes ahead of the network (runs.split_cores).
-    ValueError for bad arguments, unreadable boxes or no usable image."""
+                   settings: TrainingSettings | None = None, head: HeadSettings | None = None,
+                   proposal_config: ProposalConfig | None = None, box_format: str = "auto", device: str = "auto",
+                   cores: int | None = None, overwrite: bool = False, quiet: bool = False) -> TrainDetectorResult:
+    """Train a detector of the classes of `boxes` (COCO JSON, VOC XML folder, CSV, YOLO labels;
+    image paths relative to the folder `images`) on the windows of its images, and write it to
+    `model`. head: the fine-tuned head's settings (its softmax probabilities score the windows),
+    or None for one linear SVM per class on the pooled window vectors with hard-negative mining
+    and ridge box regression (`settings`, TrainingSettings). proposals: a proposal file
+    (``sppfeat proposals``) or box file of windows; None: selective search here with
+    `proposal_config`. config: the window vectors' settings (default DETECTION_DEFAULTS, one
+    scale). cores: CPU cores to use (default: the usable ones): torch threads, and, without
+    proposals, selective search worker processes ahead of the network (runs.split_cores).
+    ValueError for bad arguments, unreadable boxes, no usable image or a diverging head."""
     start = time.monotonic()
     check_output(model, overwrite)
     return_large_blocks()
@@ -217,23 +246,34 @@ def train_detector(images: str | os.PathLike, boxes: str | os.PathLike, model: s
     source = WindowSource(load_proposals(proposals) if proposals is not None else None,
                           proposal_config or ProposalConfig())
     rv = RegionVectors(config or DETECTION_DEFAULTS, device)
+    n_classes = len(truth.class_names)
     with tempfile.TemporaryDirectory(prefix=".sppfeat-maps-", dir=Path(model).resolve().parent) as folder:
         maps = MapFile(Path(folder) / "maps.f16")
         try:
             with torch_threads(threads):
-                prepared, notes = prepare_images(rv, truth, Path(images), source, settings, maps, quiet, processes)
+                prepared, notes = prepare_images(rv, truth, Path(images), source, settings, maps, quiet, processes,
+                                                 head)
             skipped += notes
             if not prepared:
                 raise ValueError(f"no usable training image ({skipped[0][0]}: {skipped[0][1]})" if skipped else
                                  "no usable training image")
             with torch_threads(cores):
-                fitted = fit_detector(prepared, len(truth.class_names), rv, settings, quiet)
+                if head is None:
+                    fitted = fit_detector(prepared, n_classes, rv, settings, quiet)
+                else:
+                    fitted_head, stats = fit_head(prepared, n_classes, rv, head, quiet)
         finally:
             maps.close()
     record = {**rv.config.to_record(), **provenance(rv.weights_path, images, str(rv.device))}
-    training = {**dataclasses.asdict(settings), **fitted.stats, "n_images": len(prepared),
-                "boxes_file": str(Path(boxes).resolve()), "skipped": len(skipped)}
-    save_detector(model, DetectorModel(fitted.coef, fitted.intercept, list(truth.class_names), record,
-                                       source.record(), training, fitted.regression))
-    return TrainDetectorResult(Path(model), list(truth.class_names), len(prepared), fitted.stats["positives"],
-                               skipped, time.monotonic() - start, fitted.stats)
+    common = {"n_images": len(prepared), "boxes_file": str(Path(boxes).resolve()), "skipped": len(skipped)}
+    if head is None:
+        stats = fitted.stats
+        detector = DetectorModel(fitted.coef, fitted.intercept, list(truth.class_names), record, source.record(),
+                                 {**dataclasses.asdict(settings), **stats, **common}, fitted.regression)
+    else:
+        stats = {**stats, "positives": object_counts(prepared, n_classes)}
+        detector = DetectorModel(None, None, list(truth.class_names), record, source.record(),
+                                 {"head": dataclasses.asdict(head), **stats, **common}, head=fitted_head)
+    save_detector(model, detector)
+    return TrainDetectorResult(Path(model), list(truth.class_names), len(prepared), stats["positives"],
+                               skipped, time.monotonic() - start, stats)

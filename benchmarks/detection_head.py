@@ -1,0 +1,80 @@
+"""The fine-tuned detection head on the shared VOC 2007 sample (issue 27): train it on cached conv
+maps (`python benchmarks/detection.py proposals` and `maps` first), score it on the val images
+and/or the held-out folds of 3-fold CV inside `train`, with and without its box regression and box
+voting. Results are appended to bench-out/detection/results.jsonl.
+
+    python benchmarks/detection_head.py [--head '{"epochs": 8}'] [--cv 3 --fold 0] [--no-val] [--tag T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import torch
+
+from detection import OUT, VOC, cv_folds, load_maps, record, split_ids, test_variants
+from sppfeat.config import DETECTION_DEFAULTS
+from sppfeat.data.boxes import read_boxes
+from sppfeat.detection.finetune import fit_head
+from sppfeat.detection.maps import RegionVectors
+from sppfeat.detection.model import DetectorModel, save_detector
+from sppfeat.detection.proposal_file import read_proposals
+from sppfeat.detection.settings import HeadSettings
+from sppfeat.detection.training import prepare_head_image
+from sppfeat.libc import return_large_blocks
+
+
+def train_and_test(train, test, maps, proposal_set, rv, settings: HeadSettings, save) -> dict:
+    """Fit the head on the images of BoxSet `train`, score it on `test` (test_variants)."""
+    start = time.monotonic()
+    images = [prepare_head_image(rv, train, i, maps[path[:-4]], proposal_set.of(path), settings)[0]
+              for i, path in enumerate(train.paths)]
+    head, stats = fit_head(images, len(train.class_names), rv, settings)
+    trained = time.monotonic()
+    model = DetectorModel(None, None, list(train.class_names), rv.config.to_record(), proposal_set.settings,
+                          {"head": dataclasses.asdict(settings), **stats, "n_images": len(images)}, head=head)
+    save_detector(save, model)
+    out = {"train_images": len(train.paths), "test_images": len(test.paths), "epochs": stats["epochs"],
+           "train_seconds": round(trained - start, 1)}
+    out.update(test_variants(model, rv, test, maps, proposal_set))
+    out["test_seconds"] = round(time.monotonic() - trained, 1)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--head", default="{}", help="HeadSettings fields as JSON")
+    p.add_argument("--cv", type=int, default=0, help="K-fold CV inside the training images (0 = none)")
+    p.add_argument("--fold", type=int, action="append", help="with --cv: only these folds (repeatable)")
+    p.add_argument("--no-val", action="store_true")
+    p.add_argument("--train-n", type=int, default=0, help="first N train images (0 = all 1,500)")
+    p.add_argument("--tag", default="")
+    a = p.parse_args()
+    return_large_blocks()
+    settings = HeadSettings(**json.loads(a.head))
+    truth = read_boxes(VOC / "Annotations", keep_empty=True)
+    train_ids, val_ids = split_ids("train"), split_ids("val")
+    if a.train_n:
+        train_ids = train_ids[:a.train_n]
+    index = {path: i for i, path in enumerate(truth.paths)}
+    subset = lambda ids: truth.keep_images(sorted(index[f"{i}.jpg"] for i in ids))  # noqa: E731
+    proposal_set = read_proposals(OUT / "proposals.h5")
+    maps = load_maps(DETECTION_DEFAULTS.scales[0], train_ids + ([] if a.no_val else val_ids))
+    rv = RegionVectors(DETECTION_DEFAULTS, "cpu")
+    base = {"step": "head", "tag": a.tag, "head": json.loads(a.head), "train_n": a.train_n,
+            "threads": torch.get_num_threads()}
+    if not a.no_val:
+        record({**base, "test": "val", **train_and_test(subset(train_ids), subset(val_ids), maps, proposal_set, rv,
+                                                          settings, OUT / f"head{a.tag}.h5")})
+    for k, (kept_ids, held_ids) in enumerate(cv_folds(train_ids, a.cv) if a.cv else []):
+        if a.fold and k not in a.fold:
+            continue
+        record({**base, "test": f"cv{k}", **train_and_test(subset(kept_ids), subset(held_ids), maps, proposal_set,
+                                                            rv, settings, OUT / f"head{a.tag}-cv{k}.h5")})
+
+
+if __name__ == "__main__":
+    main()
