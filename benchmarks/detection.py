@@ -4,7 +4,6 @@ detectors, reproducibly.
     python benchmarks/detection.py proposals          # selective search on the 1,700 images (resumable)
     python benchmarks/detection.py maps               # conv maps at the detection scale, cached on disk
     python benchmarks/detection.py accuracy [--train-n N] [--levels 3,2,1] [--cv 3] ...
-    python benchmarks/detection.py speed [--n 10]     # seconds per stage; SPP-net's way vs R-CNN's way
     python benchmarks/detection.py model --model M.h5 # a trained model on val, with and without its regression
     python benchmarks/detection.py folders            # bench-out/detection/{train,val}/{photos,Annotations}
                                                       # (symbolic links) for the commands themselves
@@ -209,68 +208,6 @@ def cv_folds(ids: list[str], n: int) -> list[tuple[list[str], list[str]]]:
     return out
 
 
-def rcnn_vectors(rv: RegionVectors, file: str, windows: np.ndarray, batch: int = 64) -> np.ndarray:
-    """R-CNN's way with our extractor: every window cropped from the image, warped to 224 × 224 and
-    run through the network on its own (the same levels and pooling, float32)."""
-    from PIL import Image
-
-    from sppfeat.detection.proposals import stored_rgb
-    from sppfeat.pyramid import spatial_pyramid_pool
-
-    image = Image.fromarray(stored_rgb(file))
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(windows), batch):
-            crops = [np.asarray(image.crop(tuple(int(v) for v in w)).resize((224, 224), Image.BILINEAR))
-                     for w in windows[start:start + batch]]
-            fmap = rv.model.feature_map(torch.from_numpy(np.stack(crops)))
-            out.append(spatial_pyramid_pool(fmap.float(), rv.model.levels, rv.model.pool).numpy())
-    return np.concatenate(out)
-
-
-def speed(args, rest) -> None:
-    """Seconds per image of each stage on `--n` val images, and the detection stage (all but
-    proposals) against R-CNN's way on the same images and windows, in one run."""
-    from sppfeat.detection.inference import detect_windows
-    from sppfeat.detection.model import load_detector
-    from sppfeat.detection.proposal_file import read_proposals
-    from sppfeat.detection.proposals import ProposalConfig, propose_file
-
-    p = argparse.ArgumentParser()
-    p.add_argument("--n", type=int, default=10)
-    p.add_argument("--model", default=str(OUT / "detector.h5"))
-    a = p.parse_args(rest)
-    model = load_detector(a.model)
-    rv = RegionVectors(model.feature_settings, "cpu")
-    proposal_set = read_proposals(OUT / "proposals.h5")
-    ids = split_ids("val")[:a.n]
-    timings = {"proposals": [], "conv": [], "pool_score": [], "nms": [], "rcnn": [], "windows": []}
-    for image_id in ids:
-        file = str(VOC / "JPEGImages" / f"{image_id}.jpg")
-        t0 = time.perf_counter()
-        propose_file(file, ProposalConfig())
-        t1 = time.perf_counter()
-        image_map = rv.image_map(file)
-        t2 = time.perf_counter()
-        windows = proposal_set.of(f"{image_id}.jpg")
-        stage: dict = {}
-        detect_windows(model, rv, image_map, windows, timings=stage)
-        t3 = time.perf_counter()
-        vectors = rcnn_vectors(rv, file, windows)
-        model.scores(vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
-        t4 = time.perf_counter()
-        for key, value in (("proposals", t1 - t0), ("conv", t2 - t1), ("pool_score", stage["pool_score"]),
-                           ("nms", stage["nms"]), ("rcnn", t4 - t3), ("windows", len(windows))):
-            timings[key].append(value)
-        print(image_id, {k: round(v[-1], 3) for k, v in timings.items()}, flush=True)
-    med = {k: float(np.median(v)) for k, v in timings.items()}
-    ours = [c + p + n for c, p, n in zip(timings["conv"], timings["pool_score"], timings["nms"])]
-    record({"step": "speed", "images": len(ids), "threads": torch.get_num_threads(),
-            "median_seconds": {k: round(v, 4) for k, v in med.items()},
-            "detection_stage_seconds": round(float(np.median(ours)), 4),
-            "rcnn_over_spp": round(float(np.median(np.array(timings["rcnn"]) / np.array(ours))), 1)})
-
-
 def proposal_recall() -> dict:
     """Share of the non-difficult objects of each split with a proposal at IoU >= 0.5 and >= 0.7."""
     from sppfeat.detection.geometry import iou
@@ -335,7 +272,7 @@ def record(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("proposals", "maps", "accuracy", "speed", "model", "folders"))
+    parser.add_argument("step", choices=("proposals", "maps", "accuracy", "model", "folders"))
     parser.add_argument("--scale", type=int, default=DETECTION_DEFAULTS.scales[0])
     args, rest = parser.parse_known_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -349,8 +286,6 @@ def main() -> None:
         compute_maps(args.scale)
     elif args.step == "accuracy":
         accuracy(args, rest)
-    elif args.step == "speed":
-        speed(args, rest)
     elif args.step == "model":
         score_model(args, rest)
     elif args.step == "folders":

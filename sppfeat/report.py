@@ -34,17 +34,28 @@ def describe_detector(path: str | os.PathLike) -> str:
 
     m = load_detector(path)
     c, t, p = m.feature_settings, m.training, m.proposals
-    rounds = t.get("mining", [])
+    if m.head is not None:
+        shape, h = m.head.shape, t.get("head", {})
+        epochs = t.get("epochs", [])
+        kind = (f"{len(m.class_names)} classes, fine-tuned head: 1×1 to {shape['reduced']} channels, "
+                f"layers {','.join(map(str, shape['hidden']))}; scores are probabilities)")
+        training = (f"{t.get('n_images', '?')} images, {sum(t.get('positives', []))} objects, {len(epochs)} epochs, "
+                    f"lr {h.get('lr', '?')}, seed {h.get('seed', '?')}"
+                    + (f", last epoch's window accuracy {100 * epochs[-1]['accuracy']:.1f} %" if epochs else ""))
+    else:
+        rounds = t.get("mining", [])
+        kind = (f"{len(m.class_names)} classes × {m.coef.shape[1]} dims, linear SVMs"
+                + (", box regression" if m.regression is not None else "") + "; scores are margins)")
+        training = (f"{t.get('n_images', '?')} images, {sum(t.get('positives', []))} objects, C {t.get('C', '?')}, "
+                    f"{max(len(rounds) - 1, 0)} mining rounds, {sum(r['added'] for r in rounds)} negatives mined")
     return "\n".join([
-        f"{path}: sppfeat detector ({len(m.class_names)} classes × {m.coef.shape[1]} dims"
-        + (", box regression)" if m.regression is not None else ")"),
+        f"{path}: sppfeat detector ({kind}",
         f"  classes     {', '.join(m.class_names)}",
         f"  windows     {c.backbone}, scale {','.join(map(str, c.scales))}, levels {','.join(map(str, c.levels))}, "
         f"{c.pool} pooling",
         f"  proposals   {p.get('method', '?')}, at most {p.get('max_boxes', '?')} per image"
         + (f" (from {p['source']})" if "source" in p else ""),
-        f"  training    {t.get('n_images', '?')} images, {sum(t.get('positives', []))} objects, C {t.get('C', '?')}, "
-        f"{max(len(rounds) - 1, 0)} mining rounds, {sum(r['added'] for r in rounds)} negatives mined"])
+        f"  training    {training}"])
 
 
 def describe_proposals(path: str | os.PathLike) -> str:

@@ -13,9 +13,9 @@ from ..backbones import BACKBONES
 from ..config import DETECTION_DEFAULTS, POOLS, ExtractionConfig
 from ..data.boxes import BOX_FORMATS
 from ..detection.metric import METRICS
-from ..detection.settings import TrainingSettings
+from ..detection.settings import HeadSettings, TrainingSettings
 from . import main, say
-from .options import LEVELS, SHARD, apply
+from .options import LEVELS, SHARD, SIZES, apply
 
 SHOW_SKIPPED = 20  # skipped ground-truth files named one per line; the rest counted
 PROPOSALS_HELP = "Proposal file (sppfeat proposals) or box file of windows (COCO JSON, VOC XML folder, CSV " \
@@ -108,40 +108,60 @@ def proposals(images, output, method, max_boxes, min_size, search_side, cores, s
                    "LabelImg's filename,width,height,class,xmin,ymin,xmax,ymax), or a folder of YOLO labels.")
 @window_options
 @proposal_options
+@click.option("--head/--no-head", default=True, show_default=True,
+              help="Fine-tune a head on the pooled windows (scores: softmax probabilities, comparable across "
+                   "classes), or --no-head: one linear SVM per class with hard-negative mining (scores: margins).")
+@click.option("--head-epochs", default=HeadSettings.epochs, show_default=True, type=click.IntRange(min=1),
+              help="Head: passes over the training images.")
+@click.option("--head-lr", default=HeadSettings.lr, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Head: AdamW's learning rate (cosine-decayed to 0).")
+@click.option("--head-reduce", default=HeadSettings.reduced, show_default=True, type=click.IntRange(min=1),
+              help="Head: channels of the 1×1 convolution on the conv map before pooling.")
+@click.option("--head-hidden", default=",".join(map(str, HeadSettings.hidden)), show_default=True, type=SIZES,
+              help="Head: sizes of its fully-connected layers.")
+@click.option("--seed", default=HeadSettings.seed, show_default=True, type=int,
+              help="Seed of the head's weights and of the sampled windows.")
 @click.option("--C", "C", default=TrainingSettings.C, show_default=True, type=click.FloatRange(0, min_open=True),
-              help="SVM penalty.")
+              help="--no-head: SVM penalty.")
 @click.option("--rounds", default=TrainingSettings.rounds, show_default=True, type=click.IntRange(min=0),
-              help="Hard-negative mining rounds.")
+              help="--no-head: hard-negative mining rounds.")
 @click.option("--regression/--no-regression", default=TrainingSettings.regression, show_default=True,
-              help="Learn box regressors.")
+              help="--no-head: learn ridge box regressors (the head always learns its box offsets).")
 @click.option("--mirror/--no-mirror", default=TrainingSettings.mirror, show_default=True,
-              help="Objects are also positives as seen in the image flipped left-right.")
+              help="--no-head: objects are also positives as seen in the image flipped left-right.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--cores", type=click.IntRange(min=1), help="CPU cores: torch threads, and without --proposals "
                                                           "selective search processes [default: the usable cores].")
 @click.option("--overwrite", is_flag=True, help="Replace MODEL if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
 def train_detector(images, boxes, model, proposals, box_format, backbone, weights, levels, pool, scale, max_side,
-                   method, max_boxes, min_size, search_side, C, rounds, regression, mirror, device, cores, overwrite,
-                   quiet):
-    """Train one linear SVM per class of BOXES (ground truth; difficult boxes are neither positives
-    nor negatives) on window vectors of the images under IMAGES, mining hard negatives, and write
-    the detector MODEL."""
+                   method, max_boxes, min_size, search_side, head, head_epochs, head_lr, head_reduce, head_hidden,
+                   seed, C, rounds, regression, mirror, device, cores, overwrite, quiet):
+    """Train a detector of the classes of BOXES (ground truth; difficult boxes are neither objects
+    nor background) on the windows of the images under IMAGES, and write it to MODEL: a head
+    fine-tuned on the pooled windows (default), or one linear SVM per class (--no-head)."""
     from ..detection.proposals import ProposalConfig
     from ..detection.training import train_detector as train_api
 
     config = ExtractionConfig(backbone=backbone, weights=weights, levels=levels, pool=pool, scales=(scale,),
                               max_side=max_side)
+    try:
+        head_settings = HeadSettings(reduced=head_reduce, hidden=head_hidden, epochs=head_epochs, lr=head_lr,
+                                     seed=seed) if head else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--head-*") from None
     result = train_api(images, boxes, model, proposals=proposals, config=config, box_format=box_format,
-                       settings=TrainingSettings(C=C, rounds=rounds, regression=regression, mirror=mirror),
+                       settings=TrainingSettings(C=C, rounds=rounds, regression=regression, mirror=mirror, seed=seed),
+                       head=head_settings,
                        proposal_config=ProposalConfig(method, max_boxes, min_size, search_side),
                        device=device, cores=cores, overwrite=overwrite, quiet=quiet)
     for path, reason in result.skipped[:20]:
         say(f"skipped {path}: {reason}")
     if not quiet:
+        trained = (f"head trained {len(result.stats['epochs'])} epochs" if head else
+                   f"{len(result.stats['mining']) - 1} mining rounds")
         say(f"{result.path}: {len(result.classes)} classes, {sum(result.n_positives)} objects in "
-            f"{result.n_images} images, {len(result.stats['mining']) - 1} mining rounds, {result.seconds:.1f} s; "
-            f"{len(result.skipped)} skipped")
+            f"{result.n_images} images, {trained}, {result.seconds:.1f} s; {len(result.skipped)} skipped")
 
 
 @main.command()

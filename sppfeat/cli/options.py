@@ -83,6 +83,7 @@ def parse_plots_folder(text: str) -> str:
 LEVELS = ParsedOption("levels", int_list(as_levels))
 SCALES = ParsedOption("scales", int_list(as_scales))
 SHARD = ParsedOption("i/n", parse_shard, separator="/")
+SIZES = ParsedOption("sizes", int_list(lambda sizes: sizes))  # checked by the settings they go into
 PENALTY = ParsedOption("C", parse_penalty)
 PREDICTION_FILE = ParsedOption("file", parse_prediction_file)
 PLOTS_FOLDER = ParsedOption("folder", parse_plots_folder)

@@ -156,3 +156,38 @@ def test_a_diverging_training_stops_with_a_reason():
 def test_bad_head_settings_are_refused(fields):
     with pytest.raises(ValueError, match="head"):
         HeadSettings(**fields)
+
+
+def test_the_model_file_keeps_the_head(tmp_path):
+    from sppfeat.detection.model import DetectorModel, load_detector, save_detector
+
+    head = small_head()
+    save_detector(tmp_path / "m.h5", DetectorModel(None, None, ["a", "b", "c"], {}, {}, {"head": {"epochs": 1}},
+                                                   head=head))
+    loaded = load_detector(tmp_path / "m.h5")
+    assert loaded.score_kind == "probability" and loaded.vote_floor == 0 and loaded.coef is None
+    for (name, a), b in zip(head.state_dict().items(), loaded.head.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not loaded.head.training  # dropout off: scores are deterministic
+
+
+def test_a_model_file_from_before_the_head_still_scores_with_its_svms(tmp_path):
+    """A file in the layout train-detector wrote before the head (written here with h5py)."""
+    import h5py
+
+    from sppfeat.config import DETECTION_DEFAULTS
+    from sppfeat.detection.model import load_detector
+
+    rng = np.random.default_rng(6)
+    coef, intercept = rng.normal(size=(2, 6)).astype(np.float32), np.array([0.5, -0.25])
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        f.attrs.update(sppfeat_kind="detector_model", format_version=1, created="2026-12-01T00:00:00+00:00",
+                       sppfeat_version="0.1.0", feature_config=__import__("json").dumps(DETECTION_DEFAULTS.to_record()),
+                       proposals="{}", training='{"rounds": 3}')
+        f.create_dataset("coef", data=coef)
+        f.create_dataset("intercept", data=intercept)
+        f.create_dataset("class_names", data=["cat", "dog"], dtype=h5py.string_dtype())
+    model = load_detector(tmp_path / "old.h5")
+    assert model.head is None and model.score_kind == "margin" and model.vote_floor == -1
+    x = rng.random((4, 6)).astype(np.float32)
+    np.testing.assert_allclose(model.scores(x), x @ coef.T + intercept, rtol=1e-6)

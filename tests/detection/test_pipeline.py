@@ -148,10 +148,11 @@ def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path):
 def test_commands_from_photos_to_average_precision(voc_small, proposal_file, tmp_path):
     model, dets = tmp_path / "det.h5", tmp_path / "dets.csv"
     r = run_sppfeat("train-detector", voc_small / "images", voc_small / "boxes", model, "--proposals", proposal_file,
-                    "--scale", 160, "--rounds", 1)
+                    "--scale", 160, "--rounds", 1, "--no-head")
     assert r.returncode == 0 and "1 mining rounds" in r.stderr, r.stderr
     r = run_sppfeat("info", model)
-    assert r.returncode == 0 and "sppfeat detector (20 classes × 17920 dims, box regression)" in r.stdout, r.stderr
+    summary = "sppfeat detector (20 classes × 17920 dims, linear SVMs, box regression; scores are margins)"
+    assert r.returncode == 0 and summary in r.stdout, r.stderr
     assert f"{len(IDS)} images" in r.stdout and "1 mining rounds" in r.stdout
     training = load_detector(model).training  # the settings as given, the rounds' record beside them
     assert training["rounds"] == 1 and len(training["mining"]) == 2
@@ -239,3 +240,27 @@ def test_proposal_shards_merge_to_the_single_run(voc_small, proposal_file, tmp_p
     assert merged.paths == whole.paths and merged.skipped == whole.skipped
     np.testing.assert_array_equal(merged.boxes, whole.boxes)
     np.testing.assert_array_equal(merged.first, whole.first)
+
+
+def test_a_head_detects_with_probabilities(voc_small, proposal_file, tmp_path):
+    model, dets = tmp_path / "head.h5", tmp_path / "dets.csv"
+    r = run_sppfeat("train-detector", voc_small / "images", voc_small / "boxes", model, "--proposals", proposal_file,
+                    "--scale", 160, "--levels", "2,1", "--head-epochs", 20, "--head-reduce", 32, "--head-hidden", 64,
+                    "--head-lr", 0.003)
+    assert r.returncode == 0 and "head trained 20 epochs" in r.stderr, r.stderr
+    assert "head epoch 20/20" in r.stderr  # a progress line per epoch
+    trained = load_detector(model)
+    assert trained.score_kind == "probability" and trained.training["head"]["hidden"] == [64]
+    r = run_sppfeat("info", model)
+    assert r.returncode == 0 and "fine-tuned head" in r.stdout and "probabilities" in r.stdout, r.stdout
+    r = run_sppfeat("detect", model, voc_small / "images", "--proposals", proposal_file, "-o", dets, "-q")
+    assert r.returncode == 0, r.stderr
+    scores = [float(row["score"]) for row in csv.DictReader(open(dets))]
+    assert scores and 0 <= min(scores) and max(scores) <= 1
+    r = run_sppfeat("eval-detections", dets, voc_small / "boxes", "--report", tmp_path / "r.json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["mAP"] > 0.5  # its own training images
+    r = run_sppfeat("train-detector", voc_small / "images", voc_small / "boxes", tmp_path / "x.h5", "--proposals",
+                    proposal_file, "--scale", 160, "--head-lr", 1e9, "--head-epochs", 2)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "diverged" in r.stderr
+    assert not (tmp_path / "x.h5").exists()
