@@ -1,6 +1,7 @@
 """The fine-tuned detection head: how training windows are labelled and sampled, its pooling and
 scores against forward passes written out in numpy, its model file, and its training's guards."""
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -175,14 +176,13 @@ def test_a_model_file_from_before_the_head_still_scores_with_its_svms(tmp_path):
     """A file in the layout train-detector wrote before the head (written here with h5py)."""
     import h5py
 
-    from sppfeat.config import DETECTION_DEFAULTS
     from sppfeat.detection.model import load_detector
 
     rng = np.random.default_rng(6)
     coef, intercept = rng.normal(size=(2, 6)).astype(np.float32), np.array([0.5, -0.25])
     with h5py.File(tmp_path / "old.h5", "w") as f:
         f.attrs.update(sppfeat_kind="detector_model", format_version=1, created="2026-12-01T00:00:00+00:00",
-                       sppfeat_version="0.1.0", feature_config=__import__("json").dumps(DETECTION_DEFAULTS.to_record()),
+                       sppfeat_version="0.1.0", feature_config=json.dumps({"backbone": "efficientnet_lite0"}),
                        proposals="{}", training='{"rounds": 3}')
         f.create_dataset("coef", data=coef)
         f.create_dataset("intercept", data=intercept)
