@@ -85,3 +85,25 @@ class ImageNetVectors(RegionVectors):
         mean = pyramid_pool_boxes(image.fmap.float(), cells, (1,), "avg")
         p = torch.softmax(self.classifier(mean), dim=1)
         return np.hstack([super().pool_cells(image, cells), self.weight * p.sqrt().cpu().numpy()])
+
+
+class HiddenVectors:
+    """Experiment (the paper's scoring after fine-tuning): a trained head's last hidden layer,
+    L2-normalised, as the window vector of linear SVMs with hard-negative mining; the interface of
+    RegionVectors that sppfeat.detection.mining and training use."""
+
+    def __init__(self, rv: RegionVectors, head):
+        self.rv, self.head, self.dim = rv, head.eval(), head.shape["hidden"][-1]
+
+    def usable(self, image: ImageMap, boxes: np.ndarray):
+        return self.rv.usable(image, boxes)
+
+    def pool_unique(self, image: ImageMap, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from sppfeat.classify.svm import normalize_features
+
+        cells, inverse = self.rv.unique_cells(image, boxes)
+        return normalize_features(self.head.predict(image.fmap, cells)[2]), inverse
+
+    def pool(self, image: ImageMap, boxes: np.ndarray) -> np.ndarray:
+        vectors, inverse = self.pool_unique(image, boxes)
+        return vectors[inverse]

@@ -9,6 +9,8 @@ cell i is centred on pixel 32i + 31 of a 224-pixel side, 32i of 225 and 32i + 15
 
 from __future__ import annotations
 
+import copy
+
 import math
 from dataclasses import dataclass
 
@@ -73,10 +75,11 @@ def describe_layer(module: nn.Module) -> Layer | None:
 
 
 @torch.no_grad()
-def trace_layers(trunk: nn.Module, device: torch.device | str = "cpu") -> tuple[Layer, ...]:
+def trace_layers(trunk: nn.Module) -> tuple[Layer, ...]:
     """The layers on the path from the input to the map, in order, found by running a probe image
-    through `trunk` (3 channels in). A layer whose input is not the current map size is on a side
-    branch (a residual's downsampling, a squeeze-excite) and is left out."""
+    through a copy of `trunk` (3 channels in) on the meta device: shapes only, no arithmetic (a
+    real pass cost about a second of detect's start-up). A layer whose input is not the current
+    map size is on a side branch (a residual's downsampling, a squeeze-excite) and is left out."""
     found: list[tuple[tuple[int, int], tuple[int, int], Layer]] = []
 
     def record(module, inputs, output):
@@ -84,12 +87,10 @@ def trace_layers(trunk: nn.Module, device: torch.device | str = "cpu") -> tuple[
         if layer is not None:
             found.append((tuple(inputs[0].shape[-2:]), tuple(output.shape[-2:]), layer))
 
-    hooks = [m.register_forward_hook(record) for m in trunk.modules()]
-    try:
-        trunk(torch.zeros(1, 3, PROBE_SIDE, PROBE_SIDE, device=device))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    probe = copy.deepcopy(trunk).to("meta")
+    for module in probe.modules():
+        module.register_forward_hook(record)
+    probe(torch.zeros(1, 3, PROBE_SIDE, PROBE_SIDE, device="meta"))
     path, size = [], (PROBE_SIDE, PROBE_SIDE)
     for before, after, layer in found:
         if before == size:

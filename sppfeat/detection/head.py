@@ -80,19 +80,22 @@ class WindowHead(nn.Module):
     def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """M×(R·Σn²) pooled windows -> (M×(K+1) logits, M×K×4 offsets, BOX_STD applied)."""
         h = self.features(pooled)
-        offsets = self.box(h).view(len(h), self.n_classes, 4) * h.new_tensor(BOX_STD)
-        return self.classify(h), offsets
+        return self.classify(h), self.box(h).view(len(h), self.n_classes, 4) * h.new_tensor(BOX_STD)
 
     @torch.inference_mode()
-    def predict(self, fmap: torch.Tensor, cells: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-        """C×H×W conv map, U×4 cell boxes -> (U×K probabilities of the classes, U×K×4 offsets)."""
-        if len(cells) == 0:
-            return np.zeros((0, self.n_classes), np.float32), np.zeros((0, self.n_classes, 4), np.float32)
+    def predict(self, fmap: torch.Tensor, cells: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, ...]:
+        """C×H×W conv map, U×4 cell boxes -> (U×K probabilities of the classes, U×K×4 offsets,
+        U×F last hidden layer)."""
         self.eval()
+        width = self.shape["hidden"][-1]
+        if len(cells) == 0:
+            return (np.zeros((0, self.n_classes), np.float32), np.zeros((0, self.n_classes, 4), np.float32),
+                    np.zeros((0, width), np.float32))
         reduced = self.reduced_map(fmap)
-        probs, offsets = [], []
+        probs, offsets, features = [], [], []
         for start in range(0, len(cells), chunk):
-            logits, moves = self(self.pool(reduced, cells[start:start + chunk]))
-            probs.append(torch.softmax(logits, dim=1)[:, 1:])
-            offsets.append(moves)
-        return torch.cat(probs).cpu().numpy(), torch.cat(offsets).cpu().numpy()
+            h = self.features(self.pool(reduced, cells[start:start + chunk]))
+            probs.append(torch.softmax(self.classify(h), dim=1)[:, 1:])
+            offsets.append(self.box(h).view(len(h), self.n_classes, 4) * h.new_tensor(BOX_STD))
+            features.append(h)
+        return tuple(torch.cat(parts).cpu().numpy() for parts in (probs, offsets, features))

@@ -98,7 +98,7 @@ class RegionVectors:
     vectors are D = channels · Σ n² float32, normalised (signed square root, then L2).
     """
 
-    def __init__(self, config: ExtractionConfig, device: str = "auto", threads: int | None = None):
+    def __init__(self, config: ExtractionConfig, device: str = "auto"):
         self.device = resolve_device(device)
         if config.scales is None:
             raise ValueError("the detection settings need a scale (e.g. scales=(480,))")
@@ -106,7 +106,7 @@ class RegionVectors:
             raise ValueError(f"detection pools every window at one scale; got scales={config.scales}")
         self.model, self.config, self.weights_path = build_descriptor(resolved_for(config, self.device), self.device)
         self.policies = self.config.resize_policies()
-        self.layers = trace_layers(self.model.trunk, self.device)
+        self.layers = trace_layers(self.model.trunk)
         self.dim = self.model.dim
 
     @torch.inference_mode()

@@ -26,6 +26,7 @@ import torch
 
 from ..config import FORMAT_VERSION, ExtractionConfig
 from ..storage.hdf5 import STR, open_hdf5, read_strings, written_hdf5
+from ..classify.svm import normalize_features
 from .head import WindowHead
 from .maps import ImageMap, RegionVectors
 from .proposals import ProposalConfig
@@ -45,8 +46,9 @@ class WindowScores:
 @dataclass
 class DetectorModel:
     """coef K×D float32, intercept K: margins = x · coefᵀ + intercept for normalised window vectors
-    x (sppfeat.detection.maps), or None when `head` scores (softmax probabilities); regression
-    K×4×(D+1) or None (the SVMs' box regression); head: the fine-tuned WindowHead or None;
+    x (sppfeat.detection.maps; with a head, its L2-normalised last hidden layer), or None when the
+    head scores (softmax probabilities); regression K×4×(D+1) or None (the SVMs' box regression on
+    pooled vectors); head: the fine-tuned WindowHead (its box offsets move the windows) or None;
     feature_record: the extraction settings' record; proposals: how windows are proposed
     (ProposalConfig record, + 'source' when training used a given file); training: the training
     settings and counts."""
@@ -85,10 +87,11 @@ class DetectorModel:
     def score_windows(self, rv: RegionVectors, image_map: ImageMap, windows: np.ndarray) -> WindowScores:
         """Scores and box offsets of N usable windows (pixels as stored) of an image's map; each
         window covering other cells of the map is pooled and scored once."""
-        if self.coef is None:
+        if self.head is not None:
             cells, inverse = rv.unique_cells(image_map, windows)
-            probs, moves = self.head.predict(image_map.fmap, cells)
-            return WindowScores(probs[inverse], lambda rows, k: moves[inverse[rows], k])
+            probs, moves, hidden = self.head.predict(image_map.fmap, cells)
+            scores = probs if self.coef is None else self.scores(normalize_features(hidden))
+            return WindowScores(scores[inverse], lambda rows, k: moves[inverse[rows], k])
         unique, inverse = rv.pool_unique(image_map, windows)
         return WindowScores(self.scores(unique)[inverse], lambda rows, k: None if self.regression is None
                             else self.offsets(unique[inverse[rows]], k))

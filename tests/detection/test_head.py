@@ -77,12 +77,13 @@ def test_scores_are_the_softmax_of_a_forward_pass_written_out():
     head, rng = small_head(), np.random.default_rng(1)
     fmap = rng.random((8, 7, 9)).astype(np.float32)
     cells = np.array([[0, 0, 9, 7], [2, 1, 5, 6], [8, 6, 9, 7], [3, 3, 7, 4]])
-    probs, offsets = head.predict(torch.from_numpy(fmap), cells)
+    probs, offsets, hidden = head.predict(torch.from_numpy(fmap), cells)
     w = {k: v.detach().numpy().astype(np.float64) for k, v in head.state_dict().items()}
     reduced = np.maximum(np.einsum("oc,chw->ohw", w["reduce.weight"][:, :, 0, 0], fmap) + w["reduce.bias"][:, None, None],
                          0)
-    for box, p, o in zip(cells, probs, offsets):
+    for box, p, o, f in zip(cells, probs, offsets, hidden):
         hidden = np.maximum(w["hidden.0.weight"] @ pooled_by_hand(reduced, box, (2, 1)) + w["hidden.0.bias"], 0)
+        np.testing.assert_allclose(f, hidden, rtol=1e-4, atol=1e-6)
         logits = w["classify.weight"] @ hidden + w["classify.bias"]
         softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
         np.testing.assert_allclose(p, softmax[1:], rtol=1e-4, atol=1e-6)  # the background's column dropped
@@ -141,7 +142,7 @@ def test_training_learns_and_is_deterministic():
     assert stats["epochs"][-1]["softmax"] < 0.5 * stats["epochs"][0]["softmax"]
     right = 0
     for im in synthetic_images(20, np.random.default_rng(4)):
-        probs, _ = head.predict(im.image_map.fmap, im.cells[:1])
+        probs = head.predict(im.image_map.fmap, im.cells[:1])[0]
         right += int(probs[0].argmax() == im.objects[0])
     assert right >= 19
 
