@@ -20,7 +20,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
-from torchvision.ops import roi_pool
 
 from ..roi import pyramid_pool_boxes
 
@@ -64,6 +63,8 @@ class WindowHead(nn.Module):
     def pool_for_training(self, maps: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """maps N×R×H×W (reduced), cells M×5 (image index, x0, y0, x1, y1: half-open cells) ->
         M×(R·Σn²) in the pyramid's layout, with a gradient (roi_pool; see the module)."""
+        from torchvision.ops import roi_pool  # here: torchvision takes ~1 s to import, detect needs none of it
+
         rois = cells.to(maps.dtype).clone()
         rois[:, 3:] -= 1  # roi_pool's boxes are inclusive
         return torch.cat([roi_pool(maps, rois, n, 1.0).flatten(1) for n in self.levels], dim=1)

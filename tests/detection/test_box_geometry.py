@@ -93,3 +93,16 @@ def test_mirrored_boxes_cover_the_same_pixels(orientation):
         mx0, my0, mx1, my1 = mirror_boxes(image, np.array([[x0, y0, x1, y1]]))[0].astype(int)
         expected = np.arange(height * width).reshape(height, width)[y0:y1, x0:x1]
         assert sorted(shown[my0:my1, mx0:mx1].ravel()) == sorted(expected.ravel())
+
+
+def test_nms_keeps_what_torchvision_keeps():
+    import torch
+    from torchvision.ops import nms as torchvision_nms
+
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        corner = rng.random((300, 2)) * 400
+        boxes = np.hstack([corner, corner + rng.random((300, 2)) * 200 + 1])
+        scores = rng.random(300).astype(np.float32)  # distinct: no tie to order
+        expected = torchvision_nms(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(scores), 0.3)
+        assert nms(boxes, scores, 0.3).tolist() == expected.tolist()
