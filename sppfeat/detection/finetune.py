@@ -82,35 +82,48 @@ def head_image(rv: RegionVectors, image_map: ImageMap, windows: np.ndarray, boxe
     return HeadImage(image_map, unique[inverse], label[used], offsets[used].astype(np.float32), labels[easy])
 
 
-def sample_windows(image: HeadImage, settings: HeadSettings, rng: np.random.Generator) -> np.ndarray:
-    """Indices of the windows of one mini-batch from `image`: up to fg_fraction × windows_per_image
-    objects, the rest background (fewer when the image has fewer)."""
+def sample_windows(image: HeadImage, settings: HeadSettings, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """(indices of the windows of one mini-batch from `image`, how many of its background windows
+    count): up to fg_fraction × windows_per_image objects, the rest background (fewer when the
+    image has fewer); with hard_background h > 1, h times as many background candidates, of which
+    head_loss keeps the hardest."""
     fg, bg = np.flatnonzero(image.label > 0), np.flatnonzero(image.label == 0)
     n_fg = min(len(fg), int(round(settings.fg_fraction * settings.windows_per_image)))
     n_bg = min(len(bg), settings.windows_per_image - n_fg)
-    return np.concatenate([rng.choice(fg, n_fg, replace=False), rng.choice(bg, n_bg, replace=False)])
+    candidates = min(len(bg), n_bg * settings.hard_background)
+    return np.concatenate([rng.choice(fg, n_fg, replace=False), rng.choice(bg, candidates, replace=False)]), n_bg
 
 
-def head_loss(head: WindowHead, images: list[HeadImage], picks: list[np.ndarray], box_weight: float,
+def head_loss(head: WindowHead, images: list[HeadImage], picks: list[tuple[np.ndarray, int]], box_weight: float,
               device: torch.device) -> tuple[torch.Tensor, dict]:
-    """The mini-batch loss (softmax + box_weight × smooth L1) of the windows `picks` of `images`,
-    and its parts."""
+    """The mini-batch loss (softmax + box_weight × smooth L1, averaged over the windows that count)
+    of the windows `picks` of `images` (sample_windows: of each image's background candidates, the
+    n with the highest softmax loss count), and its parts."""
     maps = [im.image_map.load().fmap for im in images]
     height, width = max(m.shape[1] for m in maps), max(m.shape[2] for m in maps)
     batch = maps[0].new_zeros((len(maps), maps[0].shape[0], height, width))
     for b, m in enumerate(maps):  # padded cells are never inside a window
         batch[b, :, :m.shape[1], :m.shape[2]] = m
     cells = torch.from_numpy(np.concatenate([np.hstack([np.full((len(p), 1), b), im.cells[p]])
-                                             for b, (im, p) in enumerate(zip(images, picks))])).to(device)
-    label = torch.from_numpy(np.concatenate([im.label[p] for im, p in zip(images, picks)])).to(device)
-    target = torch.from_numpy(np.concatenate([im.offsets[p] for im, p in zip(images, picks)])).to(device)
+                                             for b, (im, (p, _)) in enumerate(zip(images, picks))])).to(device)
+    label = torch.from_numpy(np.concatenate([im.label[p] for im, (p, _) in zip(images, picks)])).to(device)
+    target = torch.from_numpy(np.concatenate([im.offsets[p] for im, (p, _) in zip(images, picks)])).to(device)
     logits, offsets = head(head.pool_for_training(head.reduced_map(batch.to(device)), cells))
-    softmax = torch.nn.functional.cross_entropy(logits, label)
-    fg = torch.nonzero(label > 0).flatten()
+    losses = torch.nn.functional.cross_entropy(logits, label, reduction="none")
+    counted, first = [], 0
+    for p, n_bg in picks:  # each image's objects and its n_bg hardest background windows
+        rows = torch.arange(first, first + len(p), device=device)
+        fg = label[rows] > 0
+        hardest = torch.argsort(losses[rows][~fg].detach(), descending=True, stable=True)[:n_bg]
+        counted += [rows[fg], rows[~fg][hardest]]
+        first += len(p)
+    counted = torch.cat(counted)
+    softmax = losses[counted].mean()
+    fg = counted[label[counted] > 0]
     std = offsets.new_tensor(BOX_STD)
     moved = offsets[fg, label[fg] - 1] / std
-    box = torch.nn.functional.smooth_l1_loss(moved, target[fg] / std, reduction="sum") / max(len(label), 1)
-    accuracy = (logits.argmax(1) == label).float().mean()
+    box = torch.nn.functional.smooth_l1_loss(moved, target[fg] / std, reduction="sum") / max(len(counted), 1)
+    accuracy = (logits[counted].argmax(1) == label[counted]).float().mean()
     return softmax + box_weight * box, {"softmax": softmax.item(), "box": box.item(), "accuracy": accuracy.item()}
 
 

@@ -52,7 +52,9 @@ class HeadSettings:
     the training images; images_per_batch, windows_per_image: a mini-batch is that many windows
     of each of that many images, a share fg_fraction of them (at most) objects: windows with IoU
     >= fg_iou to a non-difficult box, labelled with its class, the rest background: IoU in
-    [bg_iou_low, fg_iou) to every box (from [0, bg_iou_low) when an image has none there); lr:
+    [bg_iou_low, fg_iou) to every box (from [0, bg_iou_low) when an image has none there);
+    hard_background: each background window is the hardest (highest softmax loss) of this many
+    random ones (1: random, Fast R-CNN's way; more: online hard example mining); lr:
     AdamW's learning rate, decayed to 0 on a cosine; weight_decay; box_weight: of the box loss
     (smooth L1, objects only) against the softmax loss; seed: of the weights and the samples."""
 
@@ -65,6 +67,7 @@ class HeadSettings:
     fg_fraction: float = 0.25
     fg_iou: float = 0.5
     bg_iou_low: float = 0.1
+    hard_background: int = 1
     lr: float = 1e-3
     weight_decay: float = 1e-4
     box_weight: float = 1.0
@@ -72,7 +75,7 @@ class HeadSettings:
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(self.hidden))
-        for name in ("reduced", "epochs", "images_per_batch", "windows_per_image"):
+        for name in ("reduced", "epochs", "images_per_batch", "windows_per_image", "hard_background"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"head {name} must be an integer >= 1, got {value!r}")

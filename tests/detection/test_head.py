@@ -44,10 +44,14 @@ def image_with(n_fg: int, n_bg: int) -> HeadImage:
 @pytest.mark.parametrize("n_fg, n_bg, expected", [(40, 500, (16, 48)), (5, 500, (5, 59)), (10, 0, (10, 0)),
                                                   (0, 30, (0, 30))])
 def test_a_batch_takes_at_most_a_quarter_objects(n_fg, n_bg, expected):
-    image = image_with(n_fg, n_bg)
-    picks = sample_windows(image, HeadSettings(windows_per_image=64, fg_fraction=0.25), np.random.default_rng(0))
+    image, n_bg_all = image_with(n_fg, n_bg), n_bg
+    picks, n_bg = sample_windows(image, HeadSettings(windows_per_image=64, fg_fraction=0.25),
+                                 np.random.default_rng(0))
     assert len(set(picks.tolist())) == len(picks)  # no window twice
-    assert ((image.label[picks] > 0).sum(), (image.label[picks] == 0).sum()) == expected
+    assert ((image.label[picks] > 0).sum(), (image.label[picks] == 0).sum()) == expected and n_bg == expected[1]
+    picks, n_bg = sample_windows(image, HeadSettings(hard_background=4), np.random.default_rng(0))
+    assert (image.label[picks] > 0).sum() == expected[0] and n_bg == expected[1]
+    assert (image.label[picks] == 0).sum() == min(n_bg_all, 4 * expected[1])
 
 
 def pooled_by_hand(reduced: np.ndarray, box, levels) -> np.ndarray:
@@ -145,6 +149,26 @@ def test_training_learns_and_is_deterministic():
         probs = head.predict(im.image_map.fmap, im.cells[:1])[0]
         right += int(probs[0].argmax() == im.objects[0])
     assert right >= 19
+
+
+def test_hard_background_counts_the_hardest_candidates():
+    from sppfeat.detection.finetune import head_loss
+
+    torch.manual_seed(0)
+    head = WindowHead(8, 8, (16,), (2, 1), n_classes=3, dropout=0.0)
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    images = synthetic_images(2, np.random.default_rng(8))
+    picks = [(np.arange(8), 2), (np.arange(8), 3)]  # 4 objects and 4 background candidates each
+    loss, parts = head_loss(head, images, picks, box_weight=0.0, device=torch.device("cpu"))
+    counted = []
+    for im, (p, n_bg) in zip(images, picks):
+        with torch.inference_mode():
+            logits = head(head.pool(head.reduced_map(im.image_map.fmap), im.cells[p]))[0].numpy()
+        logits = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+        entropy = np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(len(p)), im.label[p]]
+        counted += [*entropy[im.label[p] > 0], *np.sort(entropy[im.label[p] == 0])[::-1][:n_bg]]
+    assert parts["softmax"] == pytest.approx(np.mean(counted), rel=1e-5)
 
 
 def test_a_diverging_training_stops_with_a_reason():
