@@ -32,9 +32,10 @@ log = logging.getLogger("sppfeat")
 
 @dataclass
 class HeadImage:
-    """One image's training windows: cells W×4 (half-open cells of its map), label W (0 =
-    background, k + 1 = class k), offsets W×4 (onto the object, for label > 0); objects: the
-    classes of its usable non-difficult boxes."""
+    """One image's training windows, small (28 bytes a window: a training set's windows stay in
+    memory): cells W×4 int16 (half-open cells of its map), label W int16 (0 = background, k + 1 =
+    class k), offsets W×4 float16 (onto the object, for label > 0); objects: the classes of its
+    usable non-difficult boxes."""
 
     image_map: ImageMap | StoredMap
     cells: np.ndarray
@@ -79,7 +80,8 @@ def head_image(rv: RegionVectors, image_map: ImageMap, windows: np.ndarray, boxe
         label[:len(never_background)][never_background & (label[:len(never_background)] == 0)] = -1
     used = label >= 0
     unique, inverse = rv.unique_cells(image_map, windows[used])
-    return HeadImage(image_map, unique[inverse], label[used], offsets[used].astype(np.float32), labels[easy])
+    return HeadImage(image_map, unique[inverse].astype(np.int16), label[used].astype(np.int16),
+                     offsets[used].astype(np.float16), labels[easy])
 
 
 def sample_windows(image: HeadImage, settings: HeadSettings, rng: np.random.Generator) -> tuple[np.ndarray, int]:
@@ -106,8 +108,8 @@ def head_loss(head: WindowHead, images: list[HeadImage], picks: list[tuple[np.nd
         batch[b, :, :m.shape[1], :m.shape[2]] = m
     cells = torch.from_numpy(np.concatenate([np.hstack([np.full((len(p), 1), b), im.cells[p]])
                                              for b, (im, (p, _)) in enumerate(zip(images, picks))])).to(device)
-    label = torch.from_numpy(np.concatenate([im.label[p] for im, (p, _) in zip(images, picks)])).to(device)
-    target = torch.from_numpy(np.concatenate([im.offsets[p] for im, (p, _) in zip(images, picks)])).to(device)
+    label = torch.from_numpy(np.concatenate([im.label[p] for im, (p, _) in zip(images, picks)])).to(device).long()
+    target = torch.from_numpy(np.concatenate([im.offsets[p] for im, (p, _) in zip(images, picks)])).to(device).float()
     logits, offsets = head(head.pool_for_training(head.reduced_map(batch.to(device)), cells))
     losses = torch.nn.functional.cross_entropy(logits, label, reduction="none")
     counted, first = [], 0
