@@ -174,8 +174,9 @@ def train_detector(images, boxes, model, proposals, box_format, backbone, weight
 @click.option("--coco-ids", type=click.Path(exists=True, dir_okay=False, path_type=str),
               help="COCO ground truth whose images[].file_name and categories[].name give a .json output's ids "
                    "[default: images 1..N in sorted path order, classes 1..K in the model's order].")
-@click.option("--threshold", type=float, help="Keep only margins above this [default: every detection after "
-                                              "NMS, at most 100 per image, as AP needs].")
+@click.option("--threshold", type=float, help="Keep only scores above this (a head's probabilities or SVM "
+                                              "margins: sppfeat info MODEL says which) [default: every detection "
+                                              "after NMS, at most 100 per image, as AP needs].")
 @click.option("--draw", type=click.Path(file_okay=False, path_type=str),
               help="Folder for each image drawn with its boxes, labels and scores.")
 @click.option("--draw-threshold", type=float, help="Draw the detections scoring at least this, at most 20 per "

@@ -38,7 +38,8 @@ TOP_PER_CLASS = 300  # windows of a class that reach NMS, the highest scoring
 @dataclass
 class Detection:
     """One detected object: path (relative to the input folder), box (x1, y1, x2, y2) in pixels of
-    the image as stored, half-open; label (class name); score (SVM margin of that class)."""
+    the image as stored, half-open; label (class name); score (of that class: the head's probability
+    or the SVM's margin, as the model's score_kind says)."""
 
     path: str
     x1: float
@@ -126,7 +127,7 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
     """Detect the objects of the model's classes in `images` (a folder or one image). output:
     DETS.csv or DETS.jsonl (columns path,x1,y1,x2,y2,label,score; it reads back as a box file),
     DETS.json (COCO results: image_id, category_id, bbox [x, y, w, h], score), or None; proposals: a proposal or box file for the images (default: selective search with the
-    model's settings); threshold: keep only margins above it (default: every detection after NMS,
+    model's settings); threshold: keep only scores above it (default: every detection after NMS,
     at most MAX_PER_IMAGE per image, as AP needs); draw: a folder for a picture of each image with
     the detections scoring at least draw_threshold (default by the model's score_kind: 0.5 for
     probabilities, 0 for margins), at most 20, the best (drawing.DrawRule; the output keeps all);
