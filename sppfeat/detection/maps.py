@@ -106,7 +106,7 @@ class RegionVectors:
             raise ValueError(f"detection pools every window at one scale; got scales={config.scales}")
         self.model, self.config, self.weights_path = build_descriptor(resolved_for(config, self.device), self.device)
         self.policies = self.config.resize_policies()
-        self.layers = trace_layers(self.model.trunk)
+        self.layers = trace_layers(self.model.trunk, self.device)
         self.dim = self.model.dim
 
     @torch.inference_mode()

@@ -75,7 +75,7 @@ class RegionDescriber:
 
     def __init__(self, model: SPPDescriptor, config: ExtractionConfig, device: torch.device | str = "cpu"):
         self.model, self.scales, self.combine = model, config.scales, config.combine
-        self.layers = trace_layers(model.trunk)
+        self.layers = trace_layers(model.trunk, device)
 
     def cells(self, boxes: np.ndarray, item: RegionItem, scale: int, map_size: tuple[int, int]) -> np.ndarray:
         """Usable boxes of `item` -> cell boxes of its map at scale index `scale`."""
