@@ -20,7 +20,7 @@ The public API (importing one of these names loads what it needs, so `import spp
     train_detector(images, boxes, model, proposals=...) -> TrainDetectorResult   boxes -> detector model
     detect(model, images, output=None, ...) -> DetectResult          a detector on new photos: Detection rows
     evaluate_detections(detections, boxes, metric=...) -> DetectionEvaluation   VOC 2007 / 2010+ or COCO AP
-    ProposalConfig, TrainingSettings, DETECTION_DEFAULTS             the settings these take
+    ProposalConfig, TrainingSettings, HeadSettings, DETECTION_DEFAULTS   the settings these take
 """
 
 from importlib import import_module
@@ -58,6 +58,7 @@ _API = {
     "train_detector": "sppfeat.detection.training",
     "TrainDetectorResult": "sppfeat.detection.training",
     "TrainingSettings": "sppfeat.detection.settings",
+    "HeadSettings": "sppfeat.detection.settings",
     "DETECTION_DEFAULTS": "sppfeat.config",
     "detect": "sppfeat.detection.inference",
     "Detection": "sppfeat.detection.inference",
