@@ -13,7 +13,7 @@ from ..backbones import BACKBONES
 from ..config import DETECTION_DEFAULTS, POOLS, ExtractionConfig
 from ..data.boxes import BOX_FORMATS
 from ..detection.metric import METRICS
-from ..detection.settings import HeadSettings, TrainingSettings
+from ..detection.settings import DEFAULT_HEAD, HeadSettings, TrainingSettings
 from . import main, say
 from .options import LEVELS, SHARD, SIZES, apply
 
@@ -108,7 +108,7 @@ def proposals(images, output, method, max_boxes, min_size, search_side, cores, s
                    "LabelImg's filename,width,height,class,xmin,ymin,xmax,ymax), or a folder of YOLO labels.")
 @window_options
 @proposal_options
-@click.option("--head/--no-head", default=True, show_default=True,
+@click.option("--head/--no-head", default=DEFAULT_HEAD is not None, show_default=True,
               help="Fine-tune a head on the pooled windows (scores: softmax probabilities, comparable across "
                    "classes), or --no-head: one linear SVM per class with hard-negative mining (scores: margins).")
 @click.option("--head-epochs", default=HeadSettings.epochs, show_default=True, type=click.IntRange(min=1),

@@ -87,3 +87,7 @@ class HeadSettings:
             raise ValueError("head dropout must be in [0, 1) and fg_fraction in (0, 1]")
         if not 0 <= self.bg_iou_low < self.fg_iou <= 1:
             raise ValueError("head IoUs must satisfy 0 <= bg_iou_low < fg_iou <= 1")
+
+
+# What train-detector trains by default: HeadSettings() (the head, its fields' defaults) or None (the SVMs).
+DEFAULT_HEAD: HeadSettings | None = None

@@ -33,7 +33,7 @@ from .model import DetectorModel, save_detector
 from .proposal_file import ProposalSet, load_proposals
 from .proposals import ProposalConfig, propose_file
 from .runs import Workers, check_cores, split_cores, torch_threads
-from .settings import HeadSettings, TrainingSettings
+from .settings import DEFAULT_HEAD, HeadSettings, TrainingSettings
 
 log = logging.getLogger("sppfeat")
 
@@ -223,7 +223,7 @@ def prepare_images(rv: RegionVectors, truth: BoxSet, root: Path, source: WindowS
 
 def train_detector(images: str | os.PathLike, boxes: str | os.PathLike, model: str | os.PathLike, *,
                    proposals: str | os.PathLike | None = None, config: ExtractionConfig | None = None,
-                   settings: TrainingSettings | None = None, head: HeadSettings | None = None,
+                   settings: TrainingSettings | None = None, head: HeadSettings | None = DEFAULT_HEAD,
                    proposal_config: ProposalConfig | None = None, box_format: str = "auto", device: str = "auto",
                    cores: int | None = None, overwrite: bool = False, quiet: bool = False) -> TrainDetectorResult:
     """Train a detector of the classes of `boxes` (COCO JSON, VOC XML folder, CSV, YOLO labels;

@@ -245,7 +245,7 @@ def test_proposal_shards_merge_to_the_single_run(voc_small, proposal_file, tmp_p
 def test_a_head_detects_with_probabilities(voc_small, proposal_file, tmp_path):
     model, dets = tmp_path / "head.h5", tmp_path / "dets.csv"
     r = run_sppfeat("train-detector", voc_small / "images", voc_small / "boxes", model, "--proposals", proposal_file,
-                    "--scale", 160, "--levels", "2,1", "--head-epochs", 20, "--head-reduce", 32, "--head-hidden", 64,
+                    "--scale", 160, "--levels", "2,1", "--head", "--head-epochs", 20, "--head-reduce", 32, "--head-hidden", 64,
                     "--head-lr", 0.003)
     assert r.returncode == 0 and "head trained 20 epochs" in r.stderr, r.stderr
     assert "head epoch 20/20" in r.stderr  # a progress line per epoch
@@ -261,6 +261,6 @@ def test_a_head_detects_with_probabilities(voc_small, proposal_file, tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "r.json").read_text())["mAP"] > 0.5  # its own training images
     r = run_sppfeat("train-detector", voc_small / "images", voc_small / "boxes", tmp_path / "x.h5", "--proposals",
-                    proposal_file, "--scale", 160, "--head-lr", 1e9, "--head-epochs", 2)
+                    proposal_file, "--scale", 160, "--head", "--head-lr", 1e9, "--head-epochs", 2)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "diverged" in r.stderr
     assert not (tmp_path / "x.h5").exists()
