@@ -245,8 +245,8 @@ def test_proposal_shards_merge_to_the_single_run(voc_small, proposal_file, tmp_p
 def test_a_head_detects_with_probabilities(voc_small, proposal_file, tmp_path):
     model, dets = tmp_path / "head.h5", tmp_path / "dets.csv"
     r = run_sppfeat("train-detector", voc_small / "images", voc_small / "boxes", model, "--proposals", proposal_file,
-                    "--scale", 160, "--levels", "2,1", "--head", "--head-epochs", 20, "--head-reduce", 32, "--head-hidden", 64,
-                    "--head-lr", 0.003)
+                    "--scale", 160, "--levels", "2,1", "--head", "--head-epochs", 20, "--head-reduce", 32,
+                    "--head-hidden", 64, "--head-lr", 0.003)
     assert r.returncode == 0 and "head trained 20 epochs" in r.stderr, r.stderr
     assert "head epoch 20/20" in r.stderr  # a progress line per epoch
     trained = load_detector(model)
