@@ -6,7 +6,8 @@ class k when its IoU with a non-difficult box of class k is >= fg_iou (the box i
 background when its IoU with every box is in [bg_iou_low, fg_iou) (from [0, bg_iou_low) when the
 image has none there, e.g. no objects), neither otherwise (e.g. a window on a difficult box). A
 mini-batch takes `windows_per_image` windows from each of `images_per_batch` images, at most a
-share `fg_fraction` of them objects; the loss is the softmax cross-entropy over K+1 classes plus
+share `fg_fraction` of them objects, the background ones random or (hard_background > 1) the
+hardest of several random candidates; the loss is the softmax cross-entropy over K+1 classes plus
 `box_weight` × the smooth L1 loss of the objects' offsets. AdamW, cosine-decayed learning rate,
 deterministic under the seed (one thread count).
 """
