@@ -9,6 +9,8 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
+
 from .box_set import COCO, CORNERS, VOC, BoxCollector, BoxSet, ImageSizes, is_number
 from .discover import VOC_CLASSES
 
@@ -149,12 +151,40 @@ def read_csv(path: Path, sizes: ImageSizes) -> BoxSet:
                          f"got {','.join(header)!r}")
     index = {key: header.index(name) for key, name in columns.items()}
     found = BoxCollector("csv", sizes)
+    if convention is CORNERS and sizes.root is None and _sound_csv(found, rows[1:], index, len(header)):
+        return found.box_set(scores="score" in index)
     for line, row in enumerate(rows[1:], start=2):
         if any(cell.strip() for cell in row):
             _csv_row(found, path.name, line, [cell.strip() for cell in row], index, len(header), convention)
     if found.skipped and not found.entries and found.images <= {r.path for r in found.rejected}:
         raise ValueError(f"no readable row in {path} ({found.skipped[0][1]})")
     return found.box_set(scores="score" in index)
+
+
+def _sound_csv(found: BoxCollector, rows: list[list[str]], index: dict[str, int], width: int) -> bool:
+    """Every row of a path,x1,y1,x2,y2[,...] CSV into `found` at once, when every one is sound (a
+    path, finite numbers, a positive width and height, a difficult flag of 0 or 1): a proposal file
+    of 20,000 windows is read in a fraction of the row-by-row check's time. False (nothing added)
+    when any row is not: the row-by-row check then names it."""
+    body = [[cell.strip() for cell in row] for row in rows if any(cell.strip() for cell in row)]
+    if any(len(row) != width or not row[index["path"]] for row in body):
+        return False
+    try:
+        boxes = np.array([[row[index[k]] for k in CORNERS.names] for row in body]).astype(np.float64)
+        scores = (np.array([row[index["score"]] for row in body]).astype(np.float64) if "score" in index
+                  else np.full(len(body), np.nan))
+    except ValueError:
+        return False
+    flags = {row[index["difficult"]].lower() for row in body} if "difficult" in index else set()
+    boxes = boxes.reshape(-1, 4)
+    if not flags <= {"0", "1", "true", "false", ""} or not np.isfinite(boxes).all() or \
+            not ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all():
+        return False
+    labels = [row[index["label"]] or None if "label" in index else None for row in body]
+    difficult = [row[index["difficult"]].lower() in ("1", "true") if flags else False for row in body]
+    for row, box, label, hard, score in zip(body, boxes.tolist(), labels, difficult, scores.tolist()):
+        found.keep(row[index["path"]], box, label, hard, score)
+    return True
 
 
 def _csv_row(found: BoxCollector, file: str, line: int, row: list[str], index: dict[str, int], width: int,

@@ -190,8 +190,12 @@ class BoxCollector:
         if reason is not None or problem is not None:
             self.reject(file, f"{where} {reason or problem}", path, box if reason is None else None)
         else:
-            self.images.add(path)
-            self.entries.append((path, box, label, difficult, score))
+            self.keep(path, box, label, difficult, score)
+
+    def keep(self, path: str, box: list[float], label: str | None, difficult: bool, score: float | None) -> None:
+        """A box already checked: pixels x1, y1, x2, y2 of the image `path`."""
+        self.images.add(path)
+        self.entries.append((path, box, label, difficult, score))
 
     def box_set(self, class_names: list[str] | None = None, scores: bool = False) -> BoxSet:
         """The BoxSet; class_names: the classes in order (None: the labels found, sorted); a box

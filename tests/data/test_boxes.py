@@ -95,3 +95,29 @@ def test_the_voc_sample_boxes():
     x, y, w, h = first["bbox"]
     assert [x, y, x + w, y + h] in boxes.boxes[boxes.image == boxes.paths.index("000012.jpg")].tolist()
     assert (np.diff(boxes.image) >= 0).all()
+
+
+def test_a_sound_csv_is_read_at_once_as_row_by_row(tmp_path, monkeypatch):
+    """The all-rows path of read_csv gives the row-by-row reader's BoxSet; one bad row sends the
+    file row by row, which names it."""
+    import sppfeat.data.box_files as box_files
+
+    rng = np.random.default_rng(3)
+    lines = ["path,x1,y1,x2,y2,label,score,difficult"]
+    for k in range(300):
+        x, y = rng.random(2) * 100
+        lines.append(f"img{k % 7}.jpg,{x:.2f},{y:.2f},{x + 1 + rng.random() * 50:.2f},{y + 5:.1f},"
+                     f"{'cat' if k % 3 else ''},{rng.random():.4f},{k % 2}")
+    path = tmp_path / "boxes.csv"
+    path.write_text("\n".join(lines) + "\n")
+    at_once = read_boxes(path, "csv")
+    monkeypatch.setattr(box_files, "_sound_csv", lambda *args: False)
+    by_row = read_boxes(path, "csv")
+    assert at_once.paths == by_row.paths and at_once.class_names == by_row.class_names == ["cat"]
+    for field in ("boxes", "image", "labels", "difficult", "scores"):
+        np.testing.assert_array_equal(getattr(at_once, field), getattr(by_row, field))
+    monkeypatch.undo()
+    path.write_text("\n".join(lines[:5] + ["img1.jpg,10,10,5,20,cat,0.5,0"] + lines[5:]) + "\n")
+    mixed = read_boxes(path, "csv")
+    assert len(mixed.boxes) == 300
+    assert mixed.skipped == [("boxes.csv", "line 6 (img1.jpg, cat) x1 10 > x2 5 (inverted)")]
