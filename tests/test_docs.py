@@ -1,15 +1,14 @@
-"""The README and docs/ against the repository: the README's first commands run, the install
-commands are those CI runs, every relative link and every repository path named in the docs exists,
-and docs/commands.md documents every option of every command it describes."""
+"""The README and docs/ against the repository: the install commands are those CI runs, every
+relative link and every repository path named in the docs exists, and docs/commands.md documents
+every option of every command it describes (test_doc_blocks.py runs their code blocks)."""
 
 import dataclasses
 import re
-import shutil
 
 import click
 import pytest
 
-from conftest import ROOT, run_sppfeat
+from conftest import ROOT
 from sppfeat.cli import main
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -101,21 +100,6 @@ def test_the_install_commands_are_the_ones_ci_runs():
     assert all(command in installed for command in ci), readme_install
     makefile = (ROOT / "Makefile").read_text()
     assert all(re.search(rf"^{command.split()[1]}:", makefile, re.M) for command in ci)
-
-
-def test_the_readme_first_result_runs(tmp_path):
-    """The `sppfeat ...` lines of the README's first block of sppfeat commands, run as a newcomer
-    would (from a folder holding the examples), each exit 0, and eval prints an accuracy."""
-    block = next(b for b in fenced_blocks((ROOT / "README.md").read_text(), "bash")
-                 if re.search(r"^sppfeat ", b, re.M))
-    commands = [line.split("#")[0].split() for line in block.splitlines() if line.startswith("sppfeat ")]
-    assert [words[1] for words in commands][:3] == ["extract", "train-svm", "eval"]
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    for words in commands:
-        run = run_sppfeat(*words[1:], cwd=tmp_path)
-        assert run.returncode == 0, (words, run.stderr)
-        if words[1] == "eval":
-            assert re.search(r"^accuracy \d+\.\d+ %", run.stdout, re.M), run.stdout
 
 
 def sections(path) -> dict[str, str]:
