@@ -41,8 +41,8 @@ CONTINUES = {  # a block -> the block whose folder (files and outputs) it goes o
     ("README.md", "sppfeat eval svm.h5 photos.h5"): "sppfeat train-svm photos.h5 svm.h5",
     ("README.md", "sppfeat predict svm.h5 new_photos/"): "sppfeat eval svm.h5 photos.h5",
     ("docs/python-api.md", "Describer(load_features"): "config = ExtractionConfig(",
-    ("docs/detection.md", "--draw-threshold 0.3"): "sppfeat proposals labelled/train",
-    ("docs/detection.md", "labelled/test --metric coco"): "--draw-threshold 0.3",
+    ("docs/detection.md", "--draw-threshold -0.5"): "sppfeat proposals labelled/train",
+    ("docs/detection.md", "labelled/test --metric coco"): "--draw-threshold -0.5",
 }
 EXPECT = {  # a block -> what it prints
     ("README.md", "sppfeat eval svm.h5 demo.h5"): r"^accuracy \d+\.\d+ %",
