@@ -1,6 +1,6 @@
 """SPP-net's way against R-CNN's way on the same images and windows.
 
-    python benchmarks/detection_speed.py whole --model bench-out/detection/detector.h5 [--n 16]
+    python benchmarks/detection_speed.py whole --model M.h5 [M2.h5 ...] [--n 16] [--pairs P]
     python benchmarks/detection_speed.py stages --model bench-out/detection/detector.h5 [--n 10]
 
 `stages` (issue 21): seconds per stage of detection in one process and thread, and R-CNN's way with
@@ -136,40 +136,45 @@ def stages(a) -> None:
 
 
 def whole(a) -> None:
-    """SPP-net's and R-CNN's ways as whole processes (see the module)."""
+    """SPP-net's way (each model of `--model`) and R-CNN's way as whole processes (see the module)."""
     ids = prepare(a.n)
-    levels = ",".join(map(str, load_detector(a.model).feature_settings.levels))
+    levels = {",".join(map(str, load_detector(m).feature_settings.levels)) for m in a.model}
+    if len(levels) != 1:
+        raise SystemExit(f"the models pool different levels ({sorted(levels)}): R-CNN's way would differ")
     n_windows = sum(1 for _ in open(WORK / "windows.csv")) - 1
-    times: dict[str, list[float]] = {"spp_1": [], "spp_n": [], "rcnn_1": [], "rcnn_n": []}
+    ways = {f"spp{k}": [*SPPFEAT, "detect", m, "{images}", "--proposals", WORK / "windows.csv", "-o",
+                        WORK / "dets.csv", "--overwrite", "-q"] for k, m in enumerate(a.model)}
+    ways["rcnn"] = [*SPPFEAT, "extract", "{crops}", WORK / "crops.h5", "--scale", 0, "--levels", levels.pop(),
+                    "--dtype", "float16", "--overwrite", "-q"]
+    times: dict[str, list[float]] = {f"{way}_{key}": [] for way in ways for key in ("1", "n")}
     for _ in range(a.pairs):
-        for count in (1, a.n):
-            key = "1" if count == 1 else "n"
-            times[f"spp_{key}"].append(timed([*SPPFEAT, "detect", a.model, WORK / f"imgs-{count}", "--proposals",
-                                              WORK / "windows.csv", "-o", WORK / "dets.csv", "--overwrite", "-q"]))
-            times[f"rcnn_{key}"].append(timed([*SPPFEAT, "extract", WORK / f"crops-{count}", WORK / "crops.h5",
-                                               "--scale", 0, "--levels", levels, "--dtype", "float16", "--overwrite",
-                                               "-q"]))
+        for count, key in ((1, "1"), (a.n, "n")):
+            for way, command in ways.items():
+                filled = [str(c).format(images=WORK / f"imgs-{count}", crops=WORK / f"crops-{count}") for c in command]
+                times[f"{way}_{key}"].append(timed(filled))
             print({k: [round(v, 2) for v in t] for k, t in times.items()}, flush=True)
     med = {k: float(np.median(v)) for k, v in times.items()}
-    steady = {way: (med[f"{way}_n"] - med[f"{way}_1"]) / (a.n - 1) for way in ("spp", "rcnn")}
-    startup = {way: med[f"{way}_1"] - steady[way] for way in ("spp", "rcnn")}
-    record({"step": "speed_whole_process", "model": a.model, "images": len(ids), "windows": n_windows,
-            "median_seconds": {k: round(v, 2) for k, v in med.items()},
+    steady = {way: (med[f"{way}_n"] - med[f"{way}_1"]) / (a.n - 1) for way in ways}
+    startup = {way: med[f"{way}_1"] - steady[way] for way in ways}
+    record({"step": "speed_whole_process", "models": a.model, "images": len(ids), "windows": n_windows,
+            "threads": torch.get_num_threads(), "median_seconds": {k: round(v, 2) for k, v in med.items()},
             "steady_seconds_per_image": {k: round(v, 3) for k, v in steady.items()},
             "startup_seconds": {k: round(v, 2) for k, v in startup.items()},
-            "whole_process_ratio": round(med["rcnn_n"] / med["spp_n"], 1),
-            "steady_state_ratio": round(steady["rcnn"] / steady["spp"], 1)})
+            "whole_process_ratio": {way: round(med["rcnn_n"] / med[f"{way}_n"], 1) for way in ways if way != "rcnn"},
+            "steady_state_ratio": {way: round(steady["rcnn"] / steady[way], 1) for way in ways if way != "rcnn"}})
     shutil.rmtree(WORK / "crops.h5.parts", ignore_errors=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("step", choices=("whole", "stages"))
-    p.add_argument("--model", default=str(OUT / "detector.h5"))
+    p.add_argument("--model", nargs="+", default=[str(OUT / "detector.h5")], help="whole: several (same levels)")
     p.add_argument("--n", type=int, default=None, help="images (default: 16 for whole, 10 for stages)")
     p.add_argument("--pairs", type=int, default=1, help="whole: interleaved repetitions")
     a = p.parse_args()
     a.n = a.n or (16 if a.step == "whole" else 10)
+    if a.step == "stages":
+        a.model = a.model[0]
     (whole if a.step == "whole" else stages)(a)
 
 
