@@ -112,12 +112,26 @@ class PartsFolder:
 
 
 _TASK: Callable | None = None  # in a worker process: the function it computes (set when the pool forks)
+_STOPS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def _stops_blocked() -> Iterator[None]:
+    """Inside: SIGINT / SIGTERM wait (this thread), so that a worker forked here inherits them blocked
+    and never runs the main process's handlers (StopSignals) before _start_worker replaces them."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _start_worker(fn: Callable) -> None:
     global _TASK
     _TASK = fn
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the main process, which stops the pool
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stopping the pool ends a worker quietly, no traceback
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)  # blocked since the fork (Workers.map)
     import cv2
 
     cv2.setNumThreads(1)  # one image per process: the processes are the parallelism
@@ -132,8 +146,9 @@ class Workers:
     in this process, as the stream is read). At most PREFETCH results per process wait ahead of the consumer, so memory
     stays bounded when the consumer is the slower side. Only the items travel to the workers (fn is
     inherited at the fork); an exception in fn is raised here, a worker that dies (the out-of-memory
-    killer) as WorkerFailed; SIGINT is left to this process. Use as a context manager: leaving it
-    stops the workers at once."""
+    killer) as WorkerFailed; SIGINT and SIGTERM are left to this process (a worker ignores SIGINT and
+    dies quietly of SIGTERM, whatever handlers this process has). Use as a context manager: leaving
+    it stops the workers at once."""
 
     def __init__(self, fn: Callable, processes: int):
         self.fn, self.ahead = fn, PREFETCH * processes
@@ -147,7 +162,8 @@ class Workers:
         waiting: deque = deque()
         try:
             for item in items:
-                waiting.append(self.pool.submit(_call, item))
+                with _stops_blocked():  # the first submit forks the workers
+                    waiting.append(self.pool.submit(_call, item))
                 if len(waiting) >= self.ahead:
                     yield waiting.popleft().result()
             while waiting:
