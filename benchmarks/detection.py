@@ -154,7 +154,6 @@ def test_variants(model, rv, test, maps, proposal_set) -> dict:
 
 def accuracy(args, rest) -> None:
     from sppfeat.detection.settings import TrainingSettings
-    from sppfeat.detection.proposal_file import read_proposals
 
     p = argparse.ArgumentParser()
     p.add_argument("--train-n", type=int, default=0, help="first N train images (0 = all 1,500)")
@@ -170,13 +169,7 @@ def accuracy(args, rest) -> None:
     a = p.parse_args(rest)
     settings = TrainingSettings(**json.loads(a.settings))
     levels = tuple(int(v) for v in a.levels.split(","))
-    truth = read_boxes(VOC / "Annotations", keep_empty=True)
-    train_ids, val_ids = split_ids("train"), split_ids("val")
-    if a.train_n:
-        train_ids = train_ids[:a.train_n]
-    index = {path: i for i, path in enumerate(truth.paths)}
-    subset = lambda ids: truth.keep_images(sorted(index[f"{i}.jpg"] for i in ids))  # noqa: E731
-    proposal_set = read_proposals(OUT / "proposals.h5")
+    train_ids, val_ids, subset, proposal_set = sample(a.train_n)
     maps = load_maps(args.scale, train_ids + ([] if a.no_val else val_ids))
     if a.more_scales:
         more = [load_maps(int(v), list(maps)) for v in a.more_scales.split(",")]
@@ -197,6 +190,17 @@ def accuracy(args, rest) -> None:
             record({**base, "test": f"cv{k}", **train_and_test(subset(kept_ids), subset(held_ids), maps,
                                                                 proposal_set, rv, settings,
                                                                 OUT / f"detector{a.tag}-cv{k}.h5")})
+
+
+def sample(train_n: int = 0):
+    """(train ids (the first train_n; 0: all), val ids, subset: ids -> their BoxSet, the proposal set)."""
+    from sppfeat.detection.proposal_file import read_proposals
+
+    truth = read_boxes(VOC / "Annotations", keep_empty=True)
+    train_ids, val_ids = split_ids("train"), split_ids("val")
+    index = {path: i for i, path in enumerate(truth.paths)}
+    return (train_ids[:train_n] if train_n else train_ids, val_ids,
+            lambda ids: truth.keep_images(sorted(index[f"{i}.jpg"] for i in ids)), read_proposals(OUT / "proposals.h5"))
 
 
 def cv_folds(ids: list[str], n: int) -> list[tuple[list[str], list[str]]]:

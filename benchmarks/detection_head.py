@@ -17,15 +17,13 @@ import time
 import numpy as np
 import torch
 
-from detection import OUT, VOC, cv_folds, load_maps, record, split_ids, test_variants
+from detection import OUT, cv_folds, load_maps, record, sample, test_variants
 from sppfeat.config import DETECTION_DEFAULTS
-from sppfeat.data.boxes import read_boxes
 from detection_variants import HiddenVectors
 from sppfeat.detection.finetune import fit_head
 from sppfeat.detection.mining import fit_detector
 from sppfeat.detection.maps import RegionVectors
 from sppfeat.detection.model import DetectorModel, save_detector
-from sppfeat.detection.proposal_file import read_proposals
 from sppfeat.detection.settings import HeadSettings, TrainingSettings
 from sppfeat.detection.training import prepare_head_image, prepare_image
 from sppfeat.libc import return_large_blocks
@@ -78,13 +76,7 @@ def main() -> None:
     svm = TrainingSettings(**{"regression": False, **json.loads(a.hidden_svm)}) if a.hidden_svm else None
     return_large_blocks()
     settings = HeadSettings(**json.loads(a.head))
-    truth = read_boxes(VOC / "Annotations", keep_empty=True)
-    train_ids, val_ids = split_ids("train"), split_ids("val")
-    if a.train_n:
-        train_ids = train_ids[:a.train_n]
-    index = {path: i for i, path in enumerate(truth.paths)}
-    subset = lambda ids: truth.keep_images(sorted(index[f"{i}.jpg"] for i in ids))  # noqa: E731
-    proposal_set = read_proposals(OUT / "proposals.h5")
+    train_ids, val_ids, subset, proposal_set = sample(a.train_n)
     maps = load_maps(DETECTION_DEFAULTS.scales[0], train_ids + ([] if a.no_val else val_ids))
     rv = RegionVectors(DETECTION_DEFAULTS, "cpu")
     base = {"step": "head", "tag": a.tag, "head": json.loads(a.head), "train_n": a.train_n,

@@ -1,25 +1,11 @@
 """COCO's metric through pycocotools, on hand-made cases whose answers are derived here: what
 sppfeat feeds it (box convention, ids, area, difficult -> iscrowd) and the summary it reports."""
 
-import numpy as np
 import pytest
 
-from sppfeat.data.boxes import BoxSet
 from sppfeat.detection.coco import coco_ground_truth
-from sppfeat.detection.metric import Detections, evaluate_boxes
-
-
-def truth(paths, objects, classes=("cat", "dog")):
-    """objects: (image index, box x1,y1,x2,y2, class index, difficult), by image."""
-    return BoxSet("csv", list(paths), np.array([o[1] for o in objects], float).reshape(-1, 4),
-                  np.array([o[0] for o in objects], np.int64), np.array([o[2] for o in objects], np.int64),
-                  np.array([o[3] for o in objects], bool), list(classes), [])
-
-
-def dets(rows):
-    """rows: (path, box, label, score)."""
-    return Detections([r[0] for r in rows], np.array([r[1] for r in rows], float).reshape(-1, 4),
-                      [r[2] for r in rows], np.array([r[3] for r in rows], float))
+from sppfeat.detection.metric import evaluate_boxes
+from test_metric import dets, truth
 
 
 def test_the_ground_truth_sppfeat_feeds_pycocotools():
