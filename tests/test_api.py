@@ -17,7 +17,8 @@ API = {"extract", "describe", "load_features", "merge", "train_svm", "evaluate",
        "predict", "Prediction", "Predictions", "Describer",
        "regions", "RegionsResult", "describe_regions", "REGION_DEFAULTS", "pyramid_pool_boxes", "BoxPyramidPool",
        "proposals", "ProposalConfig", "ProposalsResult", "train_detector", "TrainDetectorResult", "TrainingSettings",
-       "DETECTION_DEFAULTS", "detect", "Detection", "DetectResult", "evaluate_detections", "DetectionEvaluation"}
+       "HeadSettings", "DETECTION_DEFAULTS", "detect", "Detection", "DetectResult", "evaluate_detections",
+       "DetectionEvaluation"}
 
 
 def test_all_lists_the_api_and_no_module_is_named_like_a_function():

@@ -157,7 +157,7 @@ def fit_head(images: list[HeadImage], n_classes: int, rv: RegionVectors, setting
             picks = [sample_windows(im, settings, rng) for im in batch]
             loss, parts = head_loss(head, batch, picks, settings.box_weight, device)
             if not torch.isfinite(loss):
-                raise ValueError(f"the head's training diverged (loss {float(loss)} at step {step + 1} of "
+                raise ValueError(f"the head's training diverged (loss {loss.item()} at step {step + 1} of "
                                  f"{total}): use a smaller learning rate than {settings.lr:g}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
