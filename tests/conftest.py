@@ -77,3 +77,20 @@ def demo_features(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo.h5"
     extract(DEMO, out, runtime=one_process(), quiet=True)
     return out
+
+
+def interrupt_at_call(monkeypatch, module, name: str, n: int, signum: int):
+    """Make the n-th call of module.name raise ExtractionInterrupted(signum), as if the run were stopped
+    by that signal there; returns the original, to put back for the resumed run."""
+    from sppfeat.features.interrupts import ExtractionInterrupted
+
+    real, calls = getattr(module, name), []
+
+    def stopping(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise ExtractionInterrupted(signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, stopping)
+    return real

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import ROOT
+from conftest import ROOT, interrupt_at_call
 from sppfeat import ExtractionConfig
 from sppfeat.cli import main
 from sppfeat.detection import inference
@@ -111,15 +111,7 @@ def test_detect_writes_coco_results_with_numbered_or_given_ids(made_up, tmp_path
 def test_detect_resumes_into_a_json_file(made_up, tmp_path, monkeypatch):
     options = {"proposals": made_up / "windows.csv", "device": "cpu", "quiet": True}
     inference.detect(made_up / "m.h5", made_up / "photos", tmp_path / "whole.json", **options)
-    real, calls = inference.detect_windows, []
-
-    def stop_at_the_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise ExtractionInterrupted(15)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(inference, "detect_windows", stop_at_the_second)
+    real = interrupt_at_call(monkeypatch, inference, "detect_windows", 2, 15)
     out = tmp_path / "d.json"
     with pytest.raises(ExtractionInterrupted):
         inference.detect(made_up / "m.h5", made_up / "photos", out, **options)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SUBPROCESS_TIMEOUT, VOC_SAMPLE, run_sppfeat
+from conftest import SUBPROCESS_TIMEOUT, VOC_SAMPLE, interrupt_at_call, run_sppfeat
 
 VOC = VOC_SAMPLE / "VOCdevkit" / "VOC2007"
 IDS = ["000012", "000017", "000023", "000033"]
@@ -138,15 +138,7 @@ def test_an_interrupted_run_resumes_its_pictures(four, model, single, tmp_path, 
     from sppfeat.features.interrupts import ExtractionInterrupted
 
     inference.detect(model, four / "images", tmp_path / "whole.csv", draw=tmp_path / "whole", cores=1, quiet=True)
-    real, calls = inference.detect_windows, []
-
-    def stop_at_the_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise ExtractionInterrupted(2)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(inference, "detect_windows", stop_at_the_third)
+    real = interrupt_at_call(monkeypatch, inference, "detect_windows", 3, 2)
     out, drawn = tmp_path / "d.csv", tmp_path / "drawn"
     with pytest.raises(ExtractionInterrupted, match="after 2 of 4 images"):
         inference.detect(model, four / "images", out, draw=drawn, cores=1, quiet=True)

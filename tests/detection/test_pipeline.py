@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SUBPROCESS_TIMEOUT, VOC_SAMPLE, run_sppfeat
+from conftest import SUBPROCESS_TIMEOUT, VOC_SAMPLE, interrupt_at_call, run_sppfeat
 from sppfeat.detection.model import load_detector
 
 VOC = VOC_SAMPLE / "VOCdevkit" / "VOC2007"
@@ -201,15 +201,7 @@ def test_detect_resumes_an_interrupted_run(voc_small, proposal_file, tmp_path, m
     train_detector(voc_small / "images", voc_small / "boxes", model, proposals=proposal_file,
                    config=ExtractionConfig(**FAST), settings=TrainingSettings(rounds=0, regression=False), quiet=True)
     whole = inference.detect(model, voc_small / "images", tmp_path / "whole.jsonl", proposals=proposal_file, quiet=True)
-    real, calls = inference.detect_windows, []
-
-    def stop_at_the_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise ExtractionInterrupted(15)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(inference, "detect_windows", stop_at_the_third)
+    real = interrupt_at_call(monkeypatch, inference, "detect_windows", 3, 15)
     out = tmp_path / "dets.jsonl"
     with pytest.raises(ExtractionInterrupted, match="SIGTERM after 2 of 8 images"):
         inference.detect(model, voc_small / "images", out, proposals=proposal_file, quiet=True)
