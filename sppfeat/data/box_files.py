@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .box_set import COCO, CORNERS, VOC, BoxCollector, BoxSet, ImageSizes, is_number
+from .box_set import COCO, CORNERS, VOC, BoxCollector, BoxSet, ImageSizes, is_number, read_numbers
 from .discover import VOC_CLASSES
 
 CSV_COLUMNS = ["path", "x1", "y1", "x2", "y2"]
@@ -110,11 +110,9 @@ def read_voc_xml(folder: Path, sizes: ImageSizes) -> BoxSet:
             if None in texts:
                 found.reject(file, f"{where} has no <{VOC.names[texts.index(None)]}> in a <bndbox>", filename)
                 continue
-            try:
-                values = [float(text) for text in texts]
-            except ValueError:
-                bad = next(k for k, text in enumerate(texts) if not is_number(text))
-                found.reject(file, f"{where} {VOC.names[bad]} {texts[bad].strip()!r} is not a number", filename)
+            values, problem = read_numbers(texts, VOC.names)
+            if problem:
+                found.reject(file, f"{where} {problem}", filename)
                 continue
             difficult = (obj.findtext("difficult") or "0").strip() == "1"
             found.add(file, where, filename, values, VOC, given, name, difficult,

@@ -118,6 +118,16 @@ def check_box(values: list[float], convention: Convention,
     return box, None
 
 
+def read_numbers(texts: list[str], names) -> tuple[list[float] | None, str | None]:
+    """(the numbers `texts` write, None), or (None, "NAME 'text' is not a number") for the first
+    that float() does not read; names: the field of each text."""
+    try:
+        return [float(text) for text in texts], None
+    except ValueError:
+        bad = next(k for k, text in enumerate(texts) if not is_number(text))
+        return None, f"{names[bad]} {texts[bad].strip()!r} is not a number"
+
+
 def is_number(text: str) -> bool:
     """Whether float() reads `text`."""
     try:

@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from .box_set import BoxCollector, BoxSet, Convention, ImageSizes, image_size, is_number
+from .box_set import BoxCollector, BoxSet, Convention, ImageSizes, image_size, read_numbers
 
 NAME_FILES = ("classes.txt", "data.yaml", "data.yml")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pbm", ".pgm", ".ppm", ".pnm")
@@ -206,11 +206,9 @@ def _label_line(found: BoxCollector, file: str, n: int, fields: list[str], image
     if len(fields) != 5:
         found.reject(file, f"line {n} has {len(fields)} values, not 5 (class cx cy width height)", image)
         return
-    try:
-        values = [float(v) for v in fields]
-    except ValueError:
-        bad = next(k for k, v in enumerate(fields) if not is_number(v))
-        found.reject(file, f"line {n} {('class', *YOLO.names)[bad]} {fields[bad]!r} is not a number", image)
+    values, problem = read_numbers(fields, ("class", *YOLO.names))
+    if problem:
+        found.reject(file, f"line {n} {problem}", image)
         return
     known = values[0].is_integer() and 0 <= values[0] < len(names)
     name = names[int(values[0])] if known else None
