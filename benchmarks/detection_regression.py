@@ -20,7 +20,7 @@ import numpy as np
 from detection import OUT, VOC, cv_folds, load_maps, record, split_ids, test_variants
 from sppfeat.data.boxes import read_boxes
 from sppfeat.detection.maps import RegionVectors
-from sppfeat.detection.mining import fit_regression
+from sppfeat.detection.regression import fit_regression
 from sppfeat.detection.model import load_detector
 from sppfeat.detection.proposal_file import read_proposals
 from sppfeat.detection.settings import TrainingSettings

@@ -7,7 +7,9 @@ scores every window of every image with the current SVMs, adds up to ``new_per_i
 per image and class scoring above ``hard_margin``, retrains (warm-started) and drops cached
 negatives scoring below ``easy_margin``, until a round adds fewer than ``stop_fraction`` of the
 cache. Window vectors are pooled on the fly from each image's conv map; only the cached negatives
-are stored (8 bits per value, shared by the classes: NegativeStore).
+are stored (8 bits per value, shared by the classes: NegativeStore), at most ``negative_cache``
+of them: when a round fills the cache, the easy margin rises, one margin for every class, until
+a fifth of it is free (the hardest negatives stay), so that memory does not grow with the images.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..meter import Meter
-from .geometry import iou, regression_targets
+from .geometry import iou
 from .maps import ImageMap, RegionVectors, StoredMap
+from .regression import fit_regression
 from .settings import TrainingSettings
 from .solver import LinearSVM
 
@@ -86,6 +89,7 @@ class NegativeStore:
         self.codes: list[np.ndarray | None] = []  # BLOCK×D uint8 per block
         self.scales: list[np.ndarray | None] = []  # BLOCK×2 float32 (low, step) per block
         self.members = [np.zeros(0, np.int64) for _ in range(n_classes)]
+        self.member_scores = [np.zeros(0, np.float32) for _ in range(n_classes)]  # margins under the latest SVMs
         self.owner: list[tuple[int, int]] = []  # (image, window) of each row
 
     def _new_block(self) -> tuple[np.ndarray, np.ndarray]:
@@ -136,6 +140,26 @@ class NegativeStore:
             out[start:start + len(part)] = self.take(part, chunk[:len(part)]) @ coef + np.float32(intercept)
         return out
 
+    def keep(self, k: int, mask: np.ndarray) -> None:
+        """Keep the members of class k (and their scores) where `mask`."""
+        self.members[k], self.member_scores[k] = self.members[k][mask], self.member_scores[k][mask]
+
+    def trim(self, rows: int, images: list[TrainingImage]) -> int:
+        """Drop the easiest memberships, below one margin for every class, so that `rows` rows
+        are held by some class (more only where margins tie), and compact; returns how many rows went."""
+        hardest = np.full(self.n, -np.inf, np.float32)
+        for members, scores in zip(self.members, self.member_scores):
+            np.maximum.at(hardest, members, scores)
+        held = hardest[np.isfinite(hardest)]
+        if len(held) <= rows:
+            return 0
+        margin = np.partition(held, len(held) - rows)[len(held) - rows] if rows else np.inf
+        for k, scores in enumerate(self.member_scores):
+            self.keep(k, scores >= margin)
+        before = self.n
+        self.compact(images)
+        return before - self.n
+
     def compact(self, images: list[TrainingImage]) -> None:
         """Drop the rows no class holds any more (old blocks freed as soon as they are copied)."""
         used = np.unique(np.concatenate(self.members)) if any(len(m) for m in self.members) else np.zeros(0, int)
@@ -179,24 +203,26 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
     positives = np.concatenate([im.positives for im in images]) if images else np.zeros((0, dim), np.float16)
     pos_labels = np.concatenate([im.positive_labels for im in images]) if images else np.zeros(0, np.int64)
     store = NegativeStore(dim, n_classes)
+    per_image = min(settings.initial_negatives, max(1, settings.negative_cache // 4 // max(1, len(images))))
     for i, im in enumerate(images):
         im.cached = np.zeros_like(im.negative)
         im.store_row = np.full(len(im.windows), -1, np.int64)
         eligible = np.flatnonzero(im.negative.any(axis=1))
-        pick = np.sort(rng.permutation(eligible)[:settings.initial_negatives])
+        pick = np.sort(rng.permutation(eligible)[:per_image])
         if len(pick):
             _add(store, im, i, pick, rv.pool(im.image_map.load(), im.windows[pick]), im.negative[pick])
     coef, intercept = np.zeros((n_classes, dim), np.float32), np.zeros(n_classes)
-    stats = {"positives": np.bincount(pos_labels, minlength=n_classes).tolist(), "mining": []}
+    stats = {"positives": np.bincount(pos_labels, minlength=n_classes).tolist(), "initial_per_image": per_image,
+             "mining": []}
     for round_ in range(settings.rounds + 1):
         start = time.monotonic()
-        added = _mine(images, store, coef, intercept, rv, settings, quiet, round_) if round_ else store.n
+        added, trimmed = _mine(images, store, coef, intercept, rv, settings, quiet, round_) if round_ else (store.n, 0)
         warm = round_ > 0
         for k in range(n_classes):
             coef[k], intercept[k] = _train_class(positives[pos_labels == k], store, k, settings,
                                                  (coef[k], intercept[k]) if warm else None)
-            scores = store.scores(store.members[k], coef[k], intercept[k])
-            store.members[k] = store.members[k][scores >= settings.easy_margin]
+            store.member_scores[k] = store.scores(store.members[k], coef[k], intercept[k])
+            store.keep(k, store.member_scores[k] >= settings.easy_margin)
         store.compact(images)
         for im in images:  # cached[w, k] follows the classes' members after the drop
             im.cached[:] = False
@@ -205,7 +231,8 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
                 image, window = store.owner[row]
                 images[image].cached[window, k] = True
         cache = [len(m) for m in store.members]
-        stats["mining"].append({"added": int(added), "cache": cache, "seconds": round(time.monotonic() - start, 1)})
+        stats["mining"].append({"added": int(added), "trimmed": trimmed, "cache": cache,
+                                "seconds": round(time.monotonic() - start, 1)})
         if not quiet:
             log.info("detector round %d: %d negatives added, %d cached (largest class %d), %.0f s", round_, added,
                      store.n, max(cache) if cache else 0, time.monotonic() - start)
@@ -217,27 +244,32 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
 
 
 def _add(store: NegativeStore, im: TrainingImage, i: int, windows: np.ndarray, vectors: np.ndarray,
-         classes: np.ndarray) -> int:
-    """Cache `windows` of image i as negatives of `classes` (len(windows)×K bool); returns how many
-    (window, class) pairs were new."""
+         classes: np.ndarray, scores: np.ndarray | None = None) -> int:
+    """Cache `windows` of image i as negatives of `classes` (len(windows)×K bool; their margins
+    len(windows)×K under the current SVMs, if any); returns how many (window, class) pairs were new."""
     fresh = im.store_row[windows] < 0
     if fresh.any():
         im.store_row[windows[fresh]] = store.add(vectors[fresh], i, windows[fresh])
     new = classes & ~im.cached[windows]
     for k in np.flatnonzero(new.any(axis=0)):
         store.members[k] = np.concatenate([store.members[k], im.store_row[windows[new[:, k]]]])
+        margins = np.zeros(new[:, k].sum(), np.float32) if scores is None else scores[new[:, k], k]
+        store.member_scores[k] = np.concatenate([store.member_scores[k], margins.astype(np.float32)])
     im.cached[windows] |= new
     return int(new.sum())
 
 
-def _mine(images, store, coef, intercept, rv, settings, quiet, round_) -> int:
-    added, meter = 0, Meter(f"mining {round_}", len(images), quiet=quiet)
+def _mine(images, store, coef, intercept, rv, settings, quiet, round_) -> tuple[int, int]:
+    """(pairs added, rows trimmed to keep within the cache) of one round over the images."""
+    added, trimmed, meter = 0, 0, Meter(f"mining {round_}", len(images), quiet=quiet)
     for i, im in enumerate(images):
         if len(im.windows):
             added += _mine_image(store, im, i, coef, intercept, rv, settings)
+        if store.n > settings.negative_cache:
+            trimmed += store.trim(settings.negative_cache * 4 // 5, images)
         meter.update(1)
     meter.close()
-    return added
+    return added, trimmed
 
 
 def _mine_image(store, im, i, coef, intercept, rv, settings) -> int:
@@ -250,7 +282,7 @@ def _mine_image(store, im, i, coef, intercept, rv, settings) -> int:
         candidates = np.flatnonzero(hard[:, k])
         chosen[candidates[np.argsort(-scores[candidates, k])[:settings.new_per_image]], k] = True
     windows = np.flatnonzero(chosen.any(axis=1))
-    return _add(store, im, i, windows, unique[inverse[windows]], chosen[windows])
+    return _add(store, im, i, windows, unique[inverse[windows]], chosen[windows], scores[windows])
 
 
 def _train_class(positives: np.ndarray, store: NegativeStore, k: int, settings: TrainingSettings, warm):
@@ -263,38 +295,3 @@ def _train_class(positives: np.ndarray, store: NegativeStore, k: int, settings: 
     y = np.r_[np.ones(len(positives)), np.zeros(len(rows))]
     svm = LinearSVM(settings.C, settings.positive_weight).fit(x, y, warm_start=warm)
     return svm.coef_, svm.intercept_
-
-
-def fit_regression(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
-                    settings: TrainingSettings) -> np.ndarray:
-    """K×4×(D+1) ridge regressors from window vectors (and a constant 1) to the offsets onto their
-    object. The vectors are held once, in float16 (1.3 GB for 36,000 windows at 17,920 values)."""
-    out = np.zeros((n_classes, 4, rv.dim + 1), np.float32)
-    with_samples = [im for im in images if len(im.reg_windows)]
-    if not with_samples:
-        return out
-    x_all = np.empty((sum(len(im.reg_windows) for im in with_samples), rv.dim), np.float16)
-    labels = np.concatenate([im.reg_labels for im in with_samples])
-    targets, row = [], 0
-    for im in with_samples:
-        windows = im.windows[im.reg_windows]
-        x_all[row:row + len(windows)] = rv.pool(im.image_map.load(), windows)
-        targets.append(regression_targets(windows, im.reg_targets))
-        row += len(windows)
-    t_all = np.concatenate(targets)
-    for k in range(n_classes):
-        rows = np.flatnonzero(labels == k)
-        if len(rows) == 0:
-            continue
-        x = np.ones((len(rows), rv.dim + 1), np.float32)  # float32 products, solved in float64
-        x[:, :-1] = x_all[rows]
-        t = t_all[rows]
-        small = len(x) < x.shape[1]  # the smaller system: W = Xᵀ(XXᵀ + λI)⁻¹T, or (XᵀX + λI)⁻¹XᵀT
-        gram = (x @ x.T if small else x.T @ x).astype(np.float64)
-        gram[np.diag_indices_from(gram)] += settings.ridge
-        if small:
-            out[k] = (x.T @ np.linalg.solve(gram, t).astype(np.float32)).T
-        else:
-            out[k] = np.linalg.solve(gram, (x.T @ t.astype(np.float32)).astype(np.float64)).T
-        del x, gram
-    return out

@@ -12,11 +12,14 @@ class TrainingSettings:
     training; negative_iou; initial_negatives: random windows per image to start from;
     hard_margin / easy_margin: margins above which a negative is mined / below which a cached one
     is dropped; new_per_image: mined negatives per image, class and round (the highest scoring);
-    stop_fraction: mining stops when a round adds fewer than this share of the cache; regression:
-    learn box regressors (ridge, penalty `ridge`) on windows with IoU >= regression_iou to an
-    object, at most regression_per_object per object; mirror: each object is also a positive as
-    seen in the image flipped left-right (one more network pass per image with objects); seed:
-    of the samples."""
+    stop_fraction: mining stops when a round adds fewer than this share of the cache;
+    negative_cache: most window vectors cached (8 bits per value: 2.1 GB at 120,000 × 17,920):
+    the initial negatives take at most a quarter of it (fewer per image beyond), and a round that
+    fills it keeps its hardest negatives (see sppfeat.detection.mining); regression: learn box
+    regressors (ridge, penalty `ridge`) on windows with IoU >= regression_iou to an object, at most
+    regression_per_object per object and regression_per_class per class (a uniform draw); mirror:
+    each object is also a positive as seen in the image flipped left-right (one more network pass
+    per image with objects); seed: of the samples."""
 
     C: float = 1.0
     positive_weight: float = 2.0
@@ -27,9 +30,11 @@ class TrainingSettings:
     easy_margin: float = -1.2
     new_per_image: int = 10
     stop_fraction: float = 0.02
+    negative_cache: int = 120_000
     regression: bool = True
     regression_iou: float = 0.6
     regression_per_object: int = 32
+    regression_per_class: int = 10_000
     ridge: float = 0.3
     mirror: bool = False
     seed: int = 0
@@ -41,6 +46,9 @@ class TrainingSettings:
         for name in ("rounds", "initial_negatives", "new_per_image", "regression_per_object"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        for name in ("negative_cache", "regression_per_class"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not 0 < self.negative_iou < 1 or not 0 < self.regression_iou <= 1:
             raise ValueError("negative_iou and regression_iou must be in (0, 1)")
 

@@ -61,3 +61,28 @@ def test_scores_and_float32_rows_match_the_rows(monkeypatch):
     store.take(rows, out[2:])
     np.testing.assert_array_equal(out[2:], stored)
     assert not out[:2].any()
+
+
+def test_trim_keeps_the_rows_with_the_hardest_negatives(monkeypatch):
+    monkeypatch.setattr(NegativeStore, "BLOCK", 4)
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(30, 8)).astype(np.float32)
+    store = NegativeStore(8, 3)
+    image = SimpleNamespace(store_row=store.add(vectors, 0, np.arange(30)))
+    before = store.take(np.arange(30))
+    for k in range(3):
+        store.members[k] = np.sort(rng.choice(30, 12, replace=False))
+        store.member_scores[k] = rng.normal(size=12).astype(np.float32)
+    pairs = {(int(r), k): float(s) for k in range(3) for r, s in zip(store.members[k], store.member_scores[k])}
+    held = {r for r, _ in pairs}
+    hardest = {r: max(s for (row, _), s in pairs.items() if row == r) for r in held}  # brute force
+    kept = sorted(held, key=lambda r: -hardest[r])[:10]
+    margin = min(hardest[r] for r in kept)
+    assert store.trim(10, [image]) == 30 - 10 and store.n == 10
+    assert sorted(window for _, window in store.owner) == sorted(kept)
+    for k in range(3):  # each class keeps its own pairs above the common margin, with their scores
+        got = {(store.owner[r][1], k): float(s) for r, s in zip(store.members[k], store.member_scores[k])}
+        assert got == {p: s for p, s in pairs.items() if p[1] == k and s >= margin}
+    np.testing.assert_array_equal(store.take(np.arange(10)), before[sorted(kept)])
+    assert (image.store_row[sorted(kept)] == np.arange(10)).all()
+    assert store.trim(10, [image]) == 0  # within the limit: nothing goes

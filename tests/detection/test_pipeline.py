@@ -2,6 +2,7 @@
 images of the shared sample (small settings so that they take seconds; skipped without ../shared)."""
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -139,10 +140,28 @@ def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path):
     t = np.concatenate([regression_targets(im.windows[im.reg_windows], im.reg_targets) for im in images])
     labels = np.concatenate([im.reg_labels for im in images])
     for k in np.unique(labels):
-        xk = np.hstack([x[labels == k].astype(np.float16).astype(np.float64), np.ones(((labels == k).sum(), 1))])
+        xk = np.hstack([x[labels == k].astype(np.float64), np.ones(((labels == k).sum(), 1))])
         w = fitted.regression[k].T.astype(np.float64)
         gradient = xk.T @ (xk @ w - t[labels == k]) + settings.ridge * w
         assert np.abs(gradient).max() < 1e-3 * max(1.0, np.abs(xk.T @ t[labels == k]).max())
+    # memory bounds: at most 3 samples per class, drawn under the seed, each regressor the ridge solution on them
+    from sppfeat.detection.regression import class_samples, fit_regression
+    few = dataclasses.replace(settings, regression_per_class=3)
+    regression, rng = fit_regression(images, len(truth.class_names), rv, few), np.random.default_rng(few.seed)
+    for k in range(len(truth.class_names)):
+        rows = class_samples(labels, k, 3, rng)
+        assert len(rows) == min(3, (labels == k).sum()) and (labels[rows] == k).all()
+        if len(rows) == 0:
+            assert not regression[k].any()
+            continue
+        xk, w = np.hstack([x[rows].astype(np.float64), np.ones((len(rows), 1))]), regression[k].T.astype(np.float64)
+        assert np.abs(xk.T @ (xk @ w - t[rows]) + settings.ridge * w).max() < 1e-3 * max(1.0, np.abs(xk.T @ t[rows]).max())
+    # and a cache of 60 vectors: fewer initial negatives per image, and never more than 60 windows held after a round
+    small = dataclasses.replace(settings, negative_cache=60)
+    bounded = fit_detector(images, len(truth.class_names), rv, small, quiet=True)
+    assert bounded.stats["initial_per_image"] == max(1, 60 // 4 // len(images)) < settings.initial_negatives
+    assert sum(r["trimmed"] for r in bounded.stats["mining"]) > 0
+    assert sum(int(image.cached.any(axis=1).sum()) for image in images) <= 60
 
 
 def test_commands_from_photos_to_average_precision(voc_small, proposal_file, tmp_path):
