@@ -125,6 +125,9 @@ def proposals(images, output, method, max_boxes, min_size, search_side, cores, s
               help="--no-head: SVM penalty.")
 @click.option("--rounds", default=TrainingSettings.rounds, show_default=True, type=click.IntRange(min=0),
               help="--no-head: hard-negative mining rounds.")
+@click.option("--negative-cache", default=TrainingSettings.negative_cache, show_default=True,
+              type=click.IntRange(min=1), help="--no-head: most negatives' vectors kept while mining (the hardest; "
+                                               "1 byte per value: 2.1 GB at 120,000 windows of 17,920 values).")
 @click.option("--regression/--no-regression", default=TrainingSettings.regression, show_default=True,
               help="--no-head: learn ridge box regressors (the head always learns its box offsets).")
 @click.option("--mirror/--no-mirror", default=TrainingSettings.mirror, show_default=True,
@@ -136,10 +139,10 @@ def proposals(images, output, method, max_boxes, min_size, search_side, cores, s
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
 def train_detector(images, boxes, model, proposals, box_format, backbone, weights, levels, pool, scale, max_side,
                    method, max_boxes, min_size, search_side, head, head_epochs, head_lr, head_reduce, head_hidden,
-                   seed, C, rounds, regression, mirror, device, cores, overwrite, quiet):
+                   seed, C, rounds, negative_cache, regression, mirror, device, cores, overwrite, quiet):
     """Train a detector of the classes of BOXES (ground truth; difficult boxes are neither objects
-    nor background) on the windows of the images under IMAGES, and write it to MODEL: a head
-    fine-tuned on the pooled windows (default), or one linear SVM per class (--no-head)."""
+    nor background) on the windows of the images under IMAGES, and write it to MODEL: one linear
+    SVM per class (--no-head) or a head fine-tuned on the pooled windows (--head)."""
     from ..detection.proposals import ProposalConfig
     from ..detection.training import train_detector as train_api
 
@@ -151,7 +154,8 @@ def train_detector(images, boxes, model, proposals, box_format, backbone, weight
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--head-*") from None
     result = train_api(images, boxes, model, proposals=proposals, config=config, box_format=box_format,
-                       settings=TrainingSettings(C=C, rounds=rounds, regression=regression, mirror=mirror, seed=seed),
+                       settings=TrainingSettings(C=C, rounds=rounds, negative_cache=negative_cache,
+                                                 regression=regression, mirror=mirror, seed=seed),
                        head=head_settings,
                        proposal_config=ProposalConfig(method, max_boxes, min_size, search_side),
                        device=device, cores=cores, overwrite=overwrite, quiet=quiet)

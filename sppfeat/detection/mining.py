@@ -80,7 +80,8 @@ class NegativeStore:
     A row is kept in 8 bits per value, v ≈ low + code · step with the row's own low and step (its
     range / 255; error at most step / 2, about 0.2 % of the row's range): half of float16's bytes,
     1.8 GB for 100,000 rows of 17,920 values. Rows live in blocks of BLOCK rows, so that neither
-    growing nor compacting ever holds two copies of the store."""
+    growing nor compacting ever holds two copies of the store. Each class's members come with their
+    margins under the latest SVMs (member_scores), by which trim() keeps the hardest."""
 
     BLOCK = 4096
 
@@ -222,7 +223,8 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
             coef[k], intercept[k] = _train_class(positives[pos_labels == k], store, k, settings,
                                                  (coef[k], intercept[k]) if warm else None)
             store.member_scores[k] = store.scores(store.members[k], coef[k], intercept[k])
-            store.keep(k, store.member_scores[k] >= settings.easy_margin)
+            learnt = (pos_labels == k).any()  # a class without positives needs no negatives
+            store.keep(k, (store.member_scores[k] >= settings.easy_margin) & learnt)
         store.compact(images)
         for im in images:  # cached[w, k] follows the classes' members after the drop
             im.cached[:] = False
@@ -265,8 +267,8 @@ def _mine(images, store, coef, intercept, rv, settings, quiet, round_) -> tuple[
     for i, im in enumerate(images):
         if len(im.windows):
             added += _mine_image(store, im, i, coef, intercept, rv, settings)
-        if store.n > settings.negative_cache:
-            trimmed += store.trim(settings.negative_cache * 4 // 5, images)
+        if store.n > settings.negative_cache:  # the pairs it drops stay flagged `cached` until the
+            trimmed += store.trim(settings.negative_cache * 4 // 5, images)  # round ends: not mined again
         meter.update(1)
     meter.close()
     return added, trimmed

@@ -47,9 +47,10 @@ def fit_regression(images: list, n_classes: int, rv: RegionVectors, settings: Tr
             continue
         x = np.ones((len(rows), rv.dim + 1), np.float32)
         t = np.empty((len(rows), 4))
-        for i in np.unique(owner[rows]):  # rows are sorted: each image's samples are one run
-            at = np.flatnonzero(owner[rows] == i)
-            im, samples = images[i], index[rows[at]]
+        runs = np.flatnonzero(np.diff(owner[rows], prepend=-1))  # rows are sorted: an image's samples are one run
+        for a, b in zip(runs, np.append(runs[1:], len(rows))):
+            at = slice(a, b)
+            im, samples = images[owner[rows[a]]], index[rows[at]]
             windows = im.windows[im.reg_windows[samples]]
             x[at, :-1] = rv.pool(im.image_map.load(), windows)
             t[at] = regression_targets(windows, im.reg_targets[samples])

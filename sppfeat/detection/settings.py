@@ -14,8 +14,8 @@ class TrainingSettings:
     is dropped; new_per_image: mined negatives per image, class and round (the highest scoring);
     stop_fraction: mining stops when a round adds fewer than this share of the cache;
     negative_cache: most window vectors cached (8 bits per value: 2.1 GB at 120,000 × 17,920):
-    the initial negatives take at most a quarter of it (fewer per image beyond), and a round that
-    fills it keeps its hardest negatives (see sppfeat.detection.mining); regression: learn box
+    the initial negatives take at most a quarter of it (fewer per image beyond, at least one), and
+    a round that fills it keeps its hardest negatives (see sppfeat.detection.mining); regression: learn box
     regressors (ridge, penalty `ridge`) on windows with IoU >= regression_iou to an object, at most
     regression_per_object per object and regression_per_class per class (a uniform draw); mirror:
     each object is also a positive as seen in the image flipped left-right (one more network pass

@@ -130,6 +130,7 @@ def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path):
                 assert iou(windows, of_class).max() < 0.3
     classes = fitted.coef.any(axis=1)
     assert classes.tolist() == (n_easy > 0).tolist()  # a class without positives learns nothing
+    assert not any(image.cached[:, n_easy == 0].any() for image in images)  # and keeps no negatives
     # the trained SVMs score each object above every cached negative of its class on most objects
     scores = [images[i].positives.astype(np.float32) @ fitted.coef.T + fitted.intercept for i in range(len(images))]
     assert np.mean([s[j, k] > -0.5 for i, s in enumerate(scores) for j, k in enumerate(images[i].positive_labels)]) > 0.8
@@ -139,11 +140,14 @@ def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path):
     x = np.concatenate([rv.pool(im.image_map.load(), im.windows[im.reg_windows]) for im in images])
     t = np.concatenate([regression_targets(im.windows[im.reg_windows], im.reg_targets) for im in images])
     labels = np.concatenate([im.reg_labels for im in images])
+
+    def assert_ridge(w, rows):
+        xk = np.hstack([x[rows].astype(np.float64), np.ones((len(rows), 1))])
+        gradient = xk.T @ (xk @ w.T.astype(np.float64) - t[rows]) + settings.ridge * w.T
+        assert np.abs(gradient).max() < 1e-3 * max(1.0, np.abs(xk.T @ t[rows]).max())
+
     for k in np.unique(labels):
-        xk = np.hstack([x[labels == k].astype(np.float64), np.ones(((labels == k).sum(), 1))])
-        w = fitted.regression[k].T.astype(np.float64)
-        gradient = xk.T @ (xk @ w - t[labels == k]) + settings.ridge * w
-        assert np.abs(gradient).max() < 1e-3 * max(1.0, np.abs(xk.T @ t[labels == k]).max())
+        assert_ridge(fitted.regression[k], np.flatnonzero(labels == k))
     # memory bounds: at most 3 samples per class, drawn under the seed, each regressor the ridge solution on them
     from sppfeat.detection.regression import class_samples, fit_regression
     few = dataclasses.replace(settings, regression_per_class=3)
@@ -154,8 +158,7 @@ def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path):
         if len(rows) == 0:
             assert not regression[k].any()
             continue
-        xk, w = np.hstack([x[rows].astype(np.float64), np.ones((len(rows), 1))]), regression[k].T.astype(np.float64)
-        assert np.abs(xk.T @ (xk @ w - t[rows]) + settings.ridge * w).max() < 1e-3 * max(1.0, np.abs(xk.T @ t[rows]).max())
+        assert_ridge(regression[k], rows)
     # and a cache of 60 vectors: fewer initial negatives per image, and never more than 60 windows held after a round
     small = dataclasses.replace(settings, negative_cache=60)
     bounded = fit_detector(images, len(truth.class_names), rv, small, quiet=True)
@@ -167,14 +170,14 @@ def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path):
 def test_commands_from_photos_to_average_precision(voc_small, proposal_file, tmp_path):
     model, dets = tmp_path / "det.h5", tmp_path / "dets.csv"
     r = run_sppfeat("train-detector", voc_small / "images", voc_small / "boxes", model, "--proposals", proposal_file,
-                    "--scale", 160, "--rounds", 1, "--no-head")
+                    "--scale", 160, "--rounds", 1, "--negative-cache", 5000, "--no-head")
     assert r.returncode == 0 and "1 mining rounds" in r.stderr, r.stderr
     r = run_sppfeat("info", model)
     summary = "sppfeat detector (20 classes × 17920 dims, linear SVMs, box regression; scores are margins)"
     assert r.returncode == 0 and summary in r.stdout, r.stderr
     assert f"{len(IDS)} images" in r.stdout and "1 mining rounds" in r.stdout
     training = load_detector(model).training  # the settings as given, the rounds' record beside them
-    assert training["rounds"] == 1 and len(training["mining"]) == 2
+    assert training["rounds"] == 1 and len(training["mining"]) == 2 and training["negative_cache"] == 5000
     r = run_sppfeat("detect", model, voc_small / "images", "--proposals", proposal_file, "-o", dets,
                     "--draw", tmp_path / "drawn", "-q")
     assert r.returncode == 0, r.stderr
