@@ -43,16 +43,16 @@ def split_ids(name: str) -> list[str]:
     return (VOC / "ImageSets/Main" / f"{name}.txt").read_text().split()
 
 
-def map_cache(scale: int) -> Path:
-    return OUT / f"maps-{scale}.h5"
+def map_cache(scale: int, backbone: str = DETECTION_DEFAULTS.backbone) -> Path:
+    return OUT / (f"maps-{scale}.h5" if backbone == DETECTION_DEFAULTS.backbone else f"maps-{scale}-{backbone}.h5")
 
 
-def compute_maps(scale: int) -> None:
+def compute_maps(scale: int, backbone: str = DETECTION_DEFAULTS.backbone) -> None:
     """Every image's conv map at `scale` into bench-out (resumable: images already there are kept)."""
-    rv = RegionVectors(DETECTION_DEFAULTS.replace(scales=(scale,)), "cpu")
+    rv = RegionVectors(DETECTION_DEFAULTS.replace(scales=(scale,), backbone=backbone), "cpu")
     ids = split_ids("train") + split_ids("val")
     start = time.monotonic()
-    with h5py.File(map_cache(scale), "a") as f:
+    with h5py.File(map_cache(scale, backbone), "a") as f:
         todo = [i for i in ids if i not in f]
         for n, image_id in enumerate(todo):
             m = rv.image_map(str(VOC / "JPEGImages" / f"{image_id}.jpg"))
@@ -64,9 +64,9 @@ def compute_maps(scale: int) -> None:
     print(f"maps done: {len(todo)} in {time.monotonic() - start:.0f} s", flush=True)
 
 
-def load_maps(scale: int, ids: list[str]) -> dict[str, ImageMap]:
+def load_maps(scale: int, ids: list[str], backbone: str = DETECTION_DEFAULTS.backbone) -> dict[str, ImageMap]:
     out = {}
-    with h5py.File(map_cache(scale), "r") as f:
+    with h5py.File(map_cache(scale, backbone), "r") as f:
         for image_id in ids:
             d = f[image_id]
             out[image_id] = ImageMap(torch.from_numpy(d[()]), tuple(d.attrs["input_size"]),
@@ -170,15 +170,15 @@ def accuracy(args, rest) -> None:
     settings = TrainingSettings(**json.loads(a.settings))
     levels = tuple(int(v) for v in a.levels.split(","))
     train_ids, val_ids, subset, proposal_set = sample(a.train_n)
-    maps = load_maps(args.scale, train_ids + ([] if a.no_val else val_ids))
+    maps = load_maps(args.scale, train_ids + ([] if a.no_val else val_ids), args.backbone)
     if a.more_scales:
         more = [load_maps(int(v), list(maps)) for v in a.more_scales.split(",")]
         maps = {k: ScaledMaps.of(m, tuple(x[k] for x in more)) for k, m in maps.items()}
-    config = DETECTION_DEFAULTS.replace(scales=(args.scale,), levels=levels)
+    config = DETECTION_DEFAULTS.replace(scales=(args.scale,), levels=levels, backbone=args.backbone)
     rv = (ContextVectors(config, "cpu", a.context) if a.context
           else ImageNetVectors(config, "cpu", a.imagenet) if a.imagenet
           else MultiScaleVectors(config, "cpu") if a.more_scales else RegionVectors(config, "cpu"))
-    base = {"tag": a.tag, "scale": args.scale, "levels": list(levels), "settings": json.loads(a.settings),
+    base = {"tag": a.tag, "scale": args.scale, "backbone": args.backbone, "levels": list(levels), "settings": json.loads(a.settings),
             "context": a.context, "more_scales": a.more_scales, "imagenet": a.imagenet, "train_n": a.train_n}
     if not a.no_val:
         record({**base, "test": "val", **train_and_test(subset(train_ids), subset(val_ids), maps, proposal_set, rv,
@@ -247,7 +247,7 @@ def score_model(args, rest) -> None:
     truth = read_boxes(VOC / "Annotations", keep_empty=True)
     index = {path: i for i, path in enumerate(truth.paths)}
     val = truth.keep_images(sorted(index[f"{i}.jpg"] for i in split_ids("val")))
-    maps = load_maps(model.feature_settings.scales[0], split_ids("val"))
+    maps = load_maps(model.feature_settings.scales[0], split_ids("val"), model.feature_settings.backbone)
     rv = RegionVectors(model.feature_settings, "cpu")
     proposal_set = read_proposals(OUT / "proposals.h5")
     record({"step": "model", "model": a.model, "levels": list(model.feature_settings.levels),
@@ -278,6 +278,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=("proposals", "maps", "accuracy", "model", "folders"))
     parser.add_argument("--scale", type=int, default=DETECTION_DEFAULTS.scales[0])
+    parser.add_argument("--backbone", default=DETECTION_DEFAULTS.backbone, help="maps and accuracy: the network")
     args, rest = parser.parse_known_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.step == "proposals":
@@ -287,7 +288,7 @@ def main() -> None:
         record({"step": "proposals", "images": r.n_images, "boxes": r.n_boxes, "skipped": r.n_skipped,
                 "seconds": round(r.seconds, 1), "recall": proposal_recall()})
     elif args.step == "maps":
-        compute_maps(args.scale)
+        compute_maps(args.scale, args.backbone)
     elif args.step == "accuracy":
         accuracy(args, rest)
     elif args.step == "model":

@@ -45,7 +45,7 @@ def main() -> None:
     kept_ids, held_ids = cv_folds(split_ids("train"), a.cv)[a.fold]
     train = truth.keep_images(sorted(index[f"{i}.jpg"] for i in kept_ids))
     test = truth.keep_images(sorted(index[f"{i}.jpg"] for i in held_ids))
-    maps = load_maps(model.feature_settings.scales[0], kept_ids + held_ids)
+    maps = load_maps(model.feature_settings.scales[0], kept_ids + held_ids, model.feature_settings.backbone)
     rv = RegionVectors(model.feature_settings, "cpu")
     proposal_set = read_proposals(OUT / "proposals.h5")
     for variant in json.loads(a.variants):

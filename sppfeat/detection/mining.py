@@ -201,7 +201,6 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
     """Train the K per-class SVMs on `images` with hard-negative mining (see the module)."""
     rng = np.random.default_rng(settings.seed)
     dim = rv.dim
-    positives = np.concatenate([im.positives for im in images]) if images else np.zeros((0, dim), np.float16)
     pos_labels = np.concatenate([im.positive_labels for im in images]) if images else np.zeros(0, np.int64)
     store = NegativeStore(dim, n_classes)
     per_image = min(settings.initial_negatives, max(1, settings.negative_cache // 4 // max(1, len(images))))
@@ -220,7 +219,7 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
         added, trimmed = _mine(images, store, coef, intercept, rv, settings, quiet, round_) if round_ else (store.n, 0)
         warm = round_ > 0
         for k in range(n_classes):
-            coef[k], intercept[k] = _train_class(positives[pos_labels == k], store, k, settings,
+            coef[k], intercept[k] = _train_class(images, store, k, settings,
                                                  (coef[k], intercept[k]) if warm else None)
             store.member_scores[k] = store.scores(store.members[k], coef[k], intercept[k])
             learnt = (pos_labels == k).any()  # a class without positives needs no negatives
@@ -287,13 +286,19 @@ def _mine_image(store, im, i, coef, intercept, rv, settings) -> int:
     return _add(store, im, i, windows, unique[inverse[windows]], chosen[windows], scores[windows])
 
 
-def _train_class(positives: np.ndarray, store: NegativeStore, k: int, settings: TrainingSettings, warm):
+def _train_class(images: list[TrainingImage], store: NegativeStore, k: int, settings: TrainingSettings, warm):
     rows = store.members[k]
-    if len(positives) == 0 or len(rows) == 0:
+    own = [im.positive_labels == k for im in images]
+    n_positives = sum(int(mask.sum()) for mask in own)
+    if n_positives == 0 or len(rows) == 0:
         return np.zeros(store.dim, np.float32), -1.0  # nothing to learn: every window scores -1
-    x = np.empty((len(positives) + len(rows), store.dim), np.float32)  # one float32 copy, no float16 one
-    x[:len(positives)] = positives
-    store.take(rows, x[len(positives):])
-    y = np.r_[np.ones(len(positives)), np.zeros(len(rows))]
+    x = np.empty((n_positives + len(rows), store.dim), np.float32)  # the only copy: the images keep theirs
+    at = 0
+    for im, mask in zip(images, own):
+        if mask.any():
+            x[at:at + mask.sum()] = im.positives[mask]
+            at += mask.sum()
+    store.take(rows, x[n_positives:])
+    y = np.r_[np.ones(n_positives), np.zeros(len(rows))]
     svm = LinearSVM(settings.C, settings.positive_weight).fit(x, y, warm_start=warm)
     return svm.coef_, svm.intercept_
