@@ -235,8 +235,10 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
         stats["mining"].append({"added": int(added), "trimmed": trimmed, "cache": cache,
                                 "seconds": round(time.monotonic() - start, 1)})
         if not quiet:
-            log.info("detector round %d: %d negatives added, %d cached (largest class %d), %.0f s", round_, added,
-                     store.n, max(cache) if cache else 0, time.monotonic() - start)
+            log.info("detector round %d: %d negatives added, %d cached (largest class %d)%s, %.0f s", round_, added,
+                     store.n, max(cache) if cache else 0,
+                     f", {trimmed} easiest dropped to stay within --negative-cache" if trimmed else "",
+                     time.monotonic() - start)
         if round_ and added < settings.stop_fraction * max(1, sum(cache)):
             break
     del store  # the regression's own arrays take its place

@@ -99,7 +99,7 @@ def test_interrupted_proposals_resume_to_the_same_file(voc_small, proposal_file,
     assert not (tmp_path / "p.h5.parts").exists()
 
 
-def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path):
+def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path, caplog):
     from sppfeat import ExtractionConfig
     from sppfeat.detection.geometry import iou
     from sppfeat.detection.maps import MapFile, RegionVectors
@@ -161,9 +161,11 @@ def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path):
         assert_ridge(regression[k], rows)
     # and a cache of 60 vectors: fewer initial negatives per image, and never more than 60 windows held after a round
     small = dataclasses.replace(settings, negative_cache=60)
-    bounded = fit_detector(images, len(truth.class_names), rv, small, quiet=True)
+    with caplog.at_level("INFO", logger="sppfeat"):
+        bounded = fit_detector(images, len(truth.class_names), rv, small)
     assert bounded.stats["initial_per_image"] == max(1, 60 // 4 // len(images)) < settings.initial_negatives
     assert sum(r["trimmed"] for r in bounded.stats["mining"]) > 0
+    assert "easiest dropped to stay within --negative-cache" in caplog.text  # the user is told
     assert sum(int(image.cached.any(axis=1).sum()) for image in images) <= 60
 
 
