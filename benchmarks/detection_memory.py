@@ -3,8 +3,8 @@ on the sample's 1,500 `train` images and on 3,000 (each image a second time unde
 its annotation and proposals copied), same settings; the growth must stay within 15 %.
 
     python benchmarks/detection.py proposals                      # once: bench-out/detection/proposals.h5
-    python benchmarks/detection_memory.py --copies 1 --rounds 1   # 1,500 images
-    python benchmarks/detection_memory.py --copies 2 --rounds 1   # 3,000 images (may run beside the first)
+    python benchmarks/detection_memory.py --copies 1   # 1,500 images
+    python benchmarks/detection_memory.py --copies 2   # 3,000 images (may run beside the first)
 
 Each run is one process (`/usr/bin/time -v`, its "Maximum resident set size"), one core by default;
 the record also keeps the model's mining rounds (cache sizes, negatives trimmed to the cache).
