@@ -178,8 +178,9 @@ def accuracy(args, rest) -> None:
     rv = (ContextVectors(config, "cpu", a.context) if a.context
           else ImageNetVectors(config, "cpu", a.imagenet) if a.imagenet
           else MultiScaleVectors(config, "cpu") if a.more_scales else RegionVectors(config, "cpu"))
-    base = {"tag": a.tag, "scale": args.scale, "backbone": args.backbone, "levels": list(levels), "settings": json.loads(a.settings),
-            "context": a.context, "more_scales": a.more_scales, "imagenet": a.imagenet, "train_n": a.train_n}
+    base = {"tag": a.tag, "scale": args.scale, "backbone": args.backbone, "levels": list(levels),
+            "settings": json.loads(a.settings), "context": a.context, "more_scales": a.more_scales,
+            "imagenet": a.imagenet, "train_n": a.train_n}
     if not a.no_val:
         record({**base, "test": "val", **train_and_test(subset(train_ids), subset(val_ids), maps, proposal_set, rv,
                                                           settings, OUT / f"detector{a.tag}.h5")})
@@ -238,20 +239,16 @@ def score_model(args, rest) -> None:
     """A trained detector (e.g. made by sppfeat train-detector) on the val images, without its box
     regression, with it, and with box voting too (test_variants), on the cached maps."""
     from sppfeat.detection.model import load_detector
-    from sppfeat.detection.proposal_file import read_proposals
 
     p = argparse.ArgumentParser()
     p.add_argument("--model", required=True)
     a = p.parse_args(rest)
     model = load_detector(a.model)
-    truth = read_boxes(VOC / "Annotations", keep_empty=True)
-    index = {path: i for i, path in enumerate(truth.paths)}
-    val = truth.keep_images(sorted(index[f"{i}.jpg"] for i in split_ids("val")))
-    maps = load_maps(model.feature_settings.scales[0], split_ids("val"), model.feature_settings.backbone)
+    _, val_ids, subset, proposal_set = sample()
+    maps = load_maps(model.feature_settings.scales[0], val_ids, model.feature_settings.backbone)
     rv = RegionVectors(model.feature_settings, "cpu")
-    proposal_set = read_proposals(OUT / "proposals.h5")
     record({"step": "model", "model": a.model, "levels": list(model.feature_settings.levels),
-            **test_variants(model, rv, val, maps, proposal_set)})
+            **test_variants(model, rv, subset(val_ids), maps, proposal_set)})
 
 
 def folders() -> None:

@@ -75,7 +75,7 @@ def main() -> None:
     training = load_detector(model).training
     record({"step": "train_memory", "copies": a.copies, "images": training["n_images"], "rounds": a.rounds,
             "cores": a.cores, "peak_rss_kb": peak, "seconds": round(time.monotonic() - start, 1),
-            "initial_per_image": training.get("initial_per_image"), "mining": training["mining"]})
+            "initial_per_image": training["initial_per_image"], "mining": training["mining"]})
 
 
 if __name__ == "__main__":

@@ -17,12 +17,10 @@ import json
 
 import numpy as np
 
-from detection import OUT, VOC, cv_folds, load_maps, record, split_ids, test_variants
-from sppfeat.data.boxes import read_boxes
+from detection import cv_folds, load_maps, record, sample, test_variants
 from sppfeat.detection.maps import RegionVectors
 from sppfeat.detection.regression import fit_regression
 from sppfeat.detection.model import load_detector
-from sppfeat.detection.proposal_file import read_proposals
 from sppfeat.detection.settings import TrainingSettings
 from sppfeat.detection.training import prepare_image
 from sppfeat.libc import return_large_blocks
@@ -40,14 +38,11 @@ def main() -> None:
     fields = {f.name for f in dataclasses.fields(TrainingSettings)} - {"rounds"}  # mining is over (and models
     # trained before 2026-12-06 kept the rounds' record under this name)
     trained = TrainingSettings(**{k: v for k, v in model.training.items() if k in fields})
-    truth = read_boxes(VOC / "Annotations", keep_empty=True)
-    index = {path: i for i, path in enumerate(truth.paths)}
-    kept_ids, held_ids = cv_folds(split_ids("train"), a.cv)[a.fold]
-    train = truth.keep_images(sorted(index[f"{i}.jpg"] for i in kept_ids))
-    test = truth.keep_images(sorted(index[f"{i}.jpg"] for i in held_ids))
+    train_ids, _, subset, proposal_set = sample()
+    kept_ids, held_ids = cv_folds(train_ids, a.cv)[a.fold]
+    train, test = subset(kept_ids), subset(held_ids)
     maps = load_maps(model.feature_settings.scales[0], kept_ids + held_ids, model.feature_settings.backbone)
     rv = RegionVectors(model.feature_settings, "cpu")
-    proposal_set = read_proposals(OUT / "proposals.h5")
     for variant in json.loads(a.variants):
         settings = dataclasses.replace(trained, **variant)
         rng = np.random.default_rng(settings.seed)

@@ -202,6 +202,7 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
     rng = np.random.default_rng(settings.seed)
     dim = rv.dim
     pos_labels = np.concatenate([im.positive_labels for im in images]) if images else np.zeros(0, np.int64)
+    n_positives = np.bincount(pos_labels, minlength=n_classes)
     store = NegativeStore(dim, n_classes)
     per_image = min(settings.initial_negatives, max(1, settings.negative_cache // 4 // max(1, len(images))))
     for i, im in enumerate(images):
@@ -212,7 +213,7 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
         if len(pick):
             _add(store, im, i, pick, rv.pool(im.image_map.load(), im.windows[pick]), im.negative[pick])
     coef, intercept = np.zeros((n_classes, dim), np.float32), np.zeros(n_classes)
-    stats = {"positives": np.bincount(pos_labels, minlength=n_classes).tolist(), "initial_per_image": per_image,
+    stats = {"positives": n_positives.tolist(), "initial_per_image": per_image,
              "mining": []}
     for round_ in range(settings.rounds + 1):
         start = time.monotonic()
@@ -222,7 +223,7 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
             coef[k], intercept[k] = _train_class(images, store, k, settings,
                                                  (coef[k], intercept[k]) if warm else None)
             store.member_scores[k] = store.scores(store.members[k], coef[k], intercept[k])
-            learnt = (pos_labels == k).any()  # a class without positives needs no negatives
+            learnt = n_positives[k] > 0  # a class without positives needs no negatives
             store.keep(k, (store.member_scores[k] >= settings.easy_margin) & learnt)
         store.compact(images)
         for im in images:  # cached[w, k] follows the classes' members after the drop
@@ -257,7 +258,7 @@ def _add(store: NegativeStore, im: TrainingImage, i: int, windows: np.ndarray, v
     for k in np.flatnonzero(new.any(axis=0)):
         store.members[k] = np.concatenate([store.members[k], im.store_row[windows[new[:, k]]]])
         margins = np.zeros(new[:, k].sum(), np.float32) if scores is None else scores[new[:, k], k]
-        store.member_scores[k] = np.concatenate([store.member_scores[k], margins.astype(np.float32)])
+        store.member_scores[k] = np.concatenate([store.member_scores[k], margins])
     im.cached[windows] |= new
     return int(new.sum())
 
@@ -297,9 +298,9 @@ def _train_class(images: list[TrainingImage], store: NegativeStore, k: int, sett
     x = np.empty((n_positives + len(rows), store.dim), np.float32)  # the only copy: the images keep theirs
     at = 0
     for im, mask in zip(images, own):
-        if mask.any():
-            x[at:at + mask.sum()] = im.positives[mask]
-            at += mask.sum()
+        count = int(mask.sum())
+        x[at:at + count] = im.positives[mask]
+        at += count
     store.take(rows, x[n_positives:])
     y = np.r_[np.ones(n_positives), np.zeros(len(rows))]
     svm = LinearSVM(settings.C, settings.positive_weight).fit(x, y, warm_start=warm)

@@ -43,12 +43,10 @@ class TrainingSettings:
         for name in ("C", "positive_weight", "ridge"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("rounds", "initial_negatives", "new_per_image", "regression_per_object"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
-        for name in ("negative_cache", "regression_per_class"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        for name, least in (("rounds", 0), ("initial_negatives", 0), ("new_per_image", 0),
+                            ("regression_per_object", 0), ("negative_cache", 1), ("regression_per_class", 1)):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {getattr(self, name)!r}")
         if not 0 < self.negative_iou < 1 or not 0 < self.regression_iou <= 1:
             raise ValueError("negative_iou and regression_iou must be in (0, 1)")
 
