@@ -35,7 +35,7 @@ def normalize_features(x: np.ndarray | torch.Tensor, power: float = 1.0) -> np.n
     t = torch.from_numpy(np.asarray(x, dtype=np.float32)) if is_array else x
     out = t.to(torch.float32, copy=True)
     if power != 1.0:
-        signed = bool((out < 0).any())  # ReLU features are not: no sign to restore
+        signed = out.numel() > 0 and not bool(out.amin() >= 0)  # ReLU features are not: no sign to restore
         if signed:
             out.abs_()
         if power == 0.5 and out.device.type == "cpu" and not out.requires_grad:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backbones.registry import sha256_file
+from ..libc import keep_large_blocks
 from ..shards import check_shard, record_path, shard_bounds, shard_path
 from ..storage.merge import JOINED
 from ..storage.progress import listing_fingerprint, parts_path
@@ -141,11 +142,13 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
     images 1..N in sorted path order, classes 1..K in the model's order).
     An interrupted run keeps its images in ``OUT.parts/``; resume=True finishes it (needs output),
     pictures included: those drawn stay, the rest are drawn.
-    on_rows sees each image's detections as they come. ValueError for bad arguments."""
+    on_rows sees each image's detections as they come. Keeps glibc's freed memory for the next image,
+    process-wide (sppfeat.libc.keep_large_blocks). ValueError for bad arguments."""
     from .drawing import check_draw_folder, clear_pictures, draw_detections, draw_rule, picture_path
     from .outputs import coco_ids_for, detection_format, write_detections
 
     start = time.monotonic()
+    keep_large_blocks()
     detector = load_detector(model)
     index, count = check_shard(shard)
     if output is not None:

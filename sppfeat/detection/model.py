@@ -93,8 +93,10 @@ class DetectorModel:
             scores = probs if self.coef is None else self.scores(normalize_features(hidden))
             return WindowScores(scores[inverse], lambda rows, k: moves[inverse[rows], k])
         unique, inverse = rv.pool_unique(image_map, windows)
-        return WindowScores(self.scores(unique)[inverse], lambda rows, k: None if self.regression is None
-                            else self.offsets(unique[inverse[rows]], k))
+        if self.regression is None:
+            return WindowScores(self.scores(unique)[inverse], lambda rows, k: None)
+        moves = self.offsets(unique)  # every class's at once: one product, not K gathers of the rows
+        return WindowScores(self.scores(unique)[inverse], lambda rows, k: moves[inverse[rows], k])
 
     @property
     def proposal_settings(self) -> ProposalConfig:
@@ -105,11 +107,11 @@ class DetectorModel:
         """N×K margins of N×D normalised window vectors."""
         return vectors @ self.coef.T + self.intercept.astype(np.float32)
 
-    def offsets(self, vectors: np.ndarray, k: int) -> np.ndarray:
-        """N×4 box offsets of class k (zeros without regression)."""
-        if self.regression is None:
-            return np.zeros((len(vectors), 4), np.float32)
-        return vectors @ self.regression[k, :, :-1].T + self.regression[k, :, -1]
+    def offsets(self, vectors: np.ndarray) -> np.ndarray:
+        """N×K×4 box offsets of N×D normalised window vectors for every class (needs regression)."""
+        k, _, width = self.regression.shape
+        weights = self.regression.reshape(k * 4, width)
+        return (vectors @ weights[:, :-1].T + weights[:, -1]).reshape(len(vectors), k, 4)
 
 
 def save_detector(path: str | Path, model: DetectorModel) -> None:

@@ -43,18 +43,11 @@ def usable_boxes(boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray
         clipped = np.clip(boxes, 0, [width, height, width, height])
         size = boxes[:, 2:] - boxes[:, :2]
         covered = clipped[:, 2:] - clipped[:, :2]
-    reasons: list[str | None] = []
-    for box_size, box_covered, finite in zip(size, covered, np.isfinite(boxes).all(axis=1)):
-        if not finite:
-            reasons.append("box not finite")
-        elif (box_size < 0).any():
-            reasons.append("inverted box (x2 < x1 or y2 < y1)")
-        elif (box_size == 0).any():
-            reasons.append("empty box (zero width or height)")
-        elif (box_covered <= 0).any():
-            reasons.append("box outside the image")
-        else:
-            reasons.append(None)
+    finite = np.isfinite(boxes).all(axis=1)
+    problems = [(~finite, "box not finite"), ((size < 0).any(axis=1), "inverted box (x2 < x1 or y2 < y1)"),
+                ((size == 0).any(axis=1), "empty box (zero width or height)"),
+                ((covered <= 0).any(axis=1), "box outside the image")]
+    reasons = np.select([mask for mask, _ in problems], [reason for _, reason in problems], None).tolist()
     return clipped, reasons
 
 
