@@ -7,7 +7,8 @@ its annotation and proposals copied), same settings; the growth must stay within
     python benchmarks/detection_memory.py --copies 2   # 3,000 images (may run beside the first)
 
 Each run is one process (`/usr/bin/time -v`, its "Maximum resident set size"), one core by default;
-the record also keeps the model's mining rounds (cache sizes, negatives trimmed to the cache).
+the record also keeps the peak so far after each mining round and the box regression (from the
+log) and the model's mining rounds (cache sizes, negatives trimmed to the cache).
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ def main() -> None:
         sys.exit(f"train-detector failed ({run.returncode}); see {folder / 'train.log'}")
     peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr).group(1))
     training = load_detector(model).training
+    stages = dict(re.findall(r"detector (round \d+|box regression):.*peak memory ([\d.]+ \w+)", run.stderr))
     record({"step": "train_memory", "copies": a.copies, "images": training["n_images"], "rounds": a.rounds,
-            "cores": a.cores, "peak_rss_kb": peak, "seconds": round(time.monotonic() - start, 1),
+            "cores": a.cores, "peak_rss_kb": peak, "peak_after": stages, "seconds": round(time.monotonic() - start, 1),
             "initial_per_image": training["initial_per_image"], "mining": training["mining"]})
 
 

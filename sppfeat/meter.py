@@ -22,6 +22,17 @@ def size_text(n_bytes: float) -> str:
     return ""
 
 
+def peak_memory() -> str:
+    """This process's peak resident memory so far, e.g. ', peak memory 4.6 GiB' ('' where the
+    platform cannot say)."""
+    try:
+        import resource
+    except ImportError:
+        return ""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return f", peak memory {size_text(peak if sys.platform == 'darwin' else peak * 1024)}"
+
+
 def duration(seconds: float) -> str:
     """3725 -> '1h02m05s', 225 -> '3m45s', 9 -> '9s'."""
     seconds = int(round(seconds))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..meter import Meter
+from ..meter import Meter, peak_memory
 from .geometry import iou
 from .maps import ImageMap, RegionVectors, StoredMap
 from .regression import fit_regression
@@ -236,14 +236,18 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
         stats["mining"].append({"added": int(added), "trimmed": trimmed, "cache": cache,
                                 "seconds": round(time.monotonic() - start, 1)})
         if not quiet:
-            log.info("detector round %d: %d negatives added, %d cached (largest class %d)%s, %.0f s", round_, added,
+            log.info("detector round %d: %d negatives added, %d cached (largest class %d)%s, %.0f s%s", round_, added,
                      store.n, max(cache) if cache else 0,
                      f", {trimmed} easiest dropped to stay within --negative-cache" if trimmed else "",
-                     time.monotonic() - start)
+                     time.monotonic() - start, peak_memory())
         if round_ and added < settings.stop_fraction * max(1, sum(cache)):
             break
     del store  # the regression's own arrays take its place
-    regression = fit_regression(images, n_classes, rv, settings) if settings.regression else None
+    start, regression = time.monotonic(), None
+    if settings.regression:
+        regression = fit_regression(images, n_classes, rv, settings)
+        if not quiet:
+            log.info("detector box regression: %.0f s%s", time.monotonic() - start, peak_memory())
     return FittedDetector(coef, intercept, regression, stats)
 
 

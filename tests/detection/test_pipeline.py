@@ -166,6 +166,7 @@ def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path, caplog):
     assert bounded.stats["initial_per_image"] == max(1, 60 // 4 // len(images)) < settings.initial_negatives
     assert sum(r["trimmed"] for r in bounded.stats["mining"]) > 0
     assert "easiest dropped to stay within --negative-cache" in caplog.text  # the user is told
+    assert caplog.text.count("peak memory") == len(bounded.stats["mining"]) + 1  # each round and the regression
     assert sum(int(image.cached.any(axis=1).sum()) for image in images) <= 60
 
 
