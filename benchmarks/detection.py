@@ -87,7 +87,7 @@ class WithoutRegression:
     def score_windows(self, rv, image_map, windows):
         from sppfeat.detection.model import WindowScores
 
-        return WindowScores(self.model.score_windows(rv, image_map, windows).scores, lambda rows, k: None)
+        return WindowScores(self.model.score_windows(rv, image_map, windows).scores, lambda rows: None)
 
 
 def detections_of(model, rv, truth, maps, proposal_set, regression: bool, box_voting: bool = False):

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detection import OUT, VOC, record, split_ids  # noqa: E402
 from sppfeat.classify.svm import normalize_features  # noqa: E402
 from sppfeat.detection.inference import detect_windows  # noqa: E402
+from sppfeat.libc import keep_large_blocks  # noqa: E402
 from sppfeat.detection.maps import POWER, RegionVectors  # noqa: E402
 from sppfeat.detection.model import load_detector  # noqa: E402
 from sppfeat.detection.proposal_file import read_proposals  # noqa: E402
@@ -106,6 +107,7 @@ def stages(a) -> None:
     """Seconds per image of each stage on `--n` val images, one thread, and the detection stage
     (all but proposals) against R-CNN's way on the same images and windows, in one run."""
     torch.set_num_threads(1)
+    keep_large_blocks()  # the heap `sppfeat detect` runs with
     model = load_detector(a.model)
     rv = RegionVectors(model.feature_settings, "cpu")
     proposal_set = read_proposals(OUT / "proposals.h5")

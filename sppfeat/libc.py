@@ -48,9 +48,10 @@ def return_large_blocks() -> None:
 def keep_large_blocks() -> None:
     """Make glibc serve every allocation from its heap and keep up to KEPT_FREE bytes of freed
     memory for the next ones. glibc maps blocks over 32 MB from the OS whatever its threshold, and
-    every page of a fresh mapping faults when first written: `detect` allocates the same few
+    every page of a fresh mapping faults when first written: detection allocates the same few
     hundred MB per image (a 61 MB activation at 688 px, 93 MB of window vectors), and reusing them
-    made its conv pass 35 % and pooling 24 % faster for 0.3 GB more peak memory (docs/detection.md).
+    made its conv pass 35 % and pooling 24 % faster for 0.2 GB more peak memory (docs/detection.md;
+    `sppfeat detect` calls this).
     For work whose temporaries repeat image after image; process-wide (undoes return_large_blocks);
     no-op outside glibc."""
     _mallopt((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, KEPT_FREE))

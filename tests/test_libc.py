@@ -15,8 +15,8 @@ PROBE = """
 import ctypes, ctypes.util, numpy as np
 import sppfeat.libc
 class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                    "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c")).mallinfo2
 mallinfo2.restype = MallInfo2
 for name in {settings}:

@@ -200,8 +200,10 @@ def train_detector(images, boxes, model, proposals, box_format, backbone, weight
 def detect(model, images, proposals, output, coco_ids, threshold, draw, draw_threshold, box_voting, device, cores,
            shard, resume, overwrite, quiet):
     """Detect MODEL's classes in INPUT (a folder or one image): boxes in pixels of the image as
-    stored, label and score. Scores are SVM margins: comparable within a class, not across classes."""
+    stored, label and score. Scores are the model's: SVM margins (the default; comparable within a
+    class, not across classes) or a fine-tuned head's probabilities (comparable across classes)."""
     from ..detection.inference import detect as detect_api
+    from ..libc import keep_large_blocks
     from ..distributed import extract_distributed, launch_info
     from ..features.runtime import Runtime
     from ..storage.merge import merge_detections
@@ -213,6 +215,7 @@ def detect(model, images, proposals, output, coco_ids, threshold, draw, draw_thr
 
     settings = dict(proposals=proposals, threshold=threshold, draw=draw, draw_threshold=draw_threshold,
                     box_voting=box_voting, coco_ids=coco_ids)
+    keep_large_blocks()  # this process is detect's own: freed memory kept for the next image
     launch = launch_info()
     if launch is None:
         result = detect_api(model, images, output, device=device, cores=cores, shard=shard, resume=resume,

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from ..backbones.registry import sha256_file
-from ..libc import keep_large_blocks
 from ..shards import check_shard, record_path, shard_bounds, shard_path
 from ..storage.merge import JOINED
 from ..storage.progress import listing_fingerprint, parts_path
@@ -80,10 +79,12 @@ def detect_windows(model: DetectorModel, rv: RegionVectors, image_map: ImageMap,
     scored = time.perf_counter()
     height, width = image_map.stored_size
     out_boxes, out_labels, out_scores = [], [], []
-    for k in model.trained_classes():
-        top = np.argsort(-scores[:, k], kind="stable")[:TOP_PER_CLASS]
-        offsets = scored_windows.offsets(top, k)
-        boxes = windows[top] if offsets is None else apply_offsets(windows[top], offsets)
+    classes = model.trained_classes()
+    tops = [np.argsort(-scores[:, k], kind="stable")[:TOP_PER_CLASS] for k in classes]
+    moves = scored_windows.offsets(np.concatenate(tops)) if tops else None  # every class's at once
+    ends = np.cumsum([len(top) for top in tops])
+    for k, top, end in zip(classes, tops, ends):
+        boxes = windows[top] if moves is None else apply_offsets(windows[top], moves[end - len(top):end, k])
         boxes = np.clip(boxes, 0, [width, height, width, height])
         keep = nms(boxes, scores[top, k], NMS_IOU)  # the same above any threshold: only better boxes suppress
         if threshold is not None:
@@ -142,13 +143,12 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
     images 1..N in sorted path order, classes 1..K in the model's order).
     An interrupted run keeps its images in ``OUT.parts/``; resume=True finishes it (needs output),
     pictures included: those drawn stay, the rest are drawn.
-    on_rows sees each image's detections as they come. Keeps glibc's freed memory for the next image,
-    process-wide (sppfeat.libc.keep_large_blocks). ValueError for bad arguments."""
+    on_rows sees each image's detections as they come (`sppfeat detect` also calls
+    sppfeat.libc.keep_large_blocks first: faster, process-wide). ValueError for bad arguments."""
     from .drawing import check_draw_folder, clear_pictures, draw_detections, draw_rule, picture_path
     from .outputs import coco_ids_for, detection_format, write_detections
 
     start = time.monotonic()
-    keep_large_blocks()
     detector = load_detector(model)
     index, count = check_shard(shard)
     if output is not None:

@@ -36,11 +36,11 @@ KIND = "detector_model"
 
 @dataclass
 class WindowScores:
-    """scores N×K of N windows (probabilities or margins); offsets(rows, k): len(rows)×4 box
-    offsets of class k for those windows, or None without box regression."""
+    """scores N×K of N windows (probabilities or margins); offsets(rows): len(rows)×K×4 box
+    offsets of those windows for every class, or None without box regression."""
 
     scores: np.ndarray
-    offsets: Callable[[np.ndarray, int], np.ndarray]
+    offsets: Callable[[np.ndarray], np.ndarray | None]
 
 
 @dataclass
@@ -91,12 +91,16 @@ class DetectorModel:
             cells, inverse = rv.unique_cells(image_map, windows)
             probs, moves, hidden = self.head.predict(image_map.fmap, cells)
             scores = probs if self.coef is None else self.scores(normalize_features(hidden))
-            return WindowScores(scores[inverse], lambda rows, k: moves[inverse[rows], k])
+            return WindowScores(scores[inverse], lambda rows: moves[inverse[rows]])
         unique, inverse = rv.pool_unique(image_map, windows)
-        if self.regression is None:
-            return WindowScores(self.scores(unique)[inverse], lambda rows, k: None)
-        moves = self.offsets(unique)  # every class's at once: one product, not K gathers of the rows
-        return WindowScores(self.scores(unique)[inverse], lambda rows, k: moves[inverse[rows], k])
+
+        def moves(rows: np.ndarray) -> np.ndarray | None:  # one product over the vectors the rows cover
+            if self.regression is None:
+                return None
+            needed, back = np.unique(inverse[rows], return_inverse=True)
+            return self.offsets(unique if len(needed) == len(unique) else unique[needed])[back.reshape(-1)]
+
+        return WindowScores(self.scores(unique)[inverse], moves)
 
     @property
     def proposal_settings(self) -> ProposalConfig:
