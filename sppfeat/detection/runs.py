@@ -182,6 +182,7 @@ class Workers:
                 process.terminate()
             for process in processes:
                 process.join()
+            self.pool.shutdown(wait=True)  # its manager thread gone too: none left to race the exit (Python 3.11)
 
 
 def check_cores(cores: int | None) -> int:
