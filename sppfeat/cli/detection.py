@@ -127,7 +127,7 @@ def proposals(images, output, method, max_boxes, min_size, search_side, cores, s
               help="--no-head: hard-negative mining rounds.")
 @click.option("--negative-cache", default=TrainingSettings.negative_cache, show_default=True,
               type=click.IntRange(min=1), help="--no-head: most negatives' vectors kept while mining (the hardest; "
-                                               "1 byte per value: 2.1 GB at 120,000 windows of 17,920 values).")
+                                               "1 byte per value: 2.0 GB at 110,000 windows of 17,920 values).")
 @click.option("--regression/--no-regression", default=TrainingSettings.regression, show_default=True,
               help="--no-head: learn ridge box regressors (the head always learns its box offsets).")
 @click.option("--mirror/--no-mirror", default=TrainingSettings.mirror, show_default=True,

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..meter import Meter, peak_memory
+from .flags import Flags
 from .geometry import iou
-from .maps import ImageMap, RegionVectors, StoredMap
+from .maps import ImageMap, RegionVectors, StoredMap, mirror_boxes
 from .regression import fit_regression
 from .settings import TrainingSettings
 from .solver import LinearSVM
@@ -33,20 +34,45 @@ log = logging.getLogger("sppfeat")
 @dataclass
 class TrainingImage:
     """One training image, ready for mining: its map (in memory or stored), its usable windows W×4
-    (pixels as stored), negative W×K (window is a negative of class k), positives G×D float16 and
-    their labels G, regression samples (window indices, class, target box R×4)."""
+    (float32 pixels as stored), negative W×K (window is a negative of class k), its usable
+    non-difficult objects G×4 (pixels as stored) and their labels G, which are the positives (and
+    again in mirror_map, the map of the image flipped left-right, when there is one), regression
+    samples (window indices, class, target box R×4). Its vectors are pooled when needed, so that
+    what each image keeps in memory is a few kilobytes (1,500 images: ~60 MB)."""
 
     path: str
     image_map: ImageMap | StoredMap
     windows: np.ndarray
-    negative: np.ndarray
-    positives: np.ndarray
-    positive_labels: np.ndarray
+    negative: Flags
+    objects: np.ndarray
+    object_labels: np.ndarray
     reg_windows: np.ndarray
     reg_labels: np.ndarray
     reg_targets: np.ndarray
-    cached: np.ndarray | None = None  # W×K: in class k's negative cache
-    store_row: np.ndarray | None = None  # W: row in the shared store, -1 = none
+    mirror_map: ImageMap | StoredMap | None = None
+    cached: Flags | None = None  # W×K: in class k's negative cache
+    store_row: np.ndarray | None = None  # W int32: row in the shared store, -1 = none
+
+    @property
+    def positive_labels(self) -> np.ndarray:
+        """The labels of the positives (see positives())."""
+        return self.object_labels if self.mirror_map is None else np.tile(self.object_labels, 2)
+
+    def boxes(self, rows=slice(None)) -> np.ndarray:
+        """len(rows)×4 float64 windows."""
+        return self.windows[rows].astype(np.float64)
+
+    def positives(self, rv: RegionVectors, k: int | None = None) -> np.ndarray:
+        """n×D float32 vectors of the positives of class k (all classes: None), rounded to float16 as
+        the measured models' were: the objects in the map, then in the mirrored map (if any)."""
+        boxes = self.objects if k is None else self.objects[self.object_labels == k]
+        if len(boxes) == 0:
+            return np.zeros((0, rv.dim), np.float32)
+        image = self.image_map.load()
+        parts = [rv.pool(image, boxes)]
+        if self.mirror_map is not None:
+            parts.append(rv.pool(self.mirror_map.load(), mirror_boxes(image, boxes)))
+        return np.concatenate(parts).astype(np.float16).astype(np.float32)
 
 
 def label_windows(windows: np.ndarray, boxes: np.ndarray, labels: np.ndarray, difficult: np.ndarray, n_classes: int,
@@ -206,12 +232,12 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
     store = NegativeStore(dim, n_classes)
     per_image = min(settings.initial_negatives, max(1, settings.negative_cache // 4 // max(1, len(images))))
     for i, im in enumerate(images):
-        im.cached = np.zeros_like(im.negative)
-        im.store_row = np.full(len(im.windows), -1, np.int64)
-        eligible = np.flatnonzero(im.negative.any(axis=1))
+        im.cached = Flags.zeros(len(im.windows), n_classes)
+        im.store_row = np.full(len(im.windows), -1, np.int32)
+        eligible = np.flatnonzero(np.asarray(im.negative).any(axis=1))
         pick = np.sort(rng.permutation(eligible)[:per_image])
         if len(pick):
-            _add(store, im, i, pick, rv.pool(im.image_map.load(), im.windows[pick]), im.negative[pick])
+            _add(store, im, i, pick, rv.pool(im.image_map.load(), im.boxes(pick)), im.negative.rows(pick))
     coef, intercept = np.zeros((n_classes, dim), np.float32), np.zeros(n_classes)
     stats = {"positives": n_positives.tolist(), "initial_per_image": per_image,
              "mining": []}
@@ -220,18 +246,13 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
         added, trimmed = _mine(images, store, coef, intercept, rv, settings, quiet, round_) if round_ else (store.n, 0)
         warm = round_ > 0
         for k in range(n_classes):
-            coef[k], intercept[k] = _train_class(images, store, k, settings,
+            coef[k], intercept[k] = _train_class(images, store, k, rv, settings,
                                                  (coef[k], intercept[k]) if warm else None)
             store.member_scores[k] = store.scores(store.members[k], coef[k], intercept[k])
             learnt = n_positives[k] > 0  # a class without positives needs no negatives
             store.keep(k, (store.member_scores[k] >= settings.easy_margin) & learnt)
         store.compact(images)
-        for im in images:  # cached[w, k] follows the classes' members after the drop
-            im.cached[:] = False
-        for k, members in enumerate(store.members):
-            for row in members:
-                image, window = store.owner[row]
-                images[image].cached[window, k] = True
+        _flag_cached(images, store)
         cache = [len(m) for m in store.members]
         stats["mining"].append({"added": int(added), "trimmed": trimmed, "cache": cache,
                                 "seconds": round(time.monotonic() - start, 1)})
@@ -251,6 +272,19 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
     return FittedDetector(coef, intercept, regression, stats)
 
 
+def _flag_cached(images: list[TrainingImage], store: NegativeStore) -> None:
+    """Each image's cached[w, k]: window w is a member of class k's cache (after a drop)."""
+    owner = np.array(store.owner, np.int64).reshape(-1, 2)  # (image, window) of each row
+    pairs = np.concatenate([np.column_stack([owner[members], np.full(len(members), k)])
+                            for k, members in enumerate(store.members)] + [np.zeros((0, 3), np.int64)])
+    pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+    bounds = np.searchsorted(pairs[:, 0], np.arange(len(images) + 1))
+    for i, im in enumerate(images):
+        flags = np.zeros(im.cached.shape, bool)
+        flags[pairs[bounds[i]:bounds[i + 1], 1], pairs[bounds[i]:bounds[i + 1], 2]] = True
+        im.cached = Flags(flags)
+
+
 def _add(store: NegativeStore, im: TrainingImage, i: int, windows: np.ndarray, vectors: np.ndarray,
          classes: np.ndarray, scores: np.ndarray | None = None) -> int:
     """Cache `windows` of image i as negatives of `classes` (len(windows)×K bool; their margins
@@ -258,12 +292,12 @@ def _add(store: NegativeStore, im: TrainingImage, i: int, windows: np.ndarray, v
     fresh = im.store_row[windows] < 0
     if fresh.any():
         im.store_row[windows[fresh]] = store.add(vectors[fresh], i, windows[fresh])
-    new = classes & ~im.cached[windows]
+    new = classes & ~im.cached.rows(windows)
     for k in np.flatnonzero(new.any(axis=0)):
         store.members[k] = np.concatenate([store.members[k], im.store_row[windows[new[:, k]]]])
         margins = np.zeros(new[:, k].sum(), np.float32) if scores is None else scores[new[:, k], k]
         store.member_scores[k] = np.concatenate([store.member_scores[k], margins])
-    im.cached[windows] |= new
+    im.cached.set(windows, new)
     return int(new.sum())
 
 
@@ -282,9 +316,9 @@ def _mine(images, store, coef, intercept, rv, settings, quiet, round_) -> tuple[
 
 def _mine_image(store, im, i, coef, intercept, rv, settings) -> int:
     """Cache image i's new hard negatives: at most new_per_image per class, the highest scoring."""
-    unique, inverse = rv.pool_unique(im.image_map.load(), im.windows)
+    unique, inverse = rv.pool_unique(im.image_map.load(), im.boxes())
     scores = (unique @ coef.T + intercept.astype(np.float32))[inverse]
-    hard = im.negative & ~im.cached & (scores > settings.hard_margin)
+    hard = np.asarray(im.negative) & ~np.asarray(im.cached) & (scores > settings.hard_margin)
     chosen = np.zeros_like(hard)
     for k in np.flatnonzero(hard.any(axis=0)):
         candidates = np.flatnonzero(hard[:, k])
@@ -293,18 +327,19 @@ def _mine_image(store, im, i, coef, intercept, rv, settings) -> int:
     return _add(store, im, i, windows, unique[inverse[windows]], chosen[windows], scores[windows])
 
 
-def _train_class(images: list[TrainingImage], store: NegativeStore, k: int, settings: TrainingSettings, warm):
+def _train_class(images: list[TrainingImage], store: NegativeStore, k: int, rv: RegionVectors,
+                 settings: TrainingSettings, warm):
     rows = store.members[k]
-    own = [im.positive_labels == k for im in images]
-    n_positives = sum(int(mask.sum()) for mask in own)
+    holders = [im for im in images if (im.object_labels == k).any()]
+    n_positives = sum(int((im.positive_labels == k).sum()) for im in holders)
     if n_positives == 0 or len(rows) == 0:
         return np.zeros(store.dim, np.float32), -1.0  # nothing to learn: every window scores -1
-    x = np.empty((n_positives + len(rows), store.dim), np.float32)  # the only copy: the images keep theirs
+    x = np.empty((n_positives + len(rows), store.dim), np.float32)  # the class's examples' only copy
     at = 0
-    for im, mask in zip(images, own):
-        count = int(mask.sum())
-        x[at:at + count] = im.positives[mask]
-        at += count
+    for im in holders:
+        vectors = im.positives(rv, k)
+        x[at:at + len(vectors)] = vectors
+        at += len(vectors)
     store.take(rows, x[n_positives:])
     y = np.r_[np.ones(n_positives), np.zeros(len(rows))]
     svm = LinearSVM(settings.C, settings.positive_weight).fit(x, y, warm_start=warm)

@@ -51,7 +51,7 @@ def fit_regression(images: list, n_classes: int, rv: RegionVectors, settings: Tr
         for a, b in zip(runs, np.append(runs[1:], len(rows))):
             at = slice(a, b)
             im, samples = images[owner[rows[a]]], index[rows[at]]
-            windows = im.windows[im.reg_windows[samples]]
+            windows = im.boxes(im.reg_windows[samples])
             x[at, :-1] = rv.pool(im.image_map.load(), windows)
             t[at] = regression_targets(windows, im.reg_targets[samples])
         out[k] = ridge(x, t, settings.ridge).T

@@ -13,7 +13,7 @@ class TrainingSettings:
     hard_margin / easy_margin: margins above which a negative is mined / below which a cached one
     is dropped; new_per_image: mined negatives per image, class and round (the highest scoring);
     stop_fraction: mining stops when a round adds fewer than this share of the cache;
-    negative_cache: most window vectors cached (8 bits per value: 2.1 GB at 120,000 × 17,920):
+    negative_cache: most window vectors cached (8 bits per value: 2.0 GB at 110,000 × 17,920):
     the initial negatives take at most a quarter of it (fewer per image beyond, at least one), and
     a round that fills it keeps its hardest negatives (see sppfeat.detection.mining); regression: learn box
     regressors (ridge, penalty `ridge`) on windows with IoU >= regression_iou to an object, at most
@@ -30,7 +30,7 @@ class TrainingSettings:
     easy_margin: float = -1.2
     new_per_image: int = 10
     stop_fraction: float = 0.02
-    negative_cache: int = 120_000
+    negative_cache: int = 110_000
     regression: bool = True
     regression_iou: float = 0.6
     regression_per_object: int = 32

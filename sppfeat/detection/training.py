@@ -26,7 +26,8 @@ from ..libc import return_large_blocks
 from ..meter import Meter
 from ..storage.hdf5 import check_output
 from .geometry import iou
-from .maps import ImageMap, MapFile, RegionVectors, mirror_boxes
+from .flags import Flags
+from .maps import ImageMap, MapFile, RegionVectors
 from .finetune import HeadImage, fit_head, head_image, object_counts
 from .mining import TrainingImage, fit_detector, label_windows
 from .model import DetectorModel, save_detector
@@ -137,13 +138,9 @@ def prepare_image(rv: RegionVectors, truth: BoxSet, i: int, image_map: ImageMap,
     negative, (reg_windows, reg_labels, reg_targets) = label_windows(
         windows, boxes, labels, difficult, len(truth.class_names), settings, rng, never_negative)
     easy = ~difficult
-    positives, positive_labels = rv.pool(image_map, boxes[easy]), labels[easy]
-    if mirrored is not None and easy.any():
-        flipped = mirrored()
-        positives = np.concatenate([positives, rv.pool(flipped, mirror_boxes(image_map, boxes[easy]))])
-        positive_labels = np.concatenate([positive_labels, labels[easy]])
-    return TrainingImage(truth.paths[i], image_map, windows, negative, positives.astype(np.float16), positive_labels,
-                         reg_windows, reg_labels, reg_targets), notes
+    mirror_map = mirrored() if mirrored is not None and easy.any() else None
+    return TrainingImage(truth.paths[i], image_map, windows.astype(np.float32), Flags(negative), boxes[easy],
+                         labels[easy], reg_windows, reg_labels, reg_targets, mirror_map), notes
 
 
 def read_truth(images: str | os.PathLike, boxes: str | os.PathLike, box_format: str) -> tuple[BoxSet, list]:
@@ -215,6 +212,8 @@ def prepare_images(rv: RegionVectors, truth: BoxSet, root: Path, source: WindowS
             skipped.extend((path, note) for note in notes)
             if image is not None:
                 image.image_map = maps.keep(image.image_map)
+                if isinstance(image, TrainingImage) and image.mirror_map is not None:
+                    image.mirror_map = maps.keep(image.mirror_map)
                 prepared.append(image)
             meter.update(1)
     meter.close()

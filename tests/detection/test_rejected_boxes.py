@@ -86,7 +86,7 @@ def test_windows_near_a_refused_box_are_never_negatives(labelled, fmt):
     # a.jpg: its cat's box is inverted, nobody knows where the cat is: no negative at all, the dog still a positive
     image, _ = prepare_image(rv, truth, 0, rv.image_map(str(images / "a.jpg")), windows, settings,
                              np.random.default_rng(0))
-    assert not image.negative.any() and image.positive_labels.tolist() == [dog]
+    assert not np.asarray(image.negative).any() and image.positive_labels.tolist() == [dog]
 
 
 def test_label_windows_never_negative():
