@@ -86,3 +86,25 @@ def test_trim_keeps_the_rows_with_the_hardest_negatives(monkeypatch):
     np.testing.assert_array_equal(store.take(np.arange(10)), before[sorted(kept)])
     assert (image.store_row[sorted(kept)] == np.arange(10)).all()
     assert store.trim(10, [image]) == 0  # within the limit: nothing goes
+
+
+def test_cached_flags_follow_the_class_members():
+    """Each image's cached[w, k] is set exactly where some row of class k's cache is its window w
+    (against a loop over the members, one pair at a time)."""
+    from sppfeat.detection.flags import Flags
+    from sppfeat.detection.mining import _flag_cached
+
+    rng = np.random.default_rng(3)
+    sizes, n_classes = [40, 0, 25, 60], 3
+    images = [SimpleNamespace(cached=Flags(rng.random((w, n_classes)) < 0.5)) for w in sizes]  # stale flags
+    owner = [(i, int(w)) for i, size in enumerate(sizes) for w in rng.choice(size, size // 2, replace=False)]
+    store = SimpleNamespace(owner=owner, members=[np.sort(rng.choice(len(owner), n, replace=False))
+                                                  for n in (10, 0, len(owner))])
+    expected = [np.zeros((w, n_classes), bool) for w in sizes]
+    for k, members in enumerate(store.members):
+        for row in members:
+            image, window = owner[row]
+            expected[image][window, k] = True
+    _flag_cached(images, store)
+    for image, want in zip(images, expected):
+        np.testing.assert_array_equal(np.asarray(image.cached), want)
