@@ -34,6 +34,3 @@ class Flags:
     def set(self, index, values: np.ndarray) -> None:
         """rows[index] |= values (len×K bool); `index`: distinct row indices."""
         self.bits[index] |= np.packbits(np.asarray(values, bool), axis=1)
-
-    def clear(self) -> None:
-        self.bits[:] = 0
