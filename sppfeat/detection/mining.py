@@ -7,9 +7,11 @@ scores every window of every image with the current SVMs, adds up to ``new_per_i
 per image and class scoring above ``hard_margin``, retrains (warm-started) and drops cached
 negatives scoring below ``easy_margin``, until a round adds fewer than ``stop_fraction`` of the
 cache. Window vectors are pooled on the fly from each image's conv map; only the cached negatives
-are stored (8 bits per value, shared by the classes: NegativeStore), at most ``negative_cache``
-of them: when a round fills the cache, the easy margin rises, one margin for every class, until
-a fifth of it is free (the hardest negatives stay), so that memory does not grow with the images.
+are stored (8 bits per value, shared by the classes: negatives.NegativeStore), at most
+``negative_cache`` of them; a class's SVM reads its positives, which grow with the images, in 8
+bits too, a block at a time, and its negatives widened to float32 (bounded by the cache). When a
+round fills the cache, the easy margin rises, one margin for every class, until a fifth of it is
+free (the hardest negatives stay), so that memory does not grow with the images.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from ..meter import Meter, peak_memory
 from .flags import Flags
 from .geometry import iou
 from .maps import ImageMap, RegionVectors, StoredMap, mirror_boxes
+from .negatives import NegativeStore
 from .regression import fit_regression
 from .settings import TrainingSettings
-from .solver import LinearSVM
+from .solver import ArrayRows, LinearSVM, QuantizedRows, StackedRows, quantize
 
 log = logging.getLogger("sppfeat")
 
@@ -63,8 +66,8 @@ class TrainingImage:
         return self.windows[rows].astype(np.float64)
 
     def positives(self, rv: RegionVectors, k: int | None = None) -> np.ndarray:
-        """n×D float32 vectors of the positives of class k (all classes: None), rounded to float16 as
-        the measured models' were: the objects in the map, then in the mirrored map (if any)."""
+        """n×D float32 vectors of the positives of class k (all classes: None): the objects in the map,
+        then in the mirrored map (if any)."""
         boxes = self.objects if k is None else self.objects[self.object_labels == k]
         if len(boxes) == 0:
             return np.zeros((0, rv.dim), np.float32)
@@ -72,7 +75,7 @@ class TrainingImage:
         parts = [rv.pool(image, boxes)]
         if self.mirror_map is not None:
             parts.append(rv.pool(self.mirror_map.load(), mirror_boxes(image, boxes)))
-        return np.concatenate(parts).astype(np.float16).astype(np.float32)
+        return np.concatenate(parts)
 
 
 def label_windows(windows: np.ndarray, boxes: np.ndarray, labels: np.ndarray, difficult: np.ndarray, n_classes: int,
@@ -98,118 +101,6 @@ def label_windows(windows: np.ndarray, boxes: np.ndarray, labels: np.ndarray, di
             targets.append(np.repeat(boxes[g:g + 1], len(close), axis=0))
     cat = (lambda parts, shape: np.concatenate(parts) if parts else np.zeros(shape))
     return negative, (cat(picks, 0).astype(np.int64), cat(classes, 0).astype(np.int64), cat(targets, (0, 4)))
-
-
-class NegativeStore:
-    """The cached negatives' vectors, shared by the classes, and each class's rows.
-
-    A row is kept in 8 bits per value, v ≈ low + code · step with the row's own low and step (its
-    range / 255; error at most step / 2, about 0.2 % of the row's range): half of float16's bytes,
-    1.8 GB for 100,000 rows of 17,920 values. Rows live in blocks of BLOCK rows, so that neither
-    growing nor compacting ever holds two copies of the store. Each class's members come with their
-    margins under the latest SVMs (member_scores), by which trim() keeps the hardest."""
-
-    BLOCK = 4096
-
-    def __init__(self, dim: int, n_classes: int):
-        self.dim, self.n = dim, 0
-        self.codes: list[np.ndarray | None] = []  # BLOCK×D uint8 per block
-        self.scales: list[np.ndarray | None] = []  # BLOCK×2 float32 (low, step) per block
-        self.members = [np.zeros(0, np.int64) for _ in range(n_classes)]
-        self.member_scores = [np.zeros(0, np.float32) for _ in range(n_classes)]  # margins under the latest SVMs
-        self.owner: list[tuple[int, int]] = []  # (image, window) of each row
-
-    def _new_block(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.empty((self.BLOCK, self.dim), np.uint8), np.empty((self.BLOCK, 2), np.float32)
-
-    def _by_block(self, rows: np.ndarray):
-        """(block, mask of rows in it, offsets of those rows in the block) for each block of `rows`."""
-        block, offset = np.divmod(np.asarray(rows, np.int64), self.BLOCK)
-        for b in np.unique(block):
-            mask = block == b
-            yield b, mask, offset[mask]
-
-    def add(self, vectors: np.ndarray, image: int, windows: np.ndarray) -> np.ndarray:
-        """Append vectors (n×D) of `windows` of `image`; returns their row indices."""
-        rows = np.arange(self.n, self.n + len(vectors))
-        if len(rows) == 0:
-            return rows
-        while len(self.codes) * self.BLOCK < self.n + len(vectors):
-            codes, scales = self._new_block()
-            self.codes.append(codes)
-            self.scales.append(scales)
-        vectors = np.asarray(vectors, np.float32)
-        low = vectors.min(axis=1, keepdims=True)
-        step = (vectors.max(axis=1, keepdims=True) - low) / 255
-        step[step == 0] = 1
-        codes = np.rint((vectors - low) / step).astype(np.uint8)
-        for b, mask, offset in self._by_block(rows):
-            self.codes[b][offset] = codes[mask]
-            self.scales[b][offset] = np.hstack([low, step])[mask]
-        self.owner.extend((image, int(w)) for w in windows)
-        self.n += len(vectors)
-        return rows
-
-    def take(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """len(rows)×D float32 vectors of `rows` (or written into `out`)."""
-        out = np.empty((len(rows), self.dim), np.float32) if out is None else out
-        for b, mask, offset in self._by_block(rows):
-            low, step = self.scales[b][offset].T
-            out[mask] = self.codes[b][offset] * step[:, None] + low[:, None]
-        return out
-
-    def scores(self, rows: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:
-        """len(rows) margins x·coef + intercept of `rows`, a block at a time (no copy of them all)."""
-        out = np.empty(len(rows), np.float32)
-        chunk = np.empty((self.BLOCK, self.dim), np.float32)
-        for start in range(0, len(rows), self.BLOCK):
-            part = rows[start:start + self.BLOCK]
-            out[start:start + len(part)] = self.take(part, chunk[:len(part)]) @ coef + np.float32(intercept)
-        return out
-
-    def keep(self, k: int, mask: np.ndarray) -> None:
-        """Keep the members of class k (and their scores) where `mask`."""
-        self.members[k], self.member_scores[k] = self.members[k][mask], self.member_scores[k][mask]
-
-    def trim(self, rows: int, images: list[TrainingImage]) -> int:
-        """Drop the easiest memberships, below one margin for every class, so that `rows` rows
-        are held by some class (more only where margins tie), and compact; returns how many rows went."""
-        hardest = np.full(self.n, -np.inf, np.float32)
-        for members, scores in zip(self.members, self.member_scores):
-            np.maximum.at(hardest, members, scores)
-        held = hardest[np.isfinite(hardest)]
-        if len(held) <= rows:
-            return 0
-        margin = np.partition(held, len(held) - rows)[len(held) - rows] if rows else np.inf
-        for k, scores in enumerate(self.member_scores):
-            self.keep(k, scores >= margin)
-        before = self.n
-        self.compact(images)
-        return before - self.n
-
-    def compact(self, images: list[TrainingImage]) -> None:
-        """Drop the rows no class holds any more (old blocks freed as soon as they are copied)."""
-        used = np.unique(np.concatenate(self.members)) if any(len(m) for m in self.members) else np.zeros(0, int)
-        new_index = np.full(self.n, -1, np.int64)
-        new_index[used] = np.arange(len(used))
-        for image in images:
-            stored = image.store_row >= 0
-            image.store_row[stored] = new_index[image.store_row[stored]]
-        self.members = [new_index[m] for m in self.members]
-        codes, scales = [], []
-        for start in range(0, len(used), self.BLOCK):
-            chunk = used[start:start + self.BLOCK]
-            block_codes, block_scales = self._new_block()
-            for b, mask, offset in self._by_block(chunk):
-                block_codes[np.flatnonzero(mask)] = self.codes[b][offset]
-                block_scales[np.flatnonzero(mask)] = self.scales[b][offset]
-            codes.append(block_codes)
-            scales.append(block_scales)
-            for b in range(int(chunk[-1]) // self.BLOCK):  # used is sorted: these old blocks are done
-                self.codes[b] = self.scales[b] = None
-        self.codes, self.scales = codes, scales
-        self.owner = [self.owner[i] for i in used]
-        self.n = len(used)
 
 
 @dataclass
@@ -334,13 +225,15 @@ def _train_class(images: list[TrainingImage], store: NegativeStore, k: int, rv: 
     n_positives = sum(int((im.positive_labels == k).sum()) for im in holders)
     if n_positives == 0 or len(rows) == 0:
         return np.zeros(store.dim, np.float32), -1.0  # nothing to learn: every window scores -1
-    x = np.empty((n_positives + len(rows), store.dim), np.float32)  # the class's examples' only copy
+    # the positives, which grow with the images, in 8 bits; the negatives, bounded by the cache, widened for speed
+    codes, low, step = np.empty((n_positives, store.dim), np.uint8), np.empty(n_positives, np.float32), \
+        np.empty(n_positives, np.float32)
     at = 0
     for im in holders:
         vectors = im.positives(rv, k)
-        x[at:at + len(vectors)] = vectors
+        codes[at:at + len(vectors)], low[at:at + len(vectors)], step[at:at + len(vectors)] = quantize(vectors)
         at += len(vectors)
-    store.take(rows, x[n_positives:])
+    x = StackedRows(QuantizedRows(codes, low, step), ArrayRows(store.take(rows)))
     y = np.r_[np.ones(n_positives), np.zeros(len(rows))]
     svm = LinearSVM(settings.C, settings.positive_weight).fit(x, y, warm_start=warm)
     return svm.coef_, svm.intercept_

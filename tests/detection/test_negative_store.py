@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from sppfeat.detection.mining import NegativeStore
+from sppfeat.detection.negatives import NegativeStore
 
 
 def close_to(got, vectors):

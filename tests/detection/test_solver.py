@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from sppfeat.detection.solver import LinearSVM
 
@@ -55,3 +56,34 @@ def test_default_tolerance_reaches_the_optimum_with_many_more_negatives_than_dim
     assert ours.objective(x, y) <= theirs.objective(x, y) * 1.001
     loose = LinearSVM(C=1.0, positive_weight=2.0, tol=1e-4).fit(x, y)
     assert loose.objective(x, y) > theirs.objective(x, y) * 1.005  # the problem tells tolerances apart
+
+
+
+
+def test_8bit_positives_in_blocks_then_negatives_reach_the_optimum_of_the_same_values_in_one_array(monkeypatch):
+    """Training reads a class's positives quantized to 8 bits, a block at a time, then its negatives
+    widened from the cache; the optimum must be the one found on the same values in one array."""
+    from sppfeat.detection.negatives import NegativeStore
+    from sppfeat.detection.solver import ArrayRows, QuantizedRows, StackedRows, products, quantize, transposed_products
+
+    monkeypatch.setattr(NegativeStore, "BLOCK", 64)
+    monkeypatch.setattr(QuantizedRows, "SIZE", 7)
+    rng = np.random.default_rng(2)
+    store = NegativeStore(80, 1)
+    store.add(np.abs(rng.normal(size=(700, 80))).astype(np.float32), 0, np.arange(700))
+    rows = rng.permutation(700)[:500]
+    positives = np.abs(rng.normal(size=(60, 80))) + 0.4 * np.clip(rng.normal(size=80), 0, None)
+    codes, low, step = quantize(positives)
+    widened = codes * step[:, None] + low[:, None]
+    assert np.abs(widened - positives).max() <= step.max() / 2 * 1.0001
+    blocks = StackedRows(QuantizedRows(codes, low, step), ArrayRows(store.take(rows)))
+    dense = np.concatenate([widened, store.take(rows)])
+    w = torch.from_numpy(rng.normal(size=80).astype(np.float32))
+    g = torch.from_numpy(rng.normal(size=560).astype(np.float32))
+    np.testing.assert_allclose(products(blocks, w).numpy(), dense @ w.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(transposed_products(blocks, g).numpy(), dense.T @ g.numpy(), rtol=1e-4, atol=1e-3)
+    y = np.r_[np.ones(60), np.zeros(500)]
+    ours = LinearSVM(C=1.0, positive_weight=2.0).fit(blocks, y)
+    reference = LinearSVM(C=1.0, positive_weight=2.0).fit(dense, y)
+    assert ours.objective(dense, y) == pytest.approx(reference.objective(dense, y), rel=1e-4)
+    assert np.corrcoef(ours.decision_function(dense), reference.decision_function(dense))[0, 1] > 0.9999
