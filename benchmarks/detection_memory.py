@@ -68,13 +68,14 @@ def main() -> None:
                str(folder / "Annotations"), str(model), "--proposals", str(folder / "proposals.h5"), "--no-head",
                "--rounds", str(a.rounds), "--cores", str(a.cores), "--overwrite"]
     start = time.monotonic()
-    run = subprocess.run(command, capture_output=True, text=True)
-    (folder / "train.log").write_text(run.stderr)
+    with open(folder / "train.log", "w") as log:  # written as it runs: the peak after each round is there
+        run = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=log)
+    stderr = (folder / "train.log").read_text()
     if run.returncode:
         sys.exit(f"train-detector failed ({run.returncode}); see {folder / 'train.log'}")
-    peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr).group(1))
+    peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr).group(1))
     training = load_detector(model).training
-    stages = dict(re.findall(r"detector (round \d+|box regression):.*peak memory ([\d.]+ \w+)", run.stderr))
+    stages = dict(re.findall(r"detector (round \d+|box regression):.*peak memory ([\d.]+ \w+)", stderr))
     record({"step": "train_memory", "copies": a.copies, "images": training["n_images"], "rounds": a.rounds,
             "cores": a.cores, "peak_rss_kb": peak, "peak_after": stages, "seconds": round(time.monotonic() - start, 1),
             "initial_per_image": training["initial_per_image"], "mining": training["mining"]})
