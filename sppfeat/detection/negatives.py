@@ -115,4 +115,3 @@ class NegativeStore:
         self.codes, self.scales = codes, scales
         self.owner = [self.owner[i] for i in used]
         self.n = len(used)
-

@@ -31,7 +31,7 @@ class RowBlocks(Protocol):
 
 
 class ArrayRows:
-    """An n×d float32 or float64 array as RowBlocks (one block, no copy)."""
+    """An n×d array as RowBlocks (one block, no copy)."""
 
     def __init__(self, x: np.ndarray):
         self.x = torch.from_numpy(np.ascontiguousarray(x))
@@ -93,7 +93,7 @@ def products(x: RowBlocks, w: torch.Tensor) -> torch.Tensor:
     """n values xᵢ·w of the rows x and a d vector w."""
     parts, total = [], w.sum()
     for rows, scale, offset in x.blocks():
-        part = rows @ w
+        part = rows.to(w.dtype) @ w
         parts.append(part if scale is None else part.mul_(scale).add_(offset * total))
     return torch.cat(parts) if parts else w.new_zeros(0)
 
@@ -104,7 +104,7 @@ def transposed_products(x: RowBlocks, g: torch.Tensor) -> torch.Tensor:
     for rows, scale, offset in x.blocks():
         part = g[at:at + len(rows)]
         at += len(rows)
-        term = rows.T @ (part if scale is None else part * scale)
+        term = rows.to(g.dtype).T @ (part if scale is None else part * scale)
         if offset is not None:
             term += (part * offset).sum()
         out = term if out is None else out.add_(term)
@@ -149,7 +149,7 @@ class LinearSVM:
         g = -2 * self.C * weights * signs * margins
         return loss, torch.cat([w[:-1] + transposed_products(x, g), w[-1:] + self.bias_scale * g.sum()])
 
-    def objective(self, x: np.ndarray, y: np.ndarray) -> float:
+    def objective(self, x: np.ndarray | RowBlocks, y: np.ndarray) -> float:
         """The objective at the fitted (coef_, intercept_), in float64."""
         x, signs = self._check(x, y, np.float64)
         return self._loss(x, signs, torch.from_numpy(np.append(self.coef_, self.intercept_ / self.bias_scale)),

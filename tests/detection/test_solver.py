@@ -58,8 +58,6 @@ def test_default_tolerance_reaches_the_optimum_with_many_more_negatives_than_dim
     assert loose.objective(x, y) > theirs.objective(x, y) * 1.005  # the problem tells tolerances apart
 
 
-
-
 def test_8bit_positives_in_blocks_then_negatives_reach_the_optimum_of_the_same_values_in_one_array(monkeypatch):
     """Training reads a class's positives quantized to 8 bits, a block at a time, then its negatives
     widened from the cache; the optimum must be the one found on the same values in one array."""
@@ -86,4 +84,5 @@ def test_8bit_positives_in_blocks_then_negatives_reach_the_optimum_of_the_same_v
     ours = LinearSVM(C=1.0, positive_weight=2.0).fit(blocks, y)
     reference = LinearSVM(C=1.0, positive_weight=2.0).fit(dense, y)
     assert ours.objective(dense, y) == pytest.approx(reference.objective(dense, y), rel=1e-4)
+    assert ours.objective(blocks, y) == pytest.approx(ours.objective(dense, y), rel=1e-6)
     assert np.corrcoef(ours.decision_function(dense), reference.decision_function(dense))[0, 1] > 0.9999
