@@ -55,3 +55,14 @@ def keep_large_blocks() -> None:
     For work whose temporaries repeat image after image; process-wide (undoes return_large_blocks);
     no-op outside glibc."""
     _mallopt((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, KEPT_FREE))
+
+
+def release_free_memory() -> None:
+    """Give the pages of the heap's free chunks back to the system: glibc's malloc_trim(0), which
+    releases whole free pages inside the heap, not only at its top. Work that keeps a few small
+    arrays per item among larger temporaries (training images) otherwise leaves the heap holes it
+    cannot hand back: ~0.3 MB per training image stayed resident (37 % of the heap free after 250
+    images; 737 MB -> 679 MB after one call). No-op outside glibc."""
+    trim = getattr(libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)

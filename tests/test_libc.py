@@ -1,5 +1,6 @@
 """glibc's heap settings: keep_large_blocks serves large blocks from the heap, return_large_blocks
-maps them from the OS (observed through mallinfo2, in a fresh process: the settings are process-wide)."""
+maps them from the OS (observed through mallinfo2, in a fresh process: the settings are process-wide);
+release_free_memory hands back the free pages between live blocks (observed through VmRSS)."""
 
 import ctypes
 import ctypes.util
@@ -40,3 +41,26 @@ def test_large_blocks_come_from_the_heap_or_from_the_os():
     assert mapped_growth("return_large_blocks") >= 64 << 20
     assert mapped_growth("return_large_blocks", "keep_large_blocks") == 0  # each undoes the other
     assert mapped_growth("keep_large_blocks", "return_large_blocks") >= 64 << 20
+
+
+HOLES = """
+import numpy as np
+import sppfeat.libc
+def resident():
+    return next(int(line.split()[1]) << 10 for line in open("/proc/self/status") if line.startswith("VmRSS"))
+sppfeat.libc.return_large_blocks()
+temporaries, kept = [], []
+for _ in range(300):
+    temporaries.append(np.ones(100_000))  # 800 KB from the heap (below the 1 MB mapping threshold)
+    kept.append(np.ones(100))  # a small long-lived array after each: the freed blocks cannot merge
+del temporaries
+before = resident()
+sppfeat.libc.release_free_memory()
+print(before - resident())
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc_trim only")
+def test_release_free_memory_hands_back_the_holes_among_small_arrays():
+    run = subprocess.run([sys.executable, "-c", HOLES], capture_output=True, text=True, check=True)
+    assert int(run.stdout) > 200 << 20  # of the 240 MB freed between the kept arrays

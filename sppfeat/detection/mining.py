@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..libc import release_free_memory
 from ..meter import Meter, peak_memory
 from .flags import Flags
 from .geometry import iou
@@ -137,6 +138,7 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
         added, trimmed = _mine(images, store, coef, intercept, rv, settings, quiet, round_) if round_ else (store.n, 0)
         warm = round_ > 0
         for k in range(n_classes):
+            release_free_memory()
             coef[k], intercept[k] = _train_class(images, store, k, rv, settings,
                                                  (coef[k], intercept[k]) if warm else None)
             store.member_scores[k] = store.scores(store.members[k], coef[k], intercept[k])
@@ -198,6 +200,7 @@ def _mine(images, store, coef, intercept, rv, settings, quiet, round_) -> tuple[
     for i, im in enumerate(images):
         if len(im.windows):
             added += _mine_image(store, im, i, coef, intercept, rv, settings)
+            release_free_memory()  # the image's new arrays sit among its freed temporaries
         if store.n > settings.negative_cache:  # the pairs it drops stay flagged `cached` until the
             trimmed += store.trim(settings.negative_cache * 4 // 5, images)  # round ends: not mined again
         meter.update(1)

@@ -22,7 +22,7 @@ import numpy as np
 from ..config import DETECTION_DEFAULTS, ExtractionConfig, provenance
 from ..data.boxes import BoxSet, read_boxes
 from ..data.discover import check_image_file
-from ..libc import return_large_blocks
+from ..libc import release_free_memory, return_large_blocks
 from ..meter import Meter
 from ..storage.hdf5 import check_output
 from .geometry import iou
@@ -215,6 +215,7 @@ def prepare_images(rv: RegionVectors, truth: BoxSet, root: Path, source: WindowS
                 if isinstance(image, TrainingImage) and image.mirror_map is not None:
                     image.mirror_map = maps.keep(image.mirror_map)
                 prepared.append(image)
+            release_free_memory()  # the image's arrays sit among its freed temporaries
             meter.update(1)
     meter.close()
     return prepared, skipped
