@@ -54,20 +54,29 @@ class NegativeStore:
         self.n += len(vectors)
         return rows
 
+    CHUNK = 256  # rows widened at a time (18 MB of float32 at 17,920 values)
+
     def take(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """len(rows)×D float32 vectors of `rows` (or written into `out`)."""
+        """len(rows)×D float32 vectors of `rows` (or written into `out`), widened CHUNK rows at a
+        time straight into `out` (no temporaries the size of the result)."""
         out = np.empty((len(rows), self.dim), np.float32) if out is None else out
-        for b, mask, offset in self._by_block(rows):
-            low, step = self.scales[b][offset].T
-            out[mask] = self.codes[b][offset] * step[:, None] + low[:, None]
+        codes, scales = np.empty((self.CHUNK, self.dim), np.uint8), np.empty((self.CHUNK, 2), np.float32)
+        for start in range(0, len(rows), self.CHUNK):
+            part = rows[start:start + self.CHUNK]
+            for b, mask, offset in self._by_block(part):
+                at = np.flatnonzero(mask)
+                codes[at], scales[at] = self.codes[b][offset], self.scales[b][offset]
+            target = out[start:start + len(part)]
+            np.multiply(codes[:len(part)], scales[:len(part), 1:], out=target)
+            target += scales[:len(part), :1]
         return out
 
     def scores(self, rows: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:
-        """len(rows) margins x·coef + intercept of `rows`, a block at a time (no copy of them all)."""
+        """len(rows) margins x·coef + intercept of `rows`, CHUNK rows at a time (no copy of them all)."""
         out = np.empty(len(rows), np.float32)
-        chunk = np.empty((self.BLOCK, self.dim), np.float32)
-        for start in range(0, len(rows), self.BLOCK):
-            part = rows[start:start + self.BLOCK]
+        chunk = np.empty((self.CHUNK, self.dim), np.float32)
+        for start in range(0, len(rows), self.CHUNK):
+            part = rows[start:start + self.CHUNK]
             out[start:start + len(part)] = self.take(part, chunk[:len(part)]) @ coef + np.float32(intercept)
         return out
 
