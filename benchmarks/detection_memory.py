@@ -55,13 +55,18 @@ def prepare(folder: Path, copies: int) -> None:
                                                          np.zeros((len(paths), 2), np.int32), None, source.settings))
 
 
+def commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--copies", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--cores", type=int, default=1)
+    p.add_argument("--tag", default="", help="suffix of the run's folder (a second run beside one going on)")
     a = p.parse_args()
-    folder = OUT / f"memory-{a.copies}"
+    folder = OUT / f"memory-{a.copies}{a.tag}"
     prepare(folder, a.copies)
     model = folder / "detector.h5"
     command = ["/usr/bin/time", "-v", sys.executable, "-m", "sppfeat", "train-detector", str(folder / "images"),
@@ -76,7 +81,7 @@ def main() -> None:
     peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr).group(1))
     training = load_detector(model).training
     stages = dict(re.findall(r"detector (round \d+|box regression):.*peak memory ([\d.]+ \w+)", stderr))
-    record({"step": "train_memory", "copies": a.copies, "images": training["n_images"], "rounds": a.rounds,
+    record({"step": "train_memory", "commit": commit(), "copies": a.copies, "images": training["n_images"], "rounds": a.rounds,
             "cores": a.cores, "peak_rss_kb": peak, "peak_after": stages, "seconds": round(time.monotonic() - start, 1),
             "initial_per_image": training["initial_per_image"], "mining": training["mining"]})
 
