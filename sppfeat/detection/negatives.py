@@ -37,6 +37,12 @@ class NegativeStore:
             mask = block == b
             yield b, mask, offset[mask]
 
+    def _copy(self, rows: np.ndarray, codes: np.ndarray, scales: np.ndarray) -> None:
+        """Write the codes and (low, step) of `rows` into the first len(rows) rows of codes and scales."""
+        for b, mask, offset in self._by_block(rows):
+            at = np.flatnonzero(mask)
+            codes[at], scales[at] = self.codes[b][offset], self.scales[b][offset]
+
     def add(self, vectors: np.ndarray, image: int, windows: np.ndarray) -> np.ndarray:
         """Append vectors (n×D) of `windows` of `image`; returns their row indices."""
         rows = np.arange(self.n, self.n + len(vectors))
@@ -63,9 +69,7 @@ class NegativeStore:
         codes, scales = np.empty((self.CHUNK, self.dim), np.uint8), np.empty((self.CHUNK, 2), np.float32)
         for start in range(0, len(rows), self.CHUNK):
             part = rows[start:start + self.CHUNK]
-            for b, mask, offset in self._by_block(part):
-                at = np.flatnonzero(mask)
-                codes[at], scales[at] = self.codes[b][offset], self.scales[b][offset]
+            self._copy(part, codes, scales)
             target = out[start:start + len(part)]
             np.multiply(codes[:len(part)], scales[:len(part), 1:], out=target)
             target += scales[:len(part), :1]
@@ -114,9 +118,7 @@ class NegativeStore:
         for start in range(0, len(used), self.BLOCK):
             chunk = used[start:start + self.BLOCK]
             block_codes, block_scales = self._new_block()
-            for b, mask, offset in self._by_block(chunk):
-                block_codes[np.flatnonzero(mask)] = self.codes[b][offset]
-                block_scales[np.flatnonzero(mask)] = self.scales[b][offset]
+            self._copy(chunk, block_codes, block_scales)
             codes.append(block_codes)
             scales.append(block_scales)
             for b in range(int(chunk[-1]) // self.BLOCK):  # used is sorted: these old blocks are done
