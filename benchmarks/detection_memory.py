@@ -69,6 +69,7 @@ def main() -> None:
     folder = OUT / f"memory-{a.copies}{a.tag}"
     prepare(folder, a.copies)
     model = folder / "detector.h5"
+    code = commit()  # at the start: a commit made while the run goes on is not the code that ran
     command = ["/usr/bin/time", "-v", sys.executable, "-m", "sppfeat", "train-detector", str(folder / "images"),
                str(folder / "Annotations"), str(model), "--proposals", str(folder / "proposals.h5"), "--no-head",
                "--rounds", str(a.rounds), "--cores", str(a.cores), "--overwrite"]
@@ -81,7 +82,7 @@ def main() -> None:
     peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr).group(1))
     training = load_detector(model).training
     stages = dict(re.findall(r"detector (round \d+|box regression):.*peak memory ([\d.]+ \w+)", stderr))
-    record({"step": "train_memory", "commit": commit(), "copies": a.copies, "images": training["n_images"], "rounds": a.rounds,
+    record({"step": "train_memory", "commit": code, "copies": a.copies, "images": training["n_images"], "rounds": a.rounds,
             "cores": a.cores, "peak_rss_kb": peak, "peak_after": stages, "seconds": round(time.monotonic() - start, 1),
             "initial_per_image": training["initial_per_image"], "mining": training["mining"]})
 

@@ -129,8 +129,9 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
     """Detect the objects of the model's classes in `images` (a folder or one image). output:
     DETS.csv or DETS.jsonl (columns path,x1,y1,x2,y2,label,score; it reads back as a box file),
     DETS.json (COCO results: image_id, category_id, bbox [x, y, w, h], score), or None; proposals:
-    a proposal or box file for the images (default: selective search with the model's settings); threshold: keep only scores above it (default: every detection after NMS,
-    at most MAX_PER_IMAGE per image, as AP needs); draw: a folder for a picture of each image with
+    a proposal or box file for the images (default: selective search with the model's settings);
+    threshold: keep only scores above it (default: every detection after NMS, at most
+    MAX_PER_IMAGE per image, as AP needs); draw: a folder for a picture of each image with
     the detections scoring at least draw_threshold (default by the model's score_kind: 0.5 for
     probabilities, 0 for margins), at most 20, the best (drawing.DrawRule; the output keeps all);
     cores: CPU cores (default: the usable ones); without proposals, selective search runs in that

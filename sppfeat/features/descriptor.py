@@ -59,8 +59,9 @@ class SPPDescriptor(nn.Module):
 
 def build_descriptor(config: ExtractionConfig, device: torch.device) -> tuple[SPPDescriptor, ExtractionConfig, Path]:
     """Load the weights of `config` and build its network on `device`. Returns the network, the
-    config with ``weights_sha256`` filled in and shapes and compute resolved for `device`, and the weights file. WeightsUnavailable when the
-    weights cannot be found, or differ from a pinned ``weights_sha256``."""
+    config with ``weights_sha256`` filled in and shapes and compute resolved for `device`, and the
+    weights file. WeightsUnavailable when the weights cannot be found, or differ from a pinned
+    ``weights_sha256``."""
     config = config.for_device(device.type)
     loaded = load_backbone(config.backbone, config.weights)
     if config.weights_sha256 and config.weights_sha256 != loaded.weights_sha256:
