@@ -42,7 +42,7 @@ def main() -> None:
     kept_ids, held_ids = cv_folds(train_ids, a.cv)[a.fold]
     train, test = subset(kept_ids), subset(held_ids)
     maps = load_maps(model.feature_settings.scales[0], kept_ids + held_ids, model.feature_settings.backbone)
-    rv = RegionVectors(model.feature_settings, "cpu")
+    rv = RegionVectors(model.feature_settings, "cpu", model.context)
     for variant in json.loads(a.variants):
         settings = dataclasses.replace(trained, **variant)
         rng = np.random.default_rng(settings.seed)

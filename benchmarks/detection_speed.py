@@ -109,7 +109,7 @@ def stages(a) -> None:
     torch.set_num_threads(1)
     keep_large_blocks()  # the heap `sppfeat detect` runs with
     model = load_detector(a.model)
-    rv = RegionVectors(model.feature_settings, "cpu")
+    rv = RegionVectors(model.feature_settings, "cpu", model.context)
     proposal_set = read_proposals(OUT / "proposals.h5")
     timings = {"proposals": [], "conv": [], "pool_score": [], "nms": [], "rcnn": [], "windows": []}
     for image_id in split_ids("val")[:a.n]:

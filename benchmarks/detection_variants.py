@@ -1,5 +1,4 @@
-"""Variants of the window vectors tried by benchmarks/detection.py (accuracy --context, --more-scales,
---imagenet);
+"""Variants of the window vectors tried by benchmarks/detection.py (accuracy --more-scales, --imagenet);
 experiments measured there, not options of sppfeat."""
 
 from __future__ import annotations
@@ -12,26 +11,6 @@ import torch
 from sppfeat.detection.maps import ImageMap, RegionVectors
 from sppfeat.features.projection import best_scales
 from sppfeat.roi import pyramid_pool_boxes
-
-
-class ContextVectors(RegionVectors):
-    """Experiment: each window's vector followed by the vector of the window enlarged `factor` times
-    around its centre (clipped to the image): the object and what surrounds it."""
-
-    def __init__(self, config, device, factor: float):
-        super().__init__(config, device)
-        self.factor = factor
-        self.dim *= 2
-
-    def pool_unique(self, image, boxes):
-        boxes = np.asarray(boxes, np.float64)
-        centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * self.factor
-        height, width = image.stored_size
-        wide = np.clip(np.concatenate([centre - half, centre + half], axis=1), 0, [width, height, width, height])
-        inner, inner_index = super().pool_unique(image, boxes)
-        outer, outer_index = super().pool_unique(image, wide)
-        pairs, inverse = np.unique(np.stack([inner_index, outer_index], axis=1), axis=0, return_inverse=True)
-        return np.hstack([inner[pairs[:, 0]], outer[pairs[:, 1]]]) / np.float32(np.sqrt(2)), inverse.reshape(-1)
 
 
 @dataclasses.dataclass

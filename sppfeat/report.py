@@ -45,6 +45,7 @@ def describe_detector(path: str | os.PathLike) -> str:
     else:
         rounds = t.get("mining", [])
         kind = (f"{len(m.class_names)} classes × {m.coef.shape[1]} dims, linear SVMs"
+                + (f" on windows with context ×{m.context:g}" if m.context else "")
                 + (", box regression" if m.regression is not None else "") + "; scores are margins)")
         training = (f"{t.get('n_images', '?')} images, {sum(t.get('positives', []))} objects, C {t.get('C', '?')}, "
                     f"{max(len(rounds) - 1, 0)} mining rounds, {sum(r['added'] for r in rounds)} negatives mined")

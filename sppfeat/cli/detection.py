@@ -15,7 +15,7 @@ from ..data.boxes import BOX_FORMATS
 from ..detection.metric import METRICS
 from ..detection.settings import DEFAULT_HEAD, HeadSettings, TrainingSettings
 from . import main, say
-from .options import LEVELS, SHARD, SIZES, apply
+from .options import CONTEXT, LEVELS, SHARD, SIZES, apply
 
 SHOW_SKIPPED = 20  # skipped ground-truth files named one per line; the rest counted
 PROPOSALS_HELP = "Proposal file (sppfeat proposals) or box file of windows (COCO JSON, VOC XML folder, CSV " \
@@ -132,6 +132,10 @@ def proposals(images, output, method, max_boxes, min_size, search_side, cores, s
               help="--no-head: learn ridge box regressors (the head always learns its box offsets).")
 @click.option("--mirror/--no-mirror", default=TrainingSettings.mirror, show_default=True,
               help="--no-head: objects are also positives as seen in the image flipped left-right.")
+@click.option("--context", default=TrainingSettings.context, show_default=True, type=CONTEXT,
+              help="--no-head: each window's vector followed by that of the window enlarged this many times around "
+                   "its centre, e.g. 1.5 (0: none; twice the vector length: twice the negative cache's memory and "
+                   "the scoring time).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--cores", type=click.IntRange(min=1), help="CPU cores: torch threads, and without --proposals "
                                                           "selective search processes [default: the usable cores].")
@@ -139,7 +143,7 @@ def proposals(images, output, method, max_boxes, min_size, search_side, cores, s
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
 def train_detector(images, boxes, model, proposals, box_format, backbone, weights, levels, pool, scale, max_side,
                    method, max_boxes, min_size, search_side, head, head_epochs, head_lr, head_reduce, head_hidden,
-                   seed, C, rounds, negative_cache, regression, mirror, device, cores, overwrite, quiet):
+                   seed, C, rounds, negative_cache, regression, mirror, context, device, cores, overwrite, quiet):
     """Train a detector of the classes of BOXES (ground truth; difficult boxes are neither objects
     nor background) on the windows of the images under IMAGES, and write it to MODEL: one linear
     SVM per class (--no-head) or a head fine-tuned on the pooled windows (--head)."""
@@ -153,9 +157,11 @@ def train_detector(images, boxes, model, proposals, box_format, backbone, weight
                                      seed=seed) if head else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--head-*") from None
+    if head and context:
+        raise click.BadParameter("applies to the linear SVMs (--no-head) only", param_hint="--context")
     result = train_api(images, boxes, model, proposals=proposals, config=config, box_format=box_format,
                        settings=TrainingSettings(C=C, rounds=rounds, negative_cache=negative_cache,
-                                                 regression=regression, mirror=mirror, seed=seed),
+                                                 regression=regression, mirror=mirror, context=context, seed=seed),
                        head=head_settings,
                        proposal_config=ProposalConfig(method, max_boxes, min_size, search_side),
                        device=device, cores=cores, overwrite=overwrite, quiet=quiet)

@@ -67,6 +67,18 @@ def parse_penalty(text: str) -> float | str:
     return c
 
 
+def parse_context(text: str) -> float:
+    """'0' (none) or a factor >= 1 (train-detector --context)."""
+    from ..detection.settings import check_context
+
+    try:
+        factor = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    check_context(factor)
+    return factor
+
+
 def parse_prediction_file(text: str) -> str:
     prediction_format(text)
     return text
@@ -85,6 +97,7 @@ SCALES = ParsedOption("scales", int_list(as_scales))
 SHARD = ParsedOption("i/n", parse_shard, separator="/")
 SIZES = ParsedOption("sizes", int_list(lambda sizes: sizes))  # checked by the settings they go into
 PENALTY = ParsedOption("C", parse_penalty)
+CONTEXT = ParsedOption("factor", parse_context)
 PREDICTION_FILE = ParsedOption("file", parse_prediction_file)
 PLOTS_FOLDER = ParsedOption("folder", parse_plots_folder)
 

@@ -174,7 +174,7 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
     ids = coco_ids_for(output, coco_ids, image_list.paths, detector.class_names)
     source = WindowSource(load_proposals(proposals) if proposals is not None else None,
                           detector.proposal_settings)
-    rv = RegionVectors(detector.feature_settings, device)
+    rv = RegionVectors(detector.feature_settings, device, detector.context)
     timings: dict = {}
     names = detector.class_names
 

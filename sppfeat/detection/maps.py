@@ -25,6 +25,7 @@ from ..features.in_memory import resolved_for
 from ..features.projection import boxes_to_cells, orient_boxes, usable_boxes
 from ..features.runtime import resolve_device
 from ..roi import pyramid_pool_boxes
+from .settings import check_context
 
 POWER = 0.5  # window vectors get the signed square root, then L2 normalisation (as train-svm's default)
 
@@ -91,14 +92,27 @@ def mirror_boxes(image: ImageMap, boxes: np.ndarray) -> np.ndarray:
     return np.stack([width - upright[:, 2], upright[:, 1], width - upright[:, 0], upright[:, 3]], axis=1)
 
 
+def enlarge_boxes(boxes: np.ndarray, factor: float, stored_size: tuple[int, int]) -> np.ndarray:
+    """K×4 boxes (x0, y0, x1, y1, pixels) enlarged `factor` times around their centres, clipped to
+    an image of `stored_size` (height, width)."""
+    boxes = np.asarray(boxes, np.float64)
+    centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * factor
+    height, width = stored_size
+    return np.clip(np.concatenate([centre - half, centre + half], axis=1), 0, [width, height, width, height])
+
+
 class RegionVectors:
     """Conv maps of images and window vectors pooled from them, with one network built once.
 
     config: extraction settings with exactly one scale (resolved here for the device); the window
-    vectors are D = channels · Σ n² float32, normalised (signed square root, then L2).
+    vectors are D = channels · Σ n² float32, normalised (signed square root, then L2). context: 0,
+    or a factor >= 1: each window's vector is followed by that of the window enlarged this many
+    times around its centre (clipped to the image), the pair divided by √2 (D doubles).
     """
 
-    def __init__(self, config: ExtractionConfig, device: str = "auto"):
+    def __init__(self, config: ExtractionConfig, device: str = "auto", context: float = 0.0):
+        check_context(context)
+        self.context = context
         self.device = resolve_device(device)
         if config.scales is None:
             raise ValueError("the detection settings need a scale (e.g. scales=(480,))")
@@ -107,7 +121,7 @@ class RegionVectors:
         self.model, self.config, self.weights_path = build_descriptor(resolved_for(config, self.device), self.device)
         self.policies = self.config.resize_policies()
         self.layers = trace_layers(self.model.trunk, self.device)
-        self.dim = self.model.dim
+        self.dim = self.model.dim * (2 if context else 1)
 
     @torch.inference_mode()
     def image_map(self, path: str, mirrored: bool = False) -> ImageMap:
@@ -157,15 +171,22 @@ class RegionVectors:
     @torch.inference_mode()
     def pool_unique(self, image: ImageMap, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(U×D vectors, K indices into them) of K usable boxes: each window covering other cells
-        of the map pooled once (2,000 windows are often a few hundred)."""
-        unique, inverse = self.unique_cells(image, boxes)
-        return self.pool_cells(image, unique), inverse
+        of the map pooled once (2,000 windows are often a few hundred; with context, each pair of
+        inner and enlarged cells)."""
+        if not self.context:
+            unique, inverse = self.unique_cells(image, boxes)
+            return self.pool_cells(image, unique), inverse
+        inner, inner_index = self.unique_cells(image, boxes)
+        outer, outer_index = self.unique_cells(image, enlarge_boxes(boxes, self.context, image.stored_size))
+        pairs, inverse = np.unique(np.stack([inner_index, outer_index], axis=1), axis=0, return_inverse=True)
+        both = np.hstack([self.pool_cells(image, inner)[pairs[:, 0]], self.pool_cells(image, outer)[pairs[:, 1]]])
+        return both / np.float32(np.sqrt(2)), inverse.reshape(-1)
 
     @torch.inference_mode()
     def pool_cells(self, image: ImageMap, cells: np.ndarray) -> np.ndarray:
-        """U×D normalised vectors of U cell boxes of the map (see :meth:`unique_cells`)."""
+        """U×C·Σn² normalised vectors of U cell boxes of the map (see :meth:`unique_cells`)."""
         if len(cells) == 0:
-            return np.zeros((0, self.dim), np.float32)
+            return np.zeros((0, self.model.dim), np.float32)
         fmap = image.fmap if self.model.pool == "max" else image.fmap.float()  # a maximum is exact in float16
         pooled = pyramid_pool_boxes(fmap, cells, self.model.levels, self.model.pool)
         return normalize_features(pooled, POWER).cpu().numpy()

@@ -67,6 +67,11 @@ class DetectorModel:
         return ExtractionConfig.from_record(self.feature_record)
 
     @property
+    def context(self) -> float:
+        """The window vectors' context factor (0: none; see RegionVectors); 0 in models from before it."""
+        return float(self.training.get("context", 0.0))
+
+    @property
     def score_kind(self) -> str:
         """'probability' (a softmax head: scores in [0, 1], comparable across classes) or 'margin'
         (linear SVMs: comparable within a class only)."""

@@ -6,6 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def check_context(context: float) -> None:
+    """ValueError unless `context` is 0 (none) or a factor >= 1 (see sppfeat.detection.maps.RegionVectors)."""
+    if not (context == 0 or context >= 1):
+        raise ValueError(f"context must be 0 (none) or a factor >= 1, got {context!r}")
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     """C: SVM penalty; positive_weight: cᵢ of positives; rounds: mining rounds after the first
@@ -19,7 +25,10 @@ class TrainingSettings:
     regressors (ridge, penalty `ridge`) on windows with IoU >= regression_iou to an object, at most
     regression_per_object per object and regression_per_class per class (a uniform draw); mirror:
     each object is also a positive as seen in the image flipped left-right (one more network pass
-    per image with objects); seed: of the samples."""
+    per image with objects); context: 0, or each window's vector followed by that of the window
+    enlarged this many times around its centre (twice the vector length: twice the negative
+    cache's memory and the scoring's time; see sppfeat.detection.maps.RegionVectors); seed: of the
+    samples."""
 
     C: float = 1.0
     positive_weight: float = 2.0
@@ -37,6 +46,7 @@ class TrainingSettings:
     regression_per_class: int = 10_000
     ridge: float = 0.3
     mirror: bool = False
+    context: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -49,6 +59,7 @@ class TrainingSettings:
                 raise ValueError(f"{name} must be an integer >= {least}, got {getattr(self, name)!r}")
         if not 0 < self.negative_iou < 1 or not 0 < self.regression_iou <= 1:
             raise ValueError("negative_iou and regression_iou must be in (0, 1)")
+        check_context(self.context)
 
 
 @dataclass(frozen=True)

@@ -240,12 +240,14 @@ def train_detector(images: str | os.PathLike, boxes: str | os.PathLike, model: s
     check_output(model, overwrite)
     return_large_blocks()
     settings = settings or TrainingSettings()
+    if head is not None and settings.context:
+        raise ValueError("context applies to the linear SVMs, not to a head")
     cores = check_cores(cores)
     processes, threads = split_cores(cores, searching=proposals is None)
     truth, skipped = read_truth(images, boxes, box_format)
     source = WindowSource(load_proposals(proposals) if proposals is not None else None,
                           proposal_config or ProposalConfig())
-    rv = RegionVectors(config or DETECTION_DEFAULTS, device)
+    rv = RegionVectors(config or DETECTION_DEFAULTS, device, settings.context)
     n_classes = len(truth.class_names)
     with tempfile.TemporaryDirectory(prefix=".sppfeat-maps-", dir=Path(model).resolve().parent) as folder:
         maps = MapFile(Path(folder) / "maps.f16")

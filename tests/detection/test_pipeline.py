@@ -282,3 +282,40 @@ def test_a_head_detects_with_probabilities(voc_small, proposal_file, tmp_path):
                     proposal_file, "--scale", 160, "--head", "--head-lr", 1e9, "--head-epochs", 2)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "diverged" in r.stderr
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_context_pairs_each_window_with_its_enlarged_window(voc_small, proposal_file):
+    from sppfeat import ExtractionConfig
+    from sppfeat.detection.maps import RegionVectors
+    from sppfeat.detection.proposal_file import read_proposals
+
+    plain, wide = RegionVectors(ExtractionConfig(**FAST), "cpu"), RegionVectors(ExtractionConfig(**FAST), "cpu", 1.5)
+    image = plain.image_map(str(voc_small / "images" / f"{IDS[0]}.jpg"))
+    height, width = image.stored_size
+    windows = np.vstack([read_proposals(proposal_file).of(f"{IDS[0]}.jpg")[:300], [[0, 0, width, height]]])
+    enlarged = []
+    for x0, y0, x1, y1 in windows:  # by hand: the centre kept, each side 1.5 times as long, cut at the image's edges
+        cx, cy, half_w, half_h = (x0 + x1) / 2, (y0 + y1) / 2, 0.75 * (x1 - x0), 0.75 * (y1 - y0)
+        enlarged.append([max(0, cx - half_w), max(0, cy - half_h), min(width, cx + half_w), min(height, cy + half_h)])
+    expected = np.hstack([plain.pool(image, windows), plain.pool(image, np.array(enlarged))]) / np.sqrt(2)
+    assert wide.dim == 2 * plain.dim
+    np.testing.assert_allclose(wide.pool(image, windows), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(expected, axis=1), 1, rtol=1e-5)
+
+
+def test_a_detector_with_context_records_it_and_detects(voc_small, proposal_file, tmp_path):
+    model, dets = tmp_path / "context.h5", tmp_path / "dets.csv"
+    r = run_sppfeat("train-detector", voc_small / "images", voc_small / "boxes", model, "--proposals", proposal_file,
+                    "--scale", 160, "--levels", "2,1", "--rounds", 1, "--context", 1.5)
+    assert r.returncode == 0, r.stderr
+    trained = load_detector(model)
+    assert trained.context == 1.5 and trained.coef.shape[1] == 2 * 1280 * 5  # inner and enlarged: 2 × 1,280 · (4 + 1)
+    r = run_sppfeat("info", model)
+    assert r.returncode == 0 and "12800 dims, linear SVMs on windows with context ×1.5" in r.stdout, r.stdout
+    r = run_sppfeat("detect", model, voc_small / "images", "--proposals", proposal_file, "-o", dets, "-q")
+    assert r.returncode == 0, r.stderr
+    r = run_sppfeat("eval-detections", dets, voc_small / "boxes", "--report", tmp_path / "r.json")
+    assert r.returncode == 0 and json.loads((tmp_path / "r.json").read_text())["mAP"] > 0.5  # its own images
+    for bad in (("--context", 0.5), ("--context", 1.5, "--head")):
+        r = run_sppfeat("train-detector", voc_small / "images", voc_small / "boxes", tmp_path / "x.h5", *bad)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--context" in r.stderr, r.stderr
