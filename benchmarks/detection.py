@@ -33,7 +33,7 @@ from sppfeat.data.boxes import read_boxes  # noqa: E402
 from sppfeat.detection.maps import ImageMap, RegionVectors  # noqa: E402
 from sppfeat.libc import return_large_blocks  # noqa: E402
 
-from detection_variants import ImageNetVectors, MultiScaleVectors, ScaledMaps  # noqa: E402
+from detection_variants import CoarseContextVectors, ImageNetVectors, MultiScaleVectors, ScaledMaps  # noqa: E402
 
 VOC = Path(__file__).resolve().parents[2] / "shared/data/voc2007-sample/VOCdevkit/VOC2007"
 OUT = Path("bench-out/detection")
@@ -164,10 +164,13 @@ def accuracy(args, rest) -> None:
     p.add_argument("--settings", default="{}", help="TrainingSettings fields as JSON")
     p.add_argument("--tag", default="")
     p.add_argument("--context", type=float, default=0.0, help="TrainingSettings.context (the enlarged window's vector)")
+    p.add_argument("--context-levels", default="", help="experiment: with --context, the enlarged window's levels")
     p.add_argument("--more-scales", default="", help="experiment: further cached scales, one per window")
     p.add_argument("--imagenet", type=float, default=0.0, help="experiment: weight of the appended √ImageNet probabilities")
     a = p.parse_args(rest)
-    settings = TrainingSettings(**{**json.loads(a.settings), **({"context": a.context} if a.context else {})})
+    coarse = tuple(int(v) for v in a.context_levels.split(",")) if a.context_levels else ()
+    settings = TrainingSettings(**{**json.loads(a.settings), **({"context": a.context} if a.context and not coarse
+                                                                  else {})})
     levels = tuple(int(v) for v in a.levels.split(","))
     train_ids, val_ids, subset, proposal_set = sample(a.train_n)
     maps = load_maps(args.scale, train_ids + ([] if a.no_val else val_ids), args.backbone)
@@ -175,10 +178,12 @@ def accuracy(args, rest) -> None:
         more = [load_maps(int(v), list(maps)) for v in a.more_scales.split(",")]
         maps = {k: ScaledMaps.of(m, tuple(x[k] for x in more)) for k, m in maps.items()}
     config = DETECTION_DEFAULTS.replace(scales=(args.scale,), levels=levels, backbone=args.backbone)
-    rv = (ImageNetVectors(config, "cpu", a.imagenet) if a.imagenet
+    rv = (CoarseContextVectors(config, "cpu", a.context, coarse) if coarse
+          else ImageNetVectors(config, "cpu", a.imagenet) if a.imagenet
           else MultiScaleVectors(config, "cpu") if a.more_scales else RegionVectors(config, "cpu", settings.context))
     base = {"tag": a.tag, "scale": args.scale, "backbone": args.backbone, "levels": list(levels),
-            "settings": json.loads(a.settings), "context": a.context, "more_scales": a.more_scales,
+            "settings": json.loads(a.settings), "context": a.context, "context_levels": list(coarse),
+            "more_scales": a.more_scales,
             "imagenet": a.imagenet, "train_n": a.train_n}
     if not a.no_val:
         record({**base, "test": "val", **train_and_test(subset(train_ids), subset(val_ids), maps, proposal_set, rv,
