@@ -169,8 +169,9 @@ def accuracy(args, rest) -> None:
     p.add_argument("--imagenet", type=float, default=0.0, help="experiment: weight of the appended √ImageNet probabilities")
     a = p.parse_args(rest)
     coarse = tuple(int(v) for v in a.context_levels.split(",")) if a.context_levels else ()
-    settings = TrainingSettings(**{**json.loads(a.settings), **({"context": a.context} if a.context and not coarse
-                                                                  else {})})
+    settings = TrainingSettings(**json.loads(a.settings))
+    if a.context and not coarse:  # the coarse variant's vectors are not the product's: its model records none
+        settings = dataclasses.replace(settings, context=a.context)
     levels = tuple(int(v) for v in a.levels.split(","))
     train_ids, val_ids, subset, proposal_set = sample(a.train_n)
     maps = load_maps(args.scale, train_ids + ([] if a.no_val else val_ids), args.backbone)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from sppfeat.classify.svm import normalize_features
-from sppfeat.detection.maps import POWER, ImageMap, RegionVectors, enlarge_boxes
+from sppfeat.detection.maps import POWER, ImageMap, RegionVectors
 from sppfeat.features.projection import best_scales
 from sppfeat.roi import pyramid_pool_boxes
 
@@ -20,22 +20,17 @@ class CoarseContextVectors(RegionVectors):
     (e.g. (1,): 1,280 more values per window instead of 17,920)."""
 
     def __init__(self, config, device, factor: float, levels: tuple[int, ...]):
-        super().__init__(config, device)
-        self.factor, self.context_levels = factor, levels
+        super().__init__(config, device, factor)
+        self.context_levels = levels
         channels = self.model.dim // sum(n * n for n in self.model.levels)
-        self.dim += channels * sum(n * n for n in levels)
+        self.dim = self.model.dim + channels * sum(n * n for n in levels)
 
     @torch.inference_mode()
-    def pool_unique(self, image, boxes):
-        inner, inner_index = self.unique_cells(image, boxes)
-        outer, outer_index = self.unique_cells(image, enlarge_boxes(boxes, self.factor, image.stored_size))
-        pairs, inverse = np.unique(np.stack([inner_index, outer_index], axis=1), axis=0, return_inverse=True)
-        if len(pairs) == 0:
-            return np.zeros((0, self.dim), np.float32), inverse.reshape(-1)
-        wide = pyramid_pool_boxes(image.fmap, outer, self.context_levels, "max")
-        wide = normalize_features(wide, POWER).cpu().numpy()
-        both = np.hstack([self.pool_cells(image, inner)[pairs[:, 0]], wide[pairs[:, 1]]])
-        return both / np.float32(np.sqrt(2)), inverse.reshape(-1)
+    def pool_enlarged(self, image, cells):
+        if len(cells) == 0:
+            return np.zeros((0, self.dim - self.model.dim), np.float32)
+        pooled = pyramid_pool_boxes(image.fmap, cells, self.context_levels, "max")
+        return normalize_features(pooled, POWER).cpu().numpy()
 
 
 @dataclasses.dataclass

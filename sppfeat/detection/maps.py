@@ -179,8 +179,12 @@ class RegionVectors:
         inner, inner_index = self.unique_cells(image, boxes)
         outer, outer_index = self.unique_cells(image, enlarge_boxes(boxes, self.context, image.stored_size))
         pairs, inverse = np.unique(np.stack([inner_index, outer_index], axis=1), axis=0, return_inverse=True)
-        both = np.hstack([self.pool_cells(image, inner)[pairs[:, 0]], self.pool_cells(image, outer)[pairs[:, 1]]])
+        both = np.hstack([self.pool_cells(image, inner)[pairs[:, 0]], self.pool_enlarged(image, outer)[pairs[:, 1]]])
         return both / np.float32(np.sqrt(2)), inverse.reshape(-1)
+
+    def pool_enlarged(self, image: ImageMap, cells: np.ndarray) -> np.ndarray:
+        """Normalised vectors of U enlarged windows' cell boxes (with context): as :meth:`pool_cells`."""
+        return self.pool_cells(image, cells)
 
     @torch.inference_mode()
     def pool_cells(self, image: ImageMap, cells: np.ndarray) -> np.ndarray:
