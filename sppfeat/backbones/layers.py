@@ -24,18 +24,21 @@ class Conv2dSame(nn.Conv2d):
 
     With stride 1 and an odd kernel the padding is symmetric and fixed, so the convolution pads
     by itself; only strided convolutions compute their (possibly uneven) padding per input size.
+    A dilated kernel pads as a kernel of its span, dilation · (kernel - 1) + 1.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 groups: int = 1, bias: bool = False):
+                 groups: int = 1, bias: bool = False, dilation: int = 1):
         self.static = stride == 1 and kernel_size % 2 == 1
+        self.span = dilation * (kernel_size - 1) + 1
         super().__init__(in_channels, out_channels, kernel_size, stride,
-                         padding=(kernel_size - 1) // 2 if self.static else 0, groups=groups, bias=bias)
+                         padding=(self.span - 1) // 2 if self.static else 0, dilation=dilation, groups=groups,
+                         bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.static:
-            top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
-            left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
+            top, bottom = same_padding(x.shape[-2], self.span, self.stride[0])
+            left, right = same_padding(x.shape[-1], self.span, self.stride[1])
             if top or bottom or left or right:
                 x = F.pad(x, (left, right, top, bottom))
         return super().forward(x)

@@ -23,9 +23,11 @@ IMAGENET_MATCH = {
 }
 
 
-def test_efficientnet_lite0_classifies_real_photos():
-    """The full network with its ImageNet classifier, at native size: top-5 must name the object."""
-    net = load_backbone("efficientnet_lite0").net
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite0_os16"])
+def test_efficientnet_lite0_classifies_real_photos(name):
+    """The full network with its ImageNet classifier, at native size: top-5 must name the object
+    (at output stride 16 too: the dilated layers see what the trained ones saw)."""
+    net = load_backbone(name).net
     hits = total = 0
     for folder, names in IMAGENET_MATCH.items():
         wanted = {IMAGENET.index(name) for name in names}
@@ -50,13 +52,14 @@ def test_same_padding_matches_tensorflow_rule(size, kernel, stride, expected):
 
 
 @pytest.mark.parametrize("h,w", [(9, 14), (16, 16), (1, 5)])
-@pytest.mark.parametrize("kernel,stride", [(3, 2), (5, 2), (3, 1), (5, 1)])
-def test_conv2d_same_equals_explicit_padding(h, w, kernel, stride):
-    conv = Conv2dSame(3, 4, kernel, stride)
+@pytest.mark.parametrize("kernel,stride,dilation", [(3, 2, 1), (5, 2, 1), (3, 1, 1), (5, 1, 1), (5, 1, 2), (3, 2, 2)])
+def test_conv2d_same_equals_explicit_padding(h, w, kernel, stride, dilation):
+    conv = Conv2dSame(3, 4, kernel, stride, dilation=dilation)
     x = torch.randn(2, 3, h, w)
-    top, bottom = same_padding(h, kernel, stride)
-    left, right = same_padding(w, kernel, stride)
-    expected = F.conv2d(F.pad(x, (left, right, top, bottom)), conv.weight, None, stride)
+    span = dilation * (kernel - 1) + 1
+    top, bottom = same_padding(h, span, stride)
+    left, right = same_padding(w, span, stride)
+    expected = F.conv2d(F.pad(x, (left, right, top, bottom)), conv.weight, None, stride, dilation=dilation)
     torch.testing.assert_close(conv(x), expected)
     assert conv(x).shape[-2:] == (math.ceil(h / stride), math.ceil(w / stride))
 
@@ -68,6 +71,22 @@ def test_batchnorm_folding_keeps_the_feature_map():
         before = net.forward_features(x)
         after = net.fuse().forward_features(x)
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+
+
+def test_output_stride_16_keeps_the_weights_and_halves_the_stride():
+    """The same state dict loads into both; the map is twice as fine; only depthwise convolutions
+    after the removed stride are dilated, and 16 and 32 are the only strides offered."""
+    coarse, fine = load_backbone("efficientnet_lite0").net, load_backbone("efficientnet_lite0_os16").net
+    for (name, a), (_, b) in zip(coarse.state_dict().items(), fine.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=name)
+    with torch.no_grad():
+        assert coarse.forward_features(torch.zeros(1, 3, 100, 130)).shape[-2:] == (4, 5)
+        assert fine.forward_features(torch.zeros(1, 3, 100, 130)).shape[-2:] == (7, 9)
+    dilated = [n for n, m in fine.named_modules() if isinstance(m, Conv2dSame) and m.dilation != (1, 1)]
+    assert dilated and all(n.endswith("_depthwise_conv") for n in dilated)
+    assert len(dilated) == 4  # Lite0's last strided stage (blocks 2-4 of 4) and the stride-1 stage after it
+    with pytest.raises(ValueError, match="output_stride must be 16 or 32"):
+        EfficientNetLite(output_stride=8)
 
 
 def test_strict_loading_rejects_wrong_keys(tmp_path):

@@ -70,7 +70,8 @@ def test_lite0_centres_match_the_measured_receptive_fields(lite0, size, axis, ce
 
 
 @pytest.mark.parametrize("name,size", [("resnet50", 641), ("vgg16", 300), ("alexnet", 301),
-                                       ("efficientnet_b0", 1130)])
+                                       ("efficientnet_b0", 1130),
+                                       ("efficientnet_lite0_os16", 1301)])
 def test_other_backbones_centres_match_the_measured_receptive_fields(name, size):
     spec = get_backbone_spec(name)
     centres = cell_centres(trace_layers(spec.trunk(spec.build().eval())), size, 0)
