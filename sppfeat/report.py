@@ -134,7 +134,7 @@ def describe_model(path: str | os.PathLike) -> str:
 def backbones_table() -> str:
     """One row per registered backbone (under 100 columns): output, input normalisation, weights
     source, whether the weights are here (offline)."""
-    rows = [("name", "ch", "stride", "px", "input", "weights", "offline")]
+    rows = [("name", "ch", "stride", "px", "input", "weights", "here")]
     for name, spec in sorted(BACKBONES.items()):
         offline = "yes" if spec.weights.cached_path() is not None else "no"
         rows.append((name + ("*" if name == DEFAULT_BACKBONE else ""), str(spec.channels), str(spec.stride),
@@ -142,7 +142,7 @@ def backbones_table() -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     table = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(table + ["* default; ch: output channels; px: side the weights were trained at; "
-                              "input: normalisation"])
+                              "input: normalisation", "here: the weights are on this machine (works offline)"])
 
 
 def evaluation_text(result: Evaluation, worst: int = 10) -> str:
