@@ -52,7 +52,8 @@ def test_same_padding_matches_tensorflow_rule(size, kernel, stride, expected):
 
 
 @pytest.mark.parametrize("h,w", [(9, 14), (16, 16), (1, 5)])
-@pytest.mark.parametrize("kernel,stride,dilation", [(3, 2, 1), (5, 2, 1), (3, 1, 1), (5, 1, 1), (5, 1, 2), (3, 2, 2)])
+@pytest.mark.parametrize("kernel,stride,dilation",
+                         [(3, 2, 1), (5, 2, 1), (3, 1, 1), (5, 1, 1), (5, 1, 2), (3, 2, 2)])
 def test_conv2d_same_equals_explicit_padding(h, w, kernel, stride, dilation):
     conv = Conv2dSame(3, 4, kernel, stride, dilation=dilation)
     x = torch.randn(2, 3, h, w)
