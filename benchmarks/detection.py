@@ -160,6 +160,9 @@ def accuracy(args, rest) -> None:
     p.add_argument("--levels", default=",".join(map(str, DETECTION_DEFAULTS.levels)))
     p.add_argument("--cv", type=int, default=0, help="K-fold CV inside the training images (0 = none)")
     p.add_argument("--fold", type=int, action="append", help="with --cv: only these folds (repeatable)")
+    p.add_argument("--fold-train-n", type=int, default=0,
+                   help="with --cv: train on N of each fold's training images (a fixed random subset), test on "
+                        "all its held-out images (a learning curve on the same test set)")
     p.add_argument("--no-val", action="store_true")
     p.add_argument("--settings", default="{}", help="TrainingSettings fields as JSON")
     p.add_argument("--tag", default="")
@@ -185,7 +188,7 @@ def accuracy(args, rest) -> None:
     base = {"tag": a.tag, "scale": args.scale, "backbone": args.backbone, "levels": list(levels),
             "settings": json.loads(a.settings), "context": a.context, "context_levels": list(coarse),
             "more_scales": a.more_scales,
-            "imagenet": a.imagenet, "train_n": a.train_n}
+            "imagenet": a.imagenet, "train_n": a.train_n, "fold_train_n": a.fold_train_n}
     if not a.no_val:
         record({**base, "test": "val", **train_and_test(subset(train_ids), subset(val_ids), maps, proposal_set, rv,
                                                           settings, OUT / f"detector{a.tag}.h5")})
@@ -193,6 +196,9 @@ def accuracy(args, rest) -> None:
         for k, (kept_ids, held_ids) in enumerate(cv_folds(train_ids, a.cv)):
             if a.fold and k not in a.fold:
                 continue
+            if a.fold_train_n:
+                chosen = np.random.default_rng(1).permutation(len(kept_ids))[:a.fold_train_n]
+                kept_ids = [kept_ids[i] for i in sorted(chosen)]
             record({**base, "test": f"cv{k}", **train_and_test(subset(kept_ids), subset(held_ids), maps,
                                                                 proposal_set, rv, settings,
                                                                 OUT / f"detector{a.tag}-cv{k}.h5")})

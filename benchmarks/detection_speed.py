@@ -14,8 +14,9 @@ through the network and the model's scoring on its own; cropping counted).
   then ``sppfeat extract crops/ out.h5 --scale 0 --levels L --dtype float16`` (one network pass per
   window, the project's batched pipeline on every core).
 
-Each way runs on the first image alone and on all N; steady state per image = (T_N - T_1) / (N - 1)
-and start-up = T_1 minus one image's steady time. Pairs are interleaved (`--pairs`), medians quoted.
+Each way runs on the first image alone and on all N, each with its own images' windows; steady state
+per image = (T_N - T_1) / (N - 1) and start-up = T_1 minus one image's steady time, beside the floor
+of any start-up: ``python -c "import torch"``. Pairs are interleaved (`--pairs`), medians quoted.
 The val images of the shared sample and their windows from bench-out/detection/proposals.h5
 (`python benchmarks/detection.py proposals` first). Results go to bench-out/detection/results.jsonl.
 """
@@ -51,7 +52,7 @@ SPPFEAT = [sys.executable, "-m", "sppfeat"]
 
 
 def prepare(n: int) -> list[str]:
-    """imgs-1/ and imgs-N/ (symbolic links), windows.csv, crops-1/ and crops-N/ (224 × 224 JPEG, quality 95)."""
+    """imgs-1/ and imgs-N/ (symbolic links), windows-1.csv and windows-N.csv, crops-1/ and crops-N/ (224 × 224 JPEG, quality 95)."""
     ids = split_ids("val")[:n]
     found = read_proposals(OUT / "proposals.h5")
     for count in (1, n):
@@ -66,12 +67,13 @@ def prepare(n: int) -> list[str]:
                 for k, w in enumerate(found.of(f"{image_id}.jpg")):
                     image.crop(tuple(int(round(v)) for v in w)).resize((224, 224), Image.BILINEAR).save(
                         crops / f"{image_id}-{k:04d}.jpg", quality=95)
-    with open(WORK / "windows.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "x1", "y1", "x2", "y2"])
-        for image_id in ids:
-            for w in found.of(f"{image_id}.jpg"):
-                writer.writerow([f"{image_id}.jpg", *(f"{v:.1f}" for v in w)])
+    for count in (1, n):  # each run reads its own images' windows, as a user's file would hold
+        with open(WORK / f"windows-{count}.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "x1", "y1", "x2", "y2"])
+            for image_id in ids[:count]:
+                for w in found.of(f"{image_id}.jpg"):
+                    writer.writerow([f"{image_id}.jpg", *(f"{v:.1f}" for v in w)])
     return ids
 
 
@@ -143,16 +145,19 @@ def whole(a) -> None:
     levels = {",".join(map(str, load_detector(m).feature_settings.levels)) for m in a.model}
     if len(levels) != 1:
         raise SystemExit(f"the models pool different levels ({sorted(levels)}): R-CNN's way would differ")
-    n_windows = sum(1 for _ in open(WORK / "windows.csv")) - 1
-    ways = {f"spp{k}": [*SPPFEAT, "detect", m, "{images}", "--proposals", WORK / "windows.csv", "-o",
+    n_windows = sum(1 for _ in open(WORK / f"windows-{a.n}.csv")) - 1
+    ways = {f"spp{k}": [*SPPFEAT, "detect", m, "{images}", "--proposals", "{windows}", "-o",
                         WORK / "dets.csv", "--overwrite", "-q"] for k, m in enumerate(a.model)}
     ways["rcnn"] = [*SPPFEAT, "extract", "{crops}", WORK / "crops.h5", "--scale", 0, "--levels", levels.pop(),
                     "--dtype", "float16", "--overwrite", "-q"]
     times: dict[str, list[float]] = {f"{way}_{key}": [] for way in ways for key in ("1", "n")}
+    times["import_torch"] = []  # the floor of any start-up: a process that imports torch and stops
     for _ in range(a.pairs):
+        times["import_torch"].append(timed([sys.executable, "-c", "import torch"]))
         for count, key in ((1, "1"), (a.n, "n")):
             for way, command in ways.items():
-                filled = [str(c).format(images=WORK / f"imgs-{count}", crops=WORK / f"crops-{count}") for c in command]
+                filled = [str(c).format(images=WORK / f"imgs-{count}", crops=WORK / f"crops-{count}",
+                                        windows=WORK / f"windows-{count}.csv") for c in command]
                 times[f"{way}_{key}"].append(timed(filled))
             print({k: [round(v, 2) for v in t] for k, t in times.items()}, flush=True)
     med = {k: float(np.median(v)) for k, v in times.items()}
@@ -162,6 +167,7 @@ def whole(a) -> None:
             "threads": torch.get_num_threads(), "median_seconds": {k: round(v, 2) for k, v in med.items()},
             "steady_seconds_per_image": {k: round(v, 3) for k, v in steady.items()},
             "startup_seconds": {k: round(v, 2) for k, v in startup.items()},
+            "import_torch_seconds": round(med["import_torch"], 2),
             "whole_process_ratio": {way: round(med["rcnn_n"] / med[f"{way}_n"], 1) for way in ways if way != "rcnn"},
             "steady_state_ratio": {way: round(steady["rcnn"] / steady[way], 1) for way in ways if way != "rcnn"}})
     shutil.rmtree(WORK / "crops.h5.parts", ignore_errors=True)
