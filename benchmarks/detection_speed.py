@@ -52,7 +52,8 @@ SPPFEAT = [sys.executable, "-m", "sppfeat"]
 
 
 def prepare(n: int) -> list[str]:
-    """imgs-1/ and imgs-N/ (symbolic links), windows-1.csv and windows-N.csv, crops-1/ and crops-N/ (224 × 224 JPEG, quality 95)."""
+    """imgs-1/ and imgs-N/ (symbolic links), windows-1.csv and windows-N.csv, crops-1/ and crops-N/
+    (224 × 224 JPEG, quality 95)."""
     ids = split_ids("val")[:n]
     found = read_proposals(OUT / "proposals.h5")
     for count in (1, n):
