@@ -70,7 +70,8 @@ class Meter:
     def line(self, now: float) -> str:
         rate = (self.count - self.start_count) / max(now - self.start, 1e-9)
         eta = f", ETA {duration((self.total - self.count) / rate)}" if rate > 0 else ""
-        return f"{self.what} {self.count}/{self.total} {self.unit}, {rate:.1f} {self.unit}/s{eta}"
+        pace = f"{1 / rate:.1f} s each" if 0 < rate < 0.1 else f"{rate:.1f} {self.unit}/s"  # slow items: their time
+        return f"{self.what} {self.count}/{self.total} {self.unit}, {pace}{eta}"
 
     def steady_rate(self) -> float:
         """Items per second from the first finished batch to the last (NaN before a second batch):

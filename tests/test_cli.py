@@ -152,6 +152,10 @@ def test_progress_rate_counts_only_this_runs_images(monkeypatch):
     progress.update(20)
     assert progress.line(110.0) == "extract 60/100 images, 2.0 images/s, ETA 20s"
     assert meter.duration(3725) == "1h02m05s" and meter.duration(225) == "3m45s"
+    clock = iter([0.0, 50.0])  # items slower than one per 10 s show their time: 2 classes in 50 s, 18 left
+    slow = meter.Meter("round 0 SVMs", 20, quiet=True, unit="classes")
+    slow.update(2)
+    assert slow.line(50.0) == "round 0 SVMs 2/20 classes, 25.0 s each, ETA 7m30s"
 
 
 @pytest.fixture(scope="module")

@@ -137,6 +137,7 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
         start = time.monotonic()
         added, trimmed = _mine(images, store, coef, intercept, rv, settings, quiet, round_) if round_ else (store.n, 0)
         warm = round_ > 0
+        meter = Meter(f"round {round_} SVMs", n_classes, quiet=quiet, unit="classes")
         for k in range(n_classes):
             release_free_memory()
             coef[k], intercept[k] = _train_class(images, store, k, rv, settings,
@@ -144,6 +145,8 @@ def fit_detector(images: list[TrainingImage], n_classes: int, rv: RegionVectors,
             store.member_scores[k] = store.scores(store.members[k], coef[k], intercept[k])
             learnt = n_positives[k] > 0  # a class without positives needs no negatives
             store.keep(k, (store.member_scores[k] >= settings.easy_margin) & learnt)
+            meter.update(1)
+        meter.close()
         store.compact(images)
         _flag_cached(images, store)
         cache = [len(m) for m in store.members]

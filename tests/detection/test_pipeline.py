@@ -174,8 +174,11 @@ def test_mining_keeps_the_rules(voc_small, proposal_file, tmp_path, caplog):
 def test_commands_from_photos_to_average_precision(voc_small, proposal_file, tmp_path):
     model, dets = tmp_path / "det.h5", tmp_path / "dets.csv"
     r = run_sppfeat("train-detector", voc_small / "images", voc_small / "boxes", model, "--proposals", proposal_file,
-                    "--scale", 160, "--rounds", 1, "--negative-cache", 5000, "--no-head")
+                    "--scale", 160, "--rounds", 1, "--negative-cache", 5000, "--no-head",
+                    env={**os.environ, "SPPFEAT_PROGRESS_SECONDS": "0"})
     assert r.returncode == 0 and "1 mining rounds" in r.stderr, r.stderr
+    for round_ in (0, 1):  # a progress line as each class's SVM is trained, not silence for the whole round
+        assert f"sppfeat: round {round_} SVMs 20/20 classes, " in r.stderr, r.stderr
     r = run_sppfeat("info", model)
     summary = "sppfeat detector (20 classes × 17920 dims, linear SVMs, box regression; scores are margins)"
     assert r.returncode == 0 and summary in r.stdout, r.stderr
