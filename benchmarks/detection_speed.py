@@ -58,6 +58,12 @@ def prepare(n: int) -> list[str]:
     found = read_proposals(OUT / "proposals.h5")
     for count in (1, n):
         images, crops = WORK / f"imgs-{count}", WORK / f"crops-{count}"
+        with open(WORK / f"windows-{count}.csv", "w", newline="") as fh:  # only this run's images, as a user's
+            writer = csv.writer(fh)
+            writer.writerow(["path", "x1", "y1", "x2", "y2"])
+            for image_id in ids[:count]:
+                for w in found.of(f"{image_id}.jpg"):
+                    writer.writerow([f"{image_id}.jpg", *(f"{v:.1f}" for v in w)])
         if crops.is_dir():
             continue
         images.mkdir(parents=True, exist_ok=True)
@@ -68,13 +74,6 @@ def prepare(n: int) -> list[str]:
                 for k, w in enumerate(found.of(f"{image_id}.jpg")):
                     image.crop(tuple(int(round(v)) for v in w)).resize((224, 224), Image.BILINEAR).save(
                         crops / f"{image_id}-{k:04d}.jpg", quality=95)
-    for count in (1, n):  # each run reads its own images' windows, as a user's file would hold
-        with open(WORK / f"windows-{count}.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "x1", "y1", "x2", "y2"])
-            for image_id in ids[:count]:
-                for w in found.of(f"{image_id}.jpg"):
-                    writer.writerow([f"{image_id}.jpg", *(f"{v:.1f}" for v in w)])
     return ids
 
 
