@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from sppfeat.classify.svm import normalize_features
-from sppfeat.detection.maps import POWER, ImageMap, RegionVectors
+from sppfeat.detection.maps import ImageMap, RegionVectors
 from sppfeat.features.projection import best_scales
 from sppfeat.roi import pyramid_pool_boxes
 
@@ -25,12 +25,8 @@ class CoarseContextVectors(RegionVectors):
         channels = self.model.dim // sum(n * n for n in self.model.levels)
         self.dim = self.model.dim + channels * sum(n * n for n in levels)
 
-    @torch.inference_mode()
     def pool_enlarged(self, image, cells):
-        if len(cells) == 0:
-            return np.zeros((0, self.dim - self.model.dim), np.float32)
-        pooled = pyramid_pool_boxes(image.fmap, cells, self.context_levels, "max")
-        return normalize_features(pooled, POWER).cpu().numpy()
+        return self.pool_cells(image, cells, self.context_levels)
 
 
 @dataclasses.dataclass
@@ -98,8 +94,6 @@ class HiddenVectors:
         return self.rv.usable(image, boxes)
 
     def pool_unique(self, image: ImageMap, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from sppfeat.classify.svm import normalize_features
-
         cells, inverse = self.rv.unique_cells(image, boxes)
         return normalize_features(self.head.predict(image.fmap, cells)[2]), inverse
 

@@ -187,10 +187,12 @@ class RegionVectors:
         return self.pool_cells(image, cells)
 
     @torch.inference_mode()
-    def pool_cells(self, image: ImageMap, cells: np.ndarray) -> np.ndarray:
-        """U×C·Σn² normalised vectors of U cell boxes of the map (see :meth:`unique_cells`)."""
+    def pool_cells(self, image: ImageMap, cells: np.ndarray, levels: tuple[int, ...] | None = None) -> np.ndarray:
+        """U×C·Σn² normalised vectors of U cell boxes of the map (see :meth:`unique_cells`), pooled at
+        `levels` (None: the model's)."""
+        levels = self.model.levels if levels is None else levels
         if len(cells) == 0:
-            return np.zeros((0, self.model.dim), np.float32)
+            return np.zeros((0, image.fmap.shape[0] * sum(n * n for n in levels)), np.float32)
         fmap = image.fmap if self.model.pool == "max" else image.fmap.float()  # a maximum is exact in float16
-        pooled = pyramid_pool_boxes(fmap, cells, self.model.levels, self.model.pool)
+        pooled = pyramid_pool_boxes(fmap, cells, levels, self.model.pool)
         return normalize_features(pooled, POWER).cpu().numpy()
