@@ -68,8 +68,20 @@ def test_option_values_are_checked_when_parsed(tmp_path):
              (["extract", DEMO, tmp_path / "o.h5", "--scale", "-1"], "'--scale': scales must be distinct"),
              (["extract", DEMO, tmp_path / "o.h5", "--shard", "3/3"], "'--shard': shard (i, n) needs"),
              (["extract", DEMO, tmp_path / "o.h5", "--shard", "x"], "'--shard': expected i/n"),
-             (["train-svm", tmp_path / "f.h5", tmp_path / "m.h5", "--C", "-1"], "'--C': C must be positive"),
-             (["train-svm", tmp_path / "f.h5", tmp_path / "m.h5", "--C", "big"], "'--C': expected a positive")]
+             (["train-svm", tmp_path / "f.h5", tmp_path / "m.h5", "--C", "-1"], "'--C': C must be a positive number"),
+             (["train-svm", tmp_path / "f.h5", tmp_path / "m.h5", "--C", "big"], "'--C': expected a positive"),
+             (["train-svm", tmp_path / "f.h5", tmp_path / "m.h5", "--C", "inf"], "'--C': C must be a positive number"),
+             (["train-svm", tmp_path / "f.h5", tmp_path / "m.h5", "--power", "nan"], "'--power': nan is not a finite"),
+             (["train-svm", tmp_path / "f.h5", tmp_path / "m.h5", "--test-fraction", "nan"],
+              "'--test-fraction': nan is not a finite"),
+             (["extract", DEMO, tmp_path / "o.h5", "--decode-timeout", "inf"], "'--decode-timeout': inf is not a fin"),
+             (["train-detector", DEMO, DEMO, tmp_path / "m.h5", "--head-lr", "inf"], "'--head-lr': inf is not a finite"),
+             (["train-detector", DEMO, DEMO, tmp_path / "m.h5", "--C", "nan"], "'--C': nan is not a finite"),
+             (["train-detector", DEMO, DEMO, tmp_path / "m.h5", "--head-hidden", "1024,,1024"],
+              "'--head-hidden': expected comma-separated integers"),
+             (["train-detector", DEMO, DEMO, tmp_path / "m.h5", "--context", "inf"], "'--context': context must be"),
+             (["detect", __file__, DEMO, "--threshold", "nan"], "'--threshold': nan is not a finite"),
+             (["detect", __file__, DEMO, "--draw-threshold", "-inf"], "'--draw-threshold': -inf is not a finite")]
     for args, message in cases:
         result = run_cli(*args)
         assert result.exit_code == 2, (args, result.output)

@@ -30,7 +30,7 @@ def evaluate(model_path: str | os.PathLike, features_path: str | os.PathLike,
     plots folder that is not empty, is refused before any work unless `overwrite` (which replaces
     the report and the folder's earlier pictures)."""
     if report_path is not None:
-        check_output(report_path, overwrite)
+        check_output(report_path, overwrite, (model_path, features_path))
     if plots is not None:
         try:
             check_plots_folder(plots, overwrite=overwrite)

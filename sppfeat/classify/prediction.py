@@ -156,7 +156,7 @@ def predict(model: str | os.PathLike, images: str | os.PathLike, output: str | o
     runtime = runtime or Runtime()
     if output is not None:
         prediction_format(output)
-        check_output(output, overwrite)
+        check_output(output, overwrite, (model, images if Path(images).is_file() else None, weights))
     try:
         svm = load_model(model)
     except ValueError:

@@ -57,7 +57,7 @@ def train_svm(features_path: str | os.PathLike, model_path: str | os.PathLike, *
     applied before L2 normalisation (1 = plain L2).
     """
     start = time.perf_counter()
-    model_path = check_output(model_path, overwrite)
+    model_path = check_output(model_path, overwrite, (features_path,))
     if not (C == "auto" or (isinstance(C, (int, float)) and C > 0)):
         raise ValueError(f"C must be a positive number or 'auto', got {C!r}")
     if power <= 0:

@@ -9,7 +9,7 @@ import click
 from ..classify.protocol import (DEFAULT_POWER, DEFAULT_TEST_FRACTION, DEFAULT_TEST_PER_CLASS,
                                  DEFAULT_TRAIN_PER_CLASS, PROTOCOLS)
 from . import cli_wording, main, say
-from .options import PENALTY, PLOTS_FOLDER, PREDICTION_FILE, runtime_options
+from .options import FINITE, PENALTY, PLOTS_FOLDER, POSITIVE, PREDICTION_FILE, Number, runtime_options
 
 
 @main.command("train-svm")
@@ -24,9 +24,9 @@ from .options import PENALTY, PLOTS_FOLDER, PREDICTION_FILE, runtime_options
               help=f"per-class: training images per class [default: {DEFAULT_TRAIN_PER_CLASS}].")
 @click.option("--test-per-class", type=click.IntRange(min=0),
               help=f"per-class: test images per class, 0 = all remaining [default: {DEFAULT_TEST_PER_CLASS}].")
-@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--test-fraction", type=Number(0, 1, min_open=True, max_open=True),
               help=f"stratified: fraction of each class held out [default: {DEFAULT_TEST_FRACTION}].")
-@click.option("--power", default=DEFAULT_POWER, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--power", default=DEFAULT_POWER, show_default=True, type=POSITIVE,
               help="Signed power normalisation before L2 (0.5 = signed square root).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split and the folds.")
 @click.option("--folds", default=3, show_default=True, type=click.IntRange(min=2), help="Cross-validation folds.")
@@ -69,7 +69,7 @@ def eval_(model, features, report, show, keep_training_rows, plots, overwrite):
               help="Write the rows to PRED.csv or PRED.jsonl as they come [default: a table on stdout].")
 @click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1),
               help="Best classes per row, with their scores (at most the model's classes).")
-@click.option("--threshold", type=float,
+@click.option("--threshold", type=FINITE,
               help="Margin a class must exceed: multi-label, every class above it is predicted [default: 0]; "
                    "single-label, the best class or none [default: always the best].")
 @click.option("--weights", type=click.Path(dir_okay=False),

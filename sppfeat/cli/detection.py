@@ -15,7 +15,7 @@ from ..data.boxes import BOX_FORMATS
 from ..detection.metric import METRICS
 from ..detection.settings import DEFAULT_HEAD, HeadSettings, TrainingSettings
 from . import main, say
-from .options import CONTEXT, LEVELS, SHARD, SIZES, apply
+from .options import CONTEXT, FINITE, LEVELS, POSITIVE, SHARD, SIZES, apply
 
 SHOW_SKIPPED = 20  # skipped ground-truth files named one per line; the rest counted
 PROPOSALS_HELP = "Proposal file (sppfeat proposals) or box file of windows (COCO JSON, VOC XML folder, CSV " \
@@ -113,7 +113,7 @@ def proposals(images, output, method, max_boxes, min_size, search_side, cores, s
                    "classes), or --no-head: one linear SVM per class with hard-negative mining (scores: margins).")
 @click.option("--head-epochs", default=HeadSettings.epochs, show_default=True, type=click.IntRange(min=1),
               help="Head: passes over the training images.")
-@click.option("--head-lr", default=HeadSettings.lr, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--head-lr", default=HeadSettings.lr, show_default=True, type=POSITIVE,
               help="Head: AdamW's learning rate (cosine-decayed to 0).")
 @click.option("--head-reduce", default=HeadSettings.reduced, show_default=True, type=click.IntRange(min=1),
               help="Head: channels of the 1×1 convolution on the conv map before pooling.")
@@ -121,7 +121,7 @@ def proposals(images, output, method, max_boxes, min_size, search_side, cores, s
               help="Head: sizes of its fully-connected layers.")
 @click.option("--seed", default=HeadSettings.seed, show_default=True, type=int,
               help="Seed of the head's weights and of the sampled windows.")
-@click.option("--C", "C", default=TrainingSettings.C, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--C", "C", default=TrainingSettings.C, show_default=True, type=POSITIVE,
               help="--no-head: SVM penalty.")
 @click.option("--rounds", default=TrainingSettings.rounds, show_default=True, type=click.IntRange(min=0),
               help="--no-head: hard-negative mining rounds.")
@@ -184,12 +184,12 @@ def train_detector(images, boxes, model, proposals, box_format, backbone, weight
 @click.option("--coco-ids", type=click.Path(exists=True, dir_okay=False, path_type=str),
               help="COCO ground truth whose images[].file_name and categories[].name give a .json output's ids "
                    "[default: images 1..N in sorted path order, classes 1..K in the model's order].")
-@click.option("--threshold", type=float, help="Keep only scores above this (a head's probabilities or SVM "
+@click.option("--threshold", type=FINITE, help="Keep only scores above this (a head's probabilities or SVM "
                                               "margins: sppfeat info MODEL says which) [default: every detection "
                                               "after NMS, at most 100 per image, as AP needs].")
 @click.option("--draw", type=click.Path(file_okay=False, path_type=str),
               help="Folder for each image drawn with its boxes, labels and scores.")
-@click.option("--draw-threshold", type=float, help="Draw the detections scoring at least this, at most 20 per "
+@click.option("--draw-threshold", type=FINITE, help="Draw the detections scoring at least this, at most 20 per "
                                                    "picture, the best [default: 0.5 for probabilities, 0 for SVM "
                                                    "margins]; --output keeps every detection.")
 @click.option("--box-voting/--no-box-voting", default=True, show_default=True,

@@ -3,6 +3,8 @@ error naming the option), the option sets commands share, and the summary lines 
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from ..backbones import BACKBONES
@@ -32,12 +34,22 @@ class ParsedOption(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class Number(click.FloatRange):
+    """click.FloatRange that also refuses nan and infinity (which its range check lets through)."""
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return value
+
+
 def int_list(check):
     """'6,3,2,1' -> check((6, 3, 2, 1))."""
 
     def parse(text: str):
         try:
-            values = tuple(int(p) for p in text.split(",") if p.strip())
+            values = tuple(int(p) for p in text.split(","))
         except ValueError:
             raise ValueError(f"expected comma-separated integers, got {text!r}") from None
         return check(values)
@@ -62,8 +74,8 @@ def parse_penalty(text: str) -> float | str:
         c = float(text)
     except ValueError:
         raise ValueError(f"expected a positive number or 'auto', got {text!r}") from None
-    if not c > 0:
-        raise ValueError(f"C must be positive, got {text}")
+    if not 0 < c < math.inf:
+        raise ValueError(f"C must be a positive number, got {text}")
     return c
 
 
@@ -98,6 +110,8 @@ SHARD = ParsedOption("i/n", parse_shard, separator="/")
 SIZES = ParsedOption("sizes", int_list(lambda sizes: sizes))  # checked by the settings they go into
 PENALTY = ParsedOption("C", parse_penalty)
 CONTEXT = ParsedOption("factor", parse_context)
+FINITE = Number()
+POSITIVE = Number(0, min_open=True)
 PREDICTION_FILE = ParsedOption("file", parse_prediction_file)
 PLOTS_FOLDER = ParsedOption("folder", parse_plots_folder)
 
@@ -119,7 +133,7 @@ def runtime_options(fn):
                           "cores]; with a GPU they only decode [default: cores - 1]. 0: all in this process."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--decode-timeout", default=DEFAULT_DECODE_TIMEOUT, show_default=True,
-                     type=click.FloatRange(min=0), help="Seconds per image before it is skipped (0 = no limit)."),
+                     type=Number(min=0), help="Seconds per image before it is skipped (0 = no limit)."),
     ], fn)
 
 

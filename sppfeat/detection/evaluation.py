@@ -34,7 +34,7 @@ def evaluate_detections(detections: str | os.PathLike, boxes: str | os.PathLike,
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if report is not None:
-        check_output(report, overwrite)
+        check_output(report, overwrite, (detections, boxes))
     if plots is not None:
         check_plots_folder(plots, overwrite=overwrite)
     truth = read_boxes(boxes, box_format, keep_empty=True)

@@ -157,13 +157,14 @@ def fit_head(images: list[HeadImage], n_classes: int, rv: RegionVectors, setting
             picks = [sample_windows(im, settings, rng) for im in batch]
             loss, parts = head_loss(head, batch, picks, settings.box_weight, device)
             if not torch.isfinite(loss):
-                raise ValueError(f"the head's training diverged (loss {loss.item()} at step {step + 1} of "
-                                 f"{total}): use a smaller learning rate than {settings.lr:g}")
+                diverged(f"loss {loss.item()} at step {step + 1} of {total}", settings.lr)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             step += 1
+            if not all(torch.isfinite(p).all() for p in head.parameters()):
+                diverged(f"weights not finite after step {step} of {total}", settings.lr)
             for key in sums:
                 sums[key] += parts[key]
             meter.update(1)
@@ -174,7 +175,16 @@ def fit_head(images: list[HeadImage], n_classes: int, rv: RegionVectors, setting
             log.info("head epoch %d/%d: softmax loss %.3f, box loss %.3f, window accuracy %.1f %%, %.0f s", epoch + 1,
                      settings.epochs, means["softmax"], means["box"], 100 * means["accuracy"],
                      time.monotonic() - start)
-    return head.eval(), stats
+    head.eval()
+    with torch.no_grad():  # weights can be finite and still too large for float32 scores
+        scores = head_loss(head, batch, picks, settings.box_weight, device)[0]
+    if not torch.isfinite(scores):
+        diverged("scores not finite after the last step", settings.lr)
+    return head, stats
+
+
+def diverged(what: str, lr: float):
+    raise ValueError(f"the head's training diverged ({what}): use a smaller learning rate than {lr:g}")
 
 
 def object_counts(images: list[HeadImage], n_classes: int) -> list[int]:

@@ -10,6 +10,7 @@ Probabilities are comparable across classes; SVM margins only within a class.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -103,14 +104,15 @@ def detect_windows(model: DetectorModel, rv: RegionVectors, image_map: ImageMap,
     return boxes[best], labels[best], values[best]
 
 
-def _work(model: DetectorModel, rv: RegionVectors, image_list, threshold, box_voting, timings, index: int,
-          windows: np.ndarray | ValueError) -> ImageResult:
+def _work(model: DetectorModel, rv: RegionVectors, source: WindowSource, image_list, threshold, box_voting, timings,
+          index: int, windows: np.ndarray | ValueError) -> ImageResult:
     """Image `index` given its windows (WindowSource.found: K×4, or why there are none)."""
     start = time.perf_counter()
     try:
         if isinstance(windows, ValueError):
             raise windows
         image_map = rv.image_map(image_list.file(index))
+        source.check_size(image_list.paths[index], image_map.stored_size)
     except ValueError as exc:
         return ImageResult(index, {}, str(exc))
     timings["conv"] = timings.get("conv", 0.0) + time.perf_counter() - start
@@ -160,6 +162,9 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
         output = shard_path(output, index, count) if shard is not None else Path(output)
     elif resume or shard is not None:
         raise ValueError(f"{'resume=True' if resume else f'shard={shard}'} needs an output file")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not math.isfinite(threshold)):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     if draw is None and draw_threshold is not None:
         raise ValueError(f"draw_threshold={draw_threshold} needs a draw folder")
     rule = draw_rule(detector.score_kind, draw_threshold)
@@ -174,7 +179,18 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
     ids = coco_ids_for(output, coco_ids, image_list.paths, detector.class_names)
     source = WindowSource(load_proposals(proposals) if proposals is not None else None,
                           detector.proposal_settings)
+    if source.proposal_set is not None and lo < hi and all(source.proposal_set.of(p) is None
+                                                           for p in image_list.paths[lo:hi]):
+        raise ValueError(f"none of the images of {images} is in the proposal file {proposals} (its paths, e.g. "
+                         f"{source.proposal_set.paths[0] if source.proposal_set.paths else 'none'}, are relative "
+                         f"to the folder it was made from)")
     rv = RegionVectors(detector.feature_settings, device, detector.context)
+    widths = {detector.coef.shape[1]} if detector.head is None else set()
+    if detector.head is None and detector.regression is not None:
+        widths.add(detector.regression.shape[2] - 1)
+    if widths - {rv.dim}:
+        raise ValueError(f"{model} is a damaged detector model: its SVMs take {max(widths - {rv.dim})} values, its "
+                         f"feature settings give window vectors of {rv.dim}")
     timings: dict = {}
     names = detector.class_names
 
@@ -204,10 +220,11 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
     manifest = {**record, "images": str(Path(images).resolve()), "draw": None if draw is None else
                 str(Path(draw).resolve()), "draw_threshold": rule.threshold,
                 "proposals": None if proposals is None else str(Path(proposals).resolve())}
-    work = partial(_work, detector, rv, image_list, threshold, box_voting, timings)
+    work = partial(_work, detector, rv, source, image_list, threshold, box_voting, timings)
     if output is not None and output.exists() and resume and not overwrite:
         raise ValueError(f"{output} is already complete")
-    parts = start_run(output, manifest, resume, overwrite) if output is not None else None
+    parts = (start_run(output, manifest, resume, overwrite, (model, proposals, coco_ids)) if output is not None
+             else None)
     if draw is not None and overwrite and not resuming:
         clear_pictures(draw, own)
     done = parts.done() if parts is not None else set()

@@ -107,6 +107,29 @@ class DetectorModel:
 
         return WindowScores(self.scores(unique)[inverse], moves)
 
+    def problem(self) -> str | None:
+        """Why these arrays cannot be a detector (shapes that disagree, values that are not finite), or None."""
+        k = len(self.class_names)
+        if k == 0 or len(set(self.class_names)) != k:
+            return f"{k} class names, {k - len(set(self.class_names))} repeated" if k else "no class names"
+        if self.coef is None and self.head is None:
+            return "neither SVMs (coef) nor a head"
+        arrays = {"regression": self.regression}
+        if self.coef is not None:
+            if self.coef.ndim != 2 or len(self.coef) != k or self.intercept is None or self.intercept.shape != (k,):
+                return f"SVMs of shape {self.coef.shape} for {k} class names"
+            arrays.update(coef=self.coef, intercept=self.intercept)
+        if self.regression is not None and (self.regression.ndim != 3 or self.regression.shape[:2] != (k, 4)):
+            return f"box regressors of shape {self.regression.shape} for {k} class names"
+        if self.head is not None:
+            if self.head.n_classes != k:
+                return f"a head of {self.head.n_classes} classes for {k} class names"
+            arrays.update({f"head/{name}": t.detach().cpu().numpy() for name, t in self.head.state_dict().items()})
+        for name, array in arrays.items():
+            if array is not None and not np.isfinite(array).all():
+                return f"{name} is not finite (NaN or infinity)"
+        return None
+
     @property
     def proposal_settings(self) -> ProposalConfig:
         """The settings to propose windows with where no proposals are given."""
@@ -124,6 +147,10 @@ class DetectorModel:
 
 
 def save_detector(path: str | Path, model: DetectorModel) -> None:
+    """Write `model` to `path`; ValueError (nothing written) when it is not a usable detector."""
+    problem = model.problem()
+    if problem:
+        raise ValueError(f"not writing {path}: {problem}")
     with written_hdf5(path, KIND, FORMAT_VERSION) as f:
         f.create_dataset("class_names", data=model.class_names, dtype=STR)
         if model.coef is not None:
@@ -142,16 +169,24 @@ def save_detector(path: str | Path, model: DetectorModel) -> None:
 
 
 def load_detector(path: str | Path) -> DetectorModel:
-    """Read a detector file; ValueError with a one-line reason if it is not one."""
+    """Read a detector file; ValueError with a one-line reason if it is not one or is damaged."""
     with open_hdf5(path, "detector model") as f:
         if f.attrs.get("sppfeat_kind") != KIND:
             raise ValueError(f"{path} is not an sppfeat detector model (made by sppfeat train-detector)")
-        head = None
-        if "head" in f:
-            head = WindowHead.from_record(json.loads(f.attrs["head"]))
-            head.load_state_dict({name: torch.from_numpy(f["head"][name][()]) for name in f["head"]})
-            head.eval()
-        return DetectorModel(f["coef"][()] if "coef" in f else None, f["intercept"][()] if "coef" in f else None,
-                             read_strings(f["class_names"]), json.loads(f.attrs["feature_config"]),
-                             json.loads(f.attrs["proposals"]), json.loads(f.attrs["training"]),
-                             f["regression"][()] if "regression" in f else None, head)
+        try:
+            head = None
+            if "head" in f:
+                head = WindowHead.from_record(json.loads(f.attrs["head"]))
+                head.load_state_dict({name: torch.from_numpy(f["head"][name][()]) for name in f["head"]})
+                head.eval()
+            model = DetectorModel(f["coef"][()] if "coef" in f else None, f["intercept"][()] if "coef" in f else None,
+                                  read_strings(f["class_names"]), json.loads(f.attrs["feature_config"]),
+                                  json.loads(f.attrs["proposals"]), json.loads(f.attrs["training"]),
+                                  f["regression"][()] if "regression" in f else None, head)
+        except (KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
+            raise ValueError(f"{path} is a damaged detector model ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+    problem = model.problem()
+    if problem:
+        raise ValueError(f"{path} is a damaged detector model: {problem}")
+    return model

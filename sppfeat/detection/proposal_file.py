@@ -50,6 +50,12 @@ class ProposalSet:
         i = self._index.get(path)
         return None if i is None else self.boxes[self.first[i]:self.first[i + 1]]
 
+    def size_of(self, path: str) -> tuple[int, int] | None:
+        """(height, width) of the image `path` as stored when its windows were proposed, or None
+        (not in the set, or a box file, which records no sizes)."""
+        i = self._index.get(path)
+        return None if i is None or not self.image_sizes[i].all() else tuple(map(int, self.image_sizes[i]))
+
 
 def write_proposals(path: str | os.PathLike, proposals: ProposalSet) -> None:
     """Write `proposals` to `path` (under a .partial name, renamed when complete)."""

@@ -149,11 +149,13 @@ def proposals(images: str | os.PathLike, output: str | os.PathLike, config: Prop
     index, count = check_shard(shard)
     output = shard_path(output, index, count) if shard is not None else Path(output)
     image_list = list_inputs(images)
+    if strict and image_list.skipped:
+        raise ValueError(f"strict=True: {image_list.skipped[0][0]}: {image_list.skipped[0][1]}")
     lo, hi = shard_bounds(len(image_list.paths), index, count)
     manifest = {"settings": config.to_record(), "shard": [index, count], "n_images": len(image_list.paths),
                 "listing_sha256": listing_fingerprint(image_list.paths, image_list.labels, image_list.skipped, None)}
     if output.exists() and resume and not overwrite:
-        return finished(output, start)
+        return finished(output, start, manifest["settings"])
     parts = start_run(output, manifest, resume, overwrite)
     done = parts.done()
     todo = [i for i in range(lo, hi) if i not in done]
@@ -181,10 +183,16 @@ def proposals(images: str | os.PathLike, output: str | os.PathLike, config: Prop
                            skipped)
 
 
-def finished(output: str | os.PathLike, start: float) -> ProposalsResult:
-    """The ProposalsResult of a complete proposal file (seconds counted from `start`, time.monotonic)."""
+def finished(output: str | os.PathLike, start: float, settings: dict | None = None) -> ProposalsResult:
+    """The ProposalsResult of a complete proposal file (seconds counted from `start`, time.monotonic);
+    ValueError when it was made with other `settings` (ProposalConfig records) than these."""
     from .proposal_file import read_proposals
 
     done = read_proposals(output)
+    changed = [f"{key} {done.settings.get(key)!r}, not {value!r}" for key, value in (settings or {}).items()
+               if done.settings.get(key) != value]
+    if changed:
+        raise ValueError(f"{output} is complete and was made with other settings ({'; '.join(changed)}): "
+                         f"pass overwrite=True to replace it")
     return ProposalsResult(Path(output), len(done.paths), len(done.boxes), len(done.skipped), time.monotonic() - start,
                            done.skipped)

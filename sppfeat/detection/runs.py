@@ -262,9 +262,10 @@ def run_images(work: Callable, indices: Iterable[int], parts: PartsFolder | None
         meter.close()
 
 
-def start_run(output: str | os.PathLike, manifest: dict, resume: bool, overwrite: bool) -> PartsFolder:
-    """Check that `output` may be written and open its parts folder."""
-    check_output(output, overwrite or resume)
+def start_run(output: str | os.PathLike, manifest: dict, resume: bool, overwrite: bool,
+              inputs: tuple = ()) -> PartsFolder:
+    """Check that `output` may be written (and is none of `inputs`) and open its parts folder."""
+    check_output(output, overwrite or resume, inputs)
     parts = PartsFolder(output)
     parts.open(manifest, resume, overwrite)
     return parts

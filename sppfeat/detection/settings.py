@@ -3,12 +3,13 @@ record all read them here). No heavy imports: the CLI reads the defaults at star
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
 def check_context(context: float) -> None:
     """ValueError unless `context` is 0 (none) or a factor >= 1 (see sppfeat.detection.maps.RegionVectors)."""
-    if not (context == 0 or context >= 1):
+    if not (context == 0 or 1 <= context < math.inf):
         raise ValueError(f"context must be 0 (none) or a factor >= 1, got {context!r}")
 
 
@@ -51,8 +52,8 @@ class TrainingSettings:
 
     def __post_init__(self):
         for name in ("C", "positive_weight", "ridge"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
         for name, least in (("rounds", 0), ("initial_negatives", 0), ("new_per_image", 0),
                             ("regression_per_object", 0), ("negative_cache", 1), ("regression_per_class", 1)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < least:
@@ -98,8 +99,8 @@ class HeadSettings:
                 raise ValueError(f"head {name} must be an integer >= 1, got {value!r}")
         if not self.hidden or any(not isinstance(v, int) or v < 1 for v in self.hidden):
             raise ValueError(f"head hidden sizes must be integers >= 1, got {self.hidden!r}")
-        if not self.lr > 0 or not self.weight_decay >= 0 or not self.box_weight >= 0:
-            raise ValueError("head lr must be positive, weight_decay and box_weight >= 0")
+        if not 0 < self.lr < math.inf or not 0 <= self.weight_decay < math.inf or not 0 <= self.box_weight < math.inf:
+            raise ValueError("head lr must be a positive number, weight_decay and box_weight numbers >= 0")
         if not 0 <= self.dropout < 1 or not 0 < self.fg_fraction <= 1:
             raise ValueError("head dropout must be in [0, 1) and fg_fraction in (0, 1]")
         if not 0 <= self.bg_iou_low < self.fg_iou <= 1:

@@ -74,6 +74,14 @@ class WindowSource:
             raise ValueError("no proposals for this image in the proposal file")
         return boxes
 
+    def check_size(self, path: str, stored_size: tuple[int, int]) -> None:
+        """ValueError when the proposal set recorded another (height, width) for the image `path`:
+        its windows were proposed on another photo of that name."""
+        recorded = None if self.proposal_set is None else self.proposal_set.size_of(path)
+        if recorded is not None and recorded != tuple(stored_size):
+            raise ValueError(f"its size {stored_size[1]}x{stored_size[0]} is not the {recorded[1]}x{recorded[0]} "
+                             f"the proposal file's windows were found on (another image of that name)")
+
     def found(self, path: str, file: str) -> np.ndarray | ValueError:
         """windows(), or the ValueError it raised (returned: a stream of images goes on past it)."""
         try:
@@ -200,6 +208,7 @@ def prepare_images(rv: RegionVectors, truth: BoxSet, root: Path, source: WindowS
                 if isinstance(windows, ValueError):
                     raise windows
                 image_map = rv.image_map(file)
+                source.check_size(path, image_map.stored_size)
                 if not rv.usable(image_map, windows)[0].any():
                     skipped.append((path, "no usable proposals (its objects are still positives)"))
                 if head is not None:
@@ -237,7 +246,7 @@ def train_detector(images: str | os.PathLike, boxes: str | os.PathLike, model: s
     proposals, selective search worker processes ahead of the network (runs.split_cores).
     ValueError for bad arguments, unreadable boxes, no usable image or a diverging head."""
     start = time.monotonic()
-    check_output(model, overwrite)
+    check_output(model, overwrite, (boxes, proposals))
     return_large_blocks()
     settings = settings or TrainingSettings()
     if head is not None and settings.context:

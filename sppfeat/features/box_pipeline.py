@@ -48,7 +48,7 @@ def regions(images: str | os.PathLike, boxes: str | os.PathLike, output: str | o
     """
     config = config or REGION_DEFAULTS
     result = run(lambda: list_boxes(images, boxes, box_format, strict), images, output, config, runtime or Runtime(),
-                 shard=shard, resume=resume, overwrite=overwrite, strict=strict, quiet=quiet)
+                 shard=shard, resume=resume, overwrite=overwrite, strict=strict, quiet=quiet, inputs=(boxes,))
     return RegionsResult(result.path, result.n_images, result.n_skipped, result.dim, result.seconds,
                          result.skip_reasons)
 

@@ -87,14 +87,14 @@ def extract(images: str | os.PathLike, output: str | os.PathLike, config: Extrac
 
 def run(make_job: Callable[[], ImageJob], images: str | os.PathLike, output: str | os.PathLike,
         config: ExtractionConfig, runtime: Runtime, *, shard: tuple[int, int] | None, resume: bool, overwrite: bool,
-        strict: bool, quiet: bool) -> ExtractResult:
-    """An extraction run: check the output -> list (``make_job()``) -> plan the shard and the
+        strict: bool, quiet: bool, inputs: tuple = ()) -> ExtractResult:
+    """An extraction run: check the output (none of `inputs`) -> list (``make_job()``) -> plan the shard and the
     progress -> describe the missing images into segments -> assemble the feature file.
     ExtractResult.n_images counts the rows written."""
     start = time.monotonic()
     shard_index, shard_count = check_shard(shard)
     output = shard_path(output, shard_index, shard_count) if shard is not None else Path(output)
-    check_output(output, overwrite or resume)
+    check_output(output, overwrite or resume, inputs)
     device = resolve_device(runtime.device)
     job = make_job()
     lo, hi = shard_bounds(len(job.image_list.paths), shard_index, shard_count)

@@ -200,3 +200,88 @@ def test_the_small_messages(four, model, tmp_path):
                           (["--draw-threshold", "0.3"], "--draw-threshold 0.3 needs a draw folder")):
         r = run_sppfeat("detect", model, images, *args)
         assert r.returncode == 2 and r.stderr == f"sppfeat: {message}\n", r.stderr
+
+
+def test_a_damaged_model_is_refused_in_one_line(model, four, tmp_path):
+    import h5py
+
+    from sppfeat.detection.model import load_detector, save_detector
+
+    def damaged(name, change):
+        path = tmp_path / f"{name}.h5"
+        path.write_bytes(model.read_bytes())
+        with h5py.File(path, "r+") as f:
+            change(f)
+        return path
+
+    def fewer_names(f):
+        names = f["class_names"][:-1]
+        del f["class_names"]
+        f["class_names"] = names
+
+    def narrower(f):
+        coef = f["coef"][:, :100]
+        del f["coef"]
+        f["coef"] = coef
+
+    cases = [(damaged("no-coef", lambda f: f.__delitem__("coef")), "neither SVMs (coef) nor a head"),
+             (damaged("names", fewer_names), "SVMs of shape (20, 6400) for 19 class names"),
+             (damaged("nan", lambda f: f["coef"].__setitem__((3, 7), np.nan)), "coef is not finite"),
+             (damaged("json", lambda f: f.attrs.__setitem__("training", f.attrs["training"][:30])),
+              "damaged detector model (JSONDecodeError")]
+    for path, message in cases:
+        with pytest.raises(ValueError) as caught:
+            load_detector(path)
+        assert str(caught.value).startswith(f"{path} is a damaged detector model") and message in str(caught.value)
+    wide = damaged("wide", narrower)
+    r = run_sppfeat("detect", wide, four / "images", "--cores", 1)
+    assert r.returncode == 2 and r.stderr == (f"sppfeat: {wide} is a damaged detector model: its SVMs take 100 "
+                                              f"values, its feature settings give window vectors of 6400\n"), r.stderr
+    broken = load_detector(model)
+    broken.intercept[0] = np.inf
+    with pytest.raises(ValueError, match="not writing .*intercept is not finite"):
+        save_detector(tmp_path / "out.h5", broken)
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_windows_are_used_only_on_the_image_they_were_proposed_on(four, model, tmp_path):
+    from sppfeat.detection.inference import detect
+    from sppfeat.detection.proposals import proposals
+
+    _, search = small_settings()
+    made = proposals(four / "images", tmp_path / "p.h5", search, cores=1, quiet=True)
+    assert made.n_images == 4
+    with pytest.raises(ValueError, match="max_boxes 300, not 50"):  # a finished file of other settings
+        proposals(four / "images", tmp_path / "p.h5", search.__class__(max_side=200, max_boxes=50), resume=True)
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    os.symlink(VOC / "JPEGImages" / f"{IDS[1]}.jpg", swapped / f"{IDS[0]}.jpg")  # 480x364 under 500x333's name
+    os.symlink(VOC / "JPEGImages" / f"{IDS[2]}.jpg", swapped / f"{IDS[2]}.jpg")
+    result = detect(model, swapped, tmp_path / "d.csv", proposals=tmp_path / "p.h5", cores=1, quiet=True)
+    assert result.skipped == [(f"{IDS[0]}.jpg", "its size 480x364 is not the 500x333 the proposal file's windows "
+                                                "were found on (another image of that name)")]
+    other = tmp_path / "other"
+    other.mkdir()
+    os.symlink(VOC / "JPEGImages" / f"{IDS[1]}.jpg", other / "renamed.jpg")
+    with pytest.raises(ValueError, match="none of the images of .* is in the proposal file"):
+        detect(model, other, tmp_path / "e.csv", proposals=tmp_path / "p.h5", cores=1, quiet=True)
+    (other / "zero.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="strict=True: zero.jpg: empty file"):
+        proposals(other, tmp_path / "q.h5", search, cores=1, strict=True, quiet=True)
+
+
+def test_an_output_is_never_one_of_the_inputs(four, model, tmp_path):
+    from sppfeat.detection.training import train_detector
+
+    boxes = tmp_path / "boxes"
+    boxes.mkdir()
+    xml = boxes / f"{IDS[0]}.xml"
+    xml.write_bytes((four / "boxes" / f"{IDS[0]}.xml").read_bytes())
+    with pytest.raises(ValueError, match=f"{xml} is one of the inputs"):
+        train_detector(four / "images", boxes, xml, overwrite=True, quiet=True)
+    assert xml.read_bytes() == (four / "boxes" / f"{IDS[0]}.xml").read_bytes()
+    windows = tmp_path / "windows.csv"
+    windows.write_text(f"path,x1,y1,x2,y2\n{IDS[0]}.jpg,10,10,200,200\n")
+    r = run_sppfeat("detect", model, four / "images", "--proposals", windows, "-o", windows, "--overwrite")
+    assert r.returncode == 2 and r.stderr == f"sppfeat: {windows} is one of the inputs ({windows}): write it " \
+                                             f"elsewhere\n", r.stderr

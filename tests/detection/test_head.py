@@ -177,8 +177,17 @@ def test_a_diverging_training_stops_with_a_reason():
         fit_head(synthetic_images(6, np.random.default_rng(5)), 3, fake_rv(), settings, quiet=True)
 
 
+@pytest.mark.parametrize("lr", [1e30, 1e35])
+def test_a_training_that_diverges_in_its_last_step_stops_too(lr):
+    """One step only: its loss was finite, the weights it leaves are not usable."""
+    settings = HeadSettings(reduced=4, hidden=(16,), epochs=1, images_per_batch=4, windows_per_image=8, lr=lr)
+    with pytest.raises(ValueError, match="diverged .*after the last step|diverged .*not finite after step 1"):
+        fit_head(synthetic_images(4, np.random.default_rng(5)), 3, fake_rv(), settings, quiet=True)
+
+
 @pytest.mark.parametrize("fields", [{"hidden": (0,)}, {"hidden": ()}, {"reduced": 0}, {"epochs": 0}, {"lr": 0},
-                                    {"fg_fraction": 0}, {"bg_iou_low": 0.6}, {"dropout": 1}])
+                                    {"fg_fraction": 0}, {"bg_iou_low": 0.6}, {"dropout": 1},
+                                    {"lr": float("inf")}, {"weight_decay": float("nan")}])
 def test_bad_head_settings_are_refused(fields):
     with pytest.raises(ValueError, match="head"):
         HeadSettings(**fields)
