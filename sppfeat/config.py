@@ -24,6 +24,9 @@ from .data.decode import DEFAULT_MAX_SIDE, ResizePolicy
 from .data.discover import DATASETS, VOC_SPLITS
 
 FORMAT_VERSION = 2  # files without a format_version attribute are format 1 (sppfeat 0.1.0)
+MAX_LEVEL = 16  # bins a side: a 16×16 grid has more bins than the map of a 480 px image (15 cells) has cells
+MAX_SIDE = 65_535  # pixels: the most a JPEG or WebP can have on a side
+MAX_BATCH = 65_536  # images per batch (Runtime.batch_size): 39 GB of 224² float32 inputs, beyond any machine
 DTYPES = ("float32", "float16")
 DEFAULT_LEVELS = (6, 3, 2, 1)
 POOLS = ("max", "avg")
@@ -75,16 +78,16 @@ def pyramid_dim(channels: int, levels: Sequence[int]) -> int:
 def as_levels(levels: Sequence[int]) -> tuple[int, ...]:
     """Pyramid levels as a tuple of positive ints; ValueError otherwise."""
     values = _int_tuple(levels, "levels", "(6, 3, 2, 1)")
-    if not values or any(n < 1 for n in values):
-        raise ValueError(f"levels must be one or more positive integers, got {levels!r}")
+    if not values or any(not 1 <= n <= MAX_LEVEL for n in values):
+        raise ValueError(f"levels must be one or more integers from 1 to {MAX_LEVEL}, got {levels!r}")
     return values
 
 
 def as_scales(scales: Sequence[int]) -> tuple[int, ...]:
     """Shorter sides in pixels (0 = native size) as a tuple of distinct ints >= 0; ValueError otherwise."""
     values = _int_tuple(scales, "scales", "(224,) or (224, 288)")
-    if not values or any(s < 0 for s in values) or len(set(values)) != len(values):
-        raise ValueError(f"scales must be distinct integers >= 0, got {scales!r}")
+    if not values or any(not 0 <= s <= MAX_SIDE for s in values) or len(set(values)) != len(values):
+        raise ValueError(f"scales must be distinct integers from 0 to {MAX_SIDE}, got {scales!r}")
     return values
 
 
@@ -135,8 +138,8 @@ class ExtractionConfig:
             set_(self, "scales", as_scales(self.scales))
         set_(self, "weights", None if self.weights is None else Path(self.weights))
         check_pool(self.pool)
-        if not isinstance(self.max_side, numbers.Integral) or self.max_side < 1:
-            raise ValueError(f"max_side must be an integer >= 1, got {self.max_side!r}")
+        if not isinstance(self.max_side, numbers.Integral) or not 1 <= self.max_side <= MAX_SIDE:
+            raise ValueError(f"max_side must be an integer from 1 to {MAX_SIDE}, got {self.max_side!r}")
         if self.scales is not None and max(self.scales) > self.max_side and not recorded:
             raise ValueError(f"scales={self.scales} cannot take effect with max_side={self.max_side}: every image "
                              f"is capped at {self.max_side} px on its longer side, so its shorter side never "

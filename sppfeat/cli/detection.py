@@ -10,7 +10,7 @@ from functools import partial
 import click
 
 from ..backbones import BACKBONES
-from ..config import DETECTION_DEFAULTS, POOLS, ExtractionConfig
+from ..config import DETECTION_DEFAULTS, MAX_SIDE, POOLS, ExtractionConfig
 from ..data.boxes import BOX_FORMATS
 from ..detection.metric import METRICS
 from ..detection.settings import DEFAULT_HEAD, HeadSettings, TrainingSettings
@@ -33,7 +33,8 @@ def proposal_options(fn):
                      help="Windows kept per image, best ranked first."),
         click.option("--min-size", default=d.min_size, show_default=True, type=click.IntRange(min=1),
                      help="Windows narrower or shorter than this (pixels) are dropped."),
-        click.option("--search-side", "search_side", default=d.max_side, show_default=True, type=click.IntRange(min=1),
+        click.option("--search-side", "search_side", default=d.max_side, show_default=True,
+                     type=click.IntRange(1, MAX_SIDE),
                      help="Larger images are searched at this longer side (pixels) and the windows scaled back."),
     ], fn)
 
@@ -48,9 +49,9 @@ def window_options(fn):
         click.option("--levels", default=",".join(map(str, d.levels)), show_default=True, type=LEVELS,
                      help="Pyramid levels n (n×n bins each) of every window."),
         click.option("--pool", default=d.pool, show_default=True, type=click.Choice(POOLS), help="Pooling in each bin."),
-        click.option("--scale", default=d.scales[0], show_default=True, type=click.IntRange(min=1),
+        click.option("--scale", default=d.scales[0], show_default=True, type=click.IntRange(1, MAX_SIDE),
                      help="Shorter side (pixels) of the one conv pass per image."),
-        click.option("--max-side", default=d.max_side, show_default=True, type=click.IntRange(min=1),
+        click.option("--max-side", default=d.max_side, show_default=True, type=click.IntRange(1, MAX_SIDE),
                      help="Cap on the longer side in pixels."),
     ], fn)
 

@@ -8,9 +8,9 @@ import math
 import click
 
 from ..backbones import BACKBONES
-from ..config import (COMPUTES, DATASET_SETTINGS, DTYPES, GENERAL_SCALES, POOLS, ExtractionConfig, as_levels,
-                      as_scales)
-from ..data.decode import DEFAULT_DECODE_TIMEOUT
+from ..config import (COMPUTES, DATASET_SETTINGS, DTYPES, GENERAL_SCALES, MAX_BATCH, MAX_SIDE, POOLS,
+                      ExtractionConfig, as_levels, as_scales)
+from ..data.decode import DEFAULT_DECODE_TIMEOUT, MAX_DECODE_TIMEOUT
 from ..shards import check_shard
 from ..storage.prediction_file import prediction_format
 from . import say
@@ -126,14 +126,14 @@ def apply(options: list, fn):
 def runtime_options(fn):
     """The options of a Runtime (how a run uses the machine), shared by extract and predict."""
     return apply([
-        click.option("--batch-size", default=None, type=click.IntRange(min=1),
+        click.option("--batch-size", default=None, type=click.IntRange(1, MAX_BATCH),
                      help="Images per batch [default: 16 on the CPU; 256 on a GPU, gathered by shape]."),
         click.option("--workers", default=None, type=click.IntRange(min=0),
                      help="Worker processes: on the CPU each decodes and runs the network on one core [default: "
                           "cores]; with a GPU they only decode [default: cores - 1]. 0: all in this process."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--decode-timeout", default=DEFAULT_DECODE_TIMEOUT, show_default=True,
-                     type=Number(min=0), help="Seconds per image before it is skipped (0 = no limit)."),
+                     type=Number(0, MAX_DECODE_TIMEOUT), help="Seconds per image before it is skipped (0 = no limit)."),
     ], fn)
 
 
@@ -159,7 +159,7 @@ def extraction_options(defaults: ExtractionConfig, scale_help: str):
         click.option("--compute", default="auto", show_default=True, type=click.Choice(COMPUTES),
                      help="Numeric type of the network (auto: float32 on the CPU, bfloat16 autocast on a GPU); "
                           "vectors are float32 before --dtype."),
-        click.option("--max-side", default=defaults.max_side, show_default=True, type=click.IntRange(min=1),
+        click.option("--max-side", default=defaults.max_side, show_default=True, type=click.IntRange(1, MAX_SIDE),
                      help="Cap on the longer side in pixels."),
         runtime_options,
         click.option("--dtype", default=defaults.dtype, show_default=True, type=click.Choice(DTYPES),

@@ -19,6 +19,19 @@ CSV_OPTIONAL = ("label", "score", "difficult")
 LABELIMG_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
 
 
+def check_unique(path, entries: list, key: str, what: str) -> None:
+    """ValueError naming `path` when two of the dicts `entries` have the same `key` (ids or names
+    that would silently move boxes to another image or class)."""
+    seen = set()
+    for entry in entries:
+        value = entry.get(key) if isinstance(entry, dict) else None
+        if not isinstance(value, (int, float, str)):
+            continue
+        if value in seen:
+            raise ValueError(f"{path}: {what} {value!r} is used twice")
+        seen.add(value)
+
+
 def read_coco(path: Path, sizes: ImageSizes) -> BoxSet:
     """COCO JSON: images[].file_name (and width, height), annotations[].bbox [x, y, w, h],
     categories (classes in id order); iscrowd or ignore: difficult."""
@@ -32,6 +45,9 @@ def read_coco(path: Path, sizes: ImageSizes) -> BoxSet:
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
         raise ValueError(f"{path} is not COCO JSON boxes ({detail})") from None
+    for entries, key, what in ((categories, "id", "category id"), (categories, "name", "category name"),
+                               (images, "id", "image id")):
+        check_unique(path, entries, key, what)
     found, file = BoxCollector("coco", sizes), path.name
     files, given = {}, {}
     for n, im in enumerate(images):

@@ -37,6 +37,7 @@ _INTERPOLATION = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampl
                   "lanczos": Image.Resampling.LANCZOS}
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 DEFAULT_DECODE_TIMEOUT = 60.0  # seconds per file and scale; the largest accepted image takes a few
+MAX_DECODE_TIMEOUT = 86_400.0  # seconds: a day (the alarm timer overflows far above)
 DEFAULT_MAX_SIDE = 2048  # pixels, cap on the longer side
 
 

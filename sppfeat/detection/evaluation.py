@@ -9,7 +9,10 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ..classify.plots import check_plots_folder
+from ..data.box_set import Rejected
 from ..data.boxes import BoxSet, read_boxes
 from ..storage.hdf5 import check_output
 from .drawing import plot_evaluation
@@ -38,6 +41,9 @@ def evaluate_detections(detections: str | os.PathLike, boxes: str | os.PathLike,
     if plots is not None:
         check_plots_folder(plots, overwrite=overwrite)
     truth = read_boxes(boxes, box_format, keep_empty=True)
+    if not truth.class_names:
+        raise ValueError(f"{boxes} names no class to score: ground truth needs a class for each box (CSV: a label "
+                         f"column)")
     coco_ids = None
     if Path(detections).suffix.lower() == ".json":
         if truth.format != "coco":
@@ -48,13 +54,25 @@ def evaluate_detections(detections: str | os.PathLike, boxes: str | os.PathLike,
     if found.paths and not set(found.paths) & set(truth.paths):
         raise ValueError(f"none of the {len(set(found.paths))} images of {detections} is an image of {boxes} "
                          f"(e.g. {found.paths[0]} against {truth.paths[0] if truth.paths else 'no image at all'})")
-    truth, found = leave_out_doubtful(truth, found)
+    truth, found = leave_out_doubtful(unlabelled_refused(truth, Path(boxes).name), found)
     evaluation = evaluate_boxes(found, truth, metric=metric)
     if report is not None:
         Path(report).write_text(json.dumps(evaluation.report(), indent=1) + "\n")
     if plots is not None:
         plot_evaluation(evaluation, plots)
     return evaluation
+
+
+def unlabelled_refused(truth: BoxSet, file: str) -> BoxSet:
+    """`truth` with each box without a class (a CSV row with an empty label) refused as a reader
+    refuses a box: what it is is not known, so its image is left out of the score."""
+    refused = [Rejected(file, f"a box of {truth.paths[truth.image[b]]} ({', '.join(f'{v:g}' for v in truth.boxes[b])})"
+                              f" has no class", truth.paths[truth.image[b]], tuple(truth.boxes[b]))
+               for b in np.flatnonzero(truth.labels < 0)]
+    if not refused:
+        return truth
+    return dataclasses.replace(truth, skipped=truth.skipped + [(r.file, r.reason) for r in refused],
+                               rejected=truth.rejected + refused)
 
 
 def leave_out_doubtful(truth: BoxSet, found: Detections) -> tuple[BoxSet, Detections]:

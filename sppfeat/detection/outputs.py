@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.box_files import check_unique
 from ..storage.hdf5 import partial_path
 from .metric import Detections
 
@@ -44,14 +45,18 @@ def numbered_ids(paths: list[str], class_names: list[str]) -> CocoIds:
 
 def read_coco_ids(path: str | os.PathLike) -> CocoIds:
     """The ids of a COCO ground-truth file (images[].file_name -> id, categories[].name -> id);
-    ValueError when it is not one."""
+    ValueError when it is not one, or gives an id, file name or category name twice."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return CocoIds({str(image["file_name"]): int(image["id"]) for image in data["images"]},
-                       {str(c["name"]): int(c["id"]) for c in data["categories"]})
+        ids = CocoIds({str(image["file_name"]): int(image["id"]) for image in data["images"]},
+                      {str(c["name"]): int(c["id"]) for c in data["categories"]})
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
         raise ValueError(f"{path} is not COCO JSON with images and categories ({detail})") from None
+    for entries, key, what in ((data["images"], "id", "image id"), (data["images"], "file_name", "file_name"),
+                               (data["categories"], "id", "category id"), (data["categories"], "name", "category name")):
+        check_unique(path, entries, key, what)
+    return ids
 
 
 def coco_ids_for(output: str | os.PathLike | None, coco_ids: str | os.PathLike | None, paths: list[str],

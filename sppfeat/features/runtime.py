@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..config import MAX_BATCH
 from ..cores import available_cores
-from ..data.decode import DEFAULT_DECODE_TIMEOUT, DecodedImage, DecodeError, ResizePolicy, decode_scales
+from ..data.decode import (DEFAULT_DECODE_TIMEOUT, MAX_DECODE_TIMEOUT, DecodedImage, DecodeError, ResizePolicy,
+                           decode_scales)
 from ..data.discover import ImageList
 from .descriptor import DecodedItem
 from .gather import ShapeGatherer
@@ -44,7 +46,7 @@ class Runtime:
     by shape until a batch of one shape is full); workers: worker
     processes (None: one per core on the CPU, cores - 1 for a GPU; 0: all in this process); cores:
     CPU cores the run may use (None: :func:`sppfeat.cores.available_cores`); decode_timeout: seconds per image
-    and scale before it is skipped (0 = no limit); checkpoint_every: images per progress segment
+    and scale before it is skipped (0 = no limit, at most a day); checkpoint_every: images per progress segment
     (None: about 16 MiB of vectors, at most 512).
     """
 
@@ -60,8 +62,11 @@ class Runtime:
             value, least = getattr(self, name), 0 if name == "workers" else 1
             if value is not None and value < least:
                 raise ValueError(f"{name} must be >= {least}, got {value}")
-        if self.decode_timeout < 0:
-            raise ValueError(f"decode_timeout must be >= 0 seconds (0 = none), got {self.decode_timeout}")
+        if self.batch_size is not None and self.batch_size > MAX_BATCH:
+            raise ValueError(f"batch_size must be at most {MAX_BATCH}, got {self.batch_size}")
+        if not 0 <= self.decode_timeout <= MAX_DECODE_TIMEOUT:
+            raise ValueError(f"decode_timeout must be 0 (none) to {MAX_DECODE_TIMEOUT} seconds, got "
+                             f"{self.decode_timeout}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -241,7 +246,7 @@ def described(describe: Describe, dataset: ImageFiles, device: torch.device,
     which at interpreter exit can come after multiprocessing waits for them) and the caller's torch
     thread count and cuDNN setting are restored."""
     cores = runtime.cores or available_cores()
-    workers = default_workers(device, cores) if runtime.workers is None else runtime.workers
+    workers = min(default_workers(device, cores) if runtime.workers is None else runtime.workers, len(dataset))
     batch_size = runtime.batch_size or default_batch_size(device)
     caller_threads, caller_autotune = torch.get_num_threads(), torch.backends.cudnn.benchmark
     with ExitStack() as stack:

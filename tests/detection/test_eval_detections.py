@@ -32,6 +32,44 @@ def voc_truth(tmp_path):
     return folder
 
 
+def test_a_csv_box_without_a_class_leaves_its_image_out_and_no_class_at_all_is_an_error(tmp_path):
+    # b.jpg: a dog and a box with an empty label; scored, b's cat detection there would be a false positive
+    (tmp_path / "t.csv").write_text("path,x1,y1,x2,y2,label\na.jpg,0,0,10,10,cat\nb.jpg,0,0,50,50,dog\n"
+                                    "b.jpg,60,60,70,70,\n")
+    (tmp_path / "d.csv").write_text(DETS + "a.jpg,0,0,10,10,cat,0.9\nb.jpg,60,60,70,70,cat,0.95\n")
+    result = run_cli("eval-detections", tmp_path / "d.csv", tmp_path / "t.csv")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ("sppfeat: skipped t.csv: a box of b.jpg (60, 60, 70, 70) has no class; image b.jpg "
+                             "left out of the score\n"), result.stderr
+    evaluation = evaluate_detections(tmp_path / "d.csv", tmp_path / "t.csv")
+    assert evaluation.per_class["cat"].ap == 1.0 and evaluation.n_images == 1
+    (tmp_path / "t.csv").write_text("path,x1,y1,x2,y2\na.jpg,0,0,10,10\n")
+    result = run_cli("eval-detections", tmp_path / "d.csv", tmp_path / "t.csv")
+    assert result.exit_code == 2 and "t.csv names no class to score" in result.output, result.output
+
+
+def test_coco_ids_or_names_given_twice_are_refused(tmp_path):
+    from sppfeat.data.boxes import read_boxes
+    from sppfeat.detection.outputs import read_coco_ids
+
+    def coco(images, categories):
+        path = tmp_path / "t.json"
+        path.write_text(json.dumps({"images": images, "categories": categories, "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]}]}))
+        return path
+
+    one = [{"id": 1, "file_name": "a.jpg"}]
+    cases = [(one + [{"id": 1, "file_name": "b.jpg"}], [{"id": 1, "name": "cat"}], "image id 1 is used twice"),
+             (one, [{"id": 1, "name": "cat"}, {"id": 2, "name": "cat"}], "category name 'cat' is used twice"),
+             (one, [{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}], "category id 1 is used twice")]
+    for images, categories, message in cases:
+        for read in (lambda p: read_boxes(p, "coco"), read_coco_ids):
+            with pytest.raises(ValueError, match=message):
+                read(coco(images, categories))
+    with pytest.raises(ValueError, match="file_name 'a.jpg' is used twice"):
+        read_coco_ids(coco(one + [{"id": 2, "file_name": "a.jpg"}], [{"id": 1, "name": "cat"}]))
+
+
 def test_a_truncated_annotation_is_named_not_dropped(voc_truth, tmp_path):
     text = (voc_truth / "b.xml").read_text()
     (voc_truth / "b.xml").write_text(text[:len(text) // 2])

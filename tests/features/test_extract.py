@@ -186,3 +186,22 @@ def test_shard_files_are_named_by_the_api(tmp_path):
     assert not (tmp_path / "out.h5").exists()
     with pytest.raises(ValueError, match="0 <= i < n"):
         extract(folder, tmp_path / "out.h5", fast_config(), shard=(3, 3), quiet=True)
+
+
+def test_no_more_worker_processes_than_images(tmp_path, monkeypatch):
+    """--workers 1000 on 3 images starts 3 processes, not 1000 (each would load the network)."""
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for path in sorted((DEMO / "starfish").glob("*.jpg"))[:3]:
+        shutil.copy(path, folder / path.name)
+    started = []
+
+    class CountedLoader(runtime_module.DataLoader):
+        def __init__(self, dataset, **options):
+            started.append(options["num_workers"])
+            super().__init__(dataset, **options)
+
+    monkeypatch.setattr(runtime_module, "DataLoader", CountedLoader)
+    config = ExtractionConfig(scales=(64,), levels=(1,))
+    result = extract(folder, tmp_path / "o.h5", config, Runtime(device="cpu", batch_size=1, workers=1000), quiet=True)
+    assert started == [3] and result.n_images == 3
