@@ -53,8 +53,9 @@ def read_coco_ids(path: str | os.PathLike) -> CocoIds:
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
         raise ValueError(f"{path} is not COCO JSON with images and categories ({detail})") from None
-    for entries, key, what in ((data["images"], "id", "image id"), (data["images"], "file_name", "file_name"),
-                               (data["categories"], "id", "category id"), (data["categories"], "name", "category name")):
+    images, categories = data["images"], data["categories"]
+    for entries, key, what in ((images, "id", "image id"), (images, "file_name", "file_name"),
+                               (categories, "id", "category id"), (categories, "name", "category name")):
         check_unique(path, entries, key, what)
     return ids
 
