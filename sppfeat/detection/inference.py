@@ -27,7 +27,7 @@ from ..storage.progress import listing_fingerprint, parts_path
 from .geometry import NMS_IOU, apply_offsets, nms, vote_boxes
 from .maps import ImageMap, RegionVectors
 from .model import DetectorModel, load_detector
-from .proposal_file import load_proposals
+from .proposal_file import is_proposal_file, load_proposals
 from .proposals import list_inputs
 from .runs import ImageResult, check_cores, run_images, split_cores, start_run, torch_threads
 from .training import WindowSource
@@ -113,6 +113,8 @@ def _work(model: DetectorModel, rv: RegionVectors, source: WindowSource, image_l
             raise windows
         image_map = rv.image_map(image_list.file(index))
         source.check_size(image_list.paths[index], image_map.stored_size)
+        if not rv.usable(image_map, windows)[0].any():
+            raise ValueError(f"none of its {len(windows)} window{'s' * (len(windows) != 1)} is inside the image")
     except ValueError as exc:
         return ImageResult(index, {}, str(exc))
     timings["conv"] = timings.get("conv", 0.0) + time.perf_counter() - start
@@ -235,7 +237,9 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
     if parts is not None:
         results = parts.results()  # with the images of an interrupted run
     detections = [row for i in range(lo, hi) for row in rows_of(results[i])]
-    skipped = (list(image_list.skipped) if index == 0 else []) + [  # files that are no images: named by shard 0
+    # named by shard 0: files that are no images, and the rows of a box file of windows that are no windows
+    refused = [] if proposals is None or is_proposal_file(proposals) else source.proposal_set.skipped
+    skipped = (list(image_list.skipped) + list(refused) if index == 0 else []) + [
         (image_list.paths[i], r.reason) for i, r in sorted(results.items()) if r.reason]
     if output is not None and shard is not None:
         record_path(output).write_text(json.dumps(record))  # before the shard file: a file without one is unfinished

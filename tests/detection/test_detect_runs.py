@@ -260,6 +260,15 @@ def test_windows_are_used_only_on_the_image_they_were_proposed_on(four, model, t
     result = detect(model, swapped, tmp_path / "d.csv", proposals=tmp_path / "p.h5", cores=1, quiet=True)
     assert result.skipped == [(f"{IDS[0]}.jpg", "its size 480x364 is not the 500x333 the proposal file's windows "
                                                 "were found on (another image of that name)")]
+    windows = tmp_path / "windows.csv"  # 000012.jpg is 500x333
+    windows.write_text(f"path,x1,y1,x2,y2\n{IDS[0]}.jpg,10,10,200,200\n{IDS[0]}.jpg,nan,10,100,100\n"
+                       f"{IDS[0]}.jpg,100,100,10,10\n{IDS[2]}.jpg,600,400,700,500\n")
+    result = detect(model, four / "images", tmp_path / "w.csv", proposals=windows, cores=1, quiet=True)
+    assert result.skipped == [("windows.csv", "line 3 (000012.jpg) x1 nan is not a finite number"),
+                              ("windows.csv", "line 4 (000012.jpg) x1 100 > x2 10 (inverted)"),
+                              (f"{IDS[1]}.jpg", "no proposals for this image in the proposal file"),
+                              (f"{IDS[2]}.jpg", "none of its 1 window is inside the image"),
+                              (f"{IDS[3]}.jpg", "no proposals for this image in the proposal file")], result.skipped
     other = tmp_path / "other"
     other.mkdir()
     os.symlink(VOC / "JPEGImages" / f"{IDS[1]}.jpg", other / "renamed.jpg")
