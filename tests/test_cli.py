@@ -84,6 +84,8 @@ def test_option_values_are_checked_when_parsed(tmp_path):
              (["train-detector", DEMO, DEMO, tmp_path / "m.h5", "--head-hidden", "1024,,1024"],
               "'--head-hidden': expected comma-separated integers"),
              (["train-detector", DEMO, DEMO, tmp_path / "m.h5", "--context", "inf"], "'--context': context must be"),
+             (["train-detector", DEMO, DEMO, tmp_path / "m.h5", "--head", "--mirror"],
+              "--mirror: applies to the linear SVMs (--no-head) only"),
              (["detect", __file__, DEMO, "--threshold", "nan"], "'--threshold': nan is not a finite"),
              (["detect", __file__, DEMO, "--draw-threshold", "-inf"], "'--draw-threshold': -inf is not a finite")]
     for args, message in cases:

@@ -158,8 +158,9 @@ def train_detector(images, boxes, model, proposals, box_format, backbone, weight
                                      seed=seed) if head else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--head-*") from None
-    if head and context:
-        raise click.BadParameter("applies to the linear SVMs (--no-head) only", param_hint="--context")
+    for given, name in ((context, "--context"), (mirror, "--mirror")):
+        if head and given:
+            raise click.BadParameter("applies to the linear SVMs (--no-head) only", param_hint=name)
     result = train_api(images, boxes, model, proposals=proposals, config=config, box_format=box_format,
                        settings=TrainingSettings(C=C, rounds=rounds, negative_cache=negative_cache,
                                                  regression=regression, mirror=mirror, context=context, seed=seed),

@@ -36,7 +36,7 @@ def read_coco(path: Path, sizes: ImageSizes) -> BoxSet:
     """COCO JSON: images[].file_name (and width, height), annotations[].bbox [x, y, w, h],
     categories (classes in id order); iscrowd or ignore: difficult."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
         images, annotations = data["images"], data["annotations"]
         categories = sorted(data["categories"], key=lambda c: c["id"])
         names = {c["id"]: str(c["name"]) for c in categories}
@@ -74,6 +74,8 @@ def read_coco(path: Path, sizes: ImageSizes) -> BoxSet:
         problem = None if name is not None else (
             "has no category_id" if category is None else f"category_id {category!r} is not among the categories")
         try:
+            if any(isinstance(v, bool) for v in a["bbox"]):
+                raise ValueError
             values = [float(v) for v in a["bbox"]]
             if len(values) != 4:
                 raise ValueError
@@ -83,7 +85,10 @@ def read_coco(path: Path, sizes: ImageSizes) -> BoxSet:
         except (TypeError, ValueError):
             found.reject(file, f"{where} bbox {a['bbox']!r} is not 4 numbers", image)
             continue
-        crowd = bool(a.get("iscrowd", 0)) or bool(a.get("ignore", 0))
+        flags = [a.get(key, 0) for key in ("iscrowd", "ignore")]
+        if any(flag not in (0, 1) for flag in flags):  # True and False are 1 and 0
+            problem = problem or f"iscrowd {flags[0]!r} or ignore {flags[1]!r} is not 0 or 1"
+        crowd = any(flags)
         found.add(file, where, image, values, COCO, given[image_id], name, crowd, problem=problem)
     return found.box_set([names[c["id"]] for c in categories])
 
@@ -130,9 +135,10 @@ def read_voc_xml(folder: Path, sizes: ImageSizes) -> BoxSet:
             if problem:
                 found.reject(file, f"{where} {problem}", filename)
                 continue
-            difficult = (obj.findtext("difficult") or "0").strip() == "1"
-            found.add(file, where, filename, values, VOC, given, name, difficult,
-                      problem=None if name else "has no <name>")
+            flag = (obj.findtext("difficult") or "0").strip()
+            problem = ("has no <name>" if not name else None if flag in ("0", "1") else
+                       f"<difficult> {flag!r} is not 0 or 1")
+            found.add(file, where, filename, values, VOC, given, name, flag == "1", problem=problem)
     if not n_read:
         first = f" ({found.skipped[0][0]}: {found.skipped[0][1]})" if found.skipped else ""
         raise ValueError(f"no readable VOC XML annotations in {folder}{first}")
@@ -146,7 +152,7 @@ def read_csv(path: Path, sizes: ImageSizes) -> BoxSet:
     boxes), or LabelImg-to-CSV's filename,width,height,class,xmin,ymin,xmax,ymax in any order (VOC's
     1-based inclusive pixels, converted as VOC XML is; width and height: the image's size)."""
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's "CSV UTF-8" starts with a BOM
             rows = list(csv.reader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"cannot read CSV boxes {path} ({exc})") from None

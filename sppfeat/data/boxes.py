@@ -20,6 +20,7 @@ Every box is checked as it is read (sppfeat.data.box_set); what cannot be used i
 
 from __future__ import annotations
 
+import codecs
 import os
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def detect_format(source: Path) -> str:
         raise ValueError(f"{source} holds neither VOC XML files (.xml) nor YOLO labels (.txt files with a classes.txt "
                          f"or data.yaml in the folder or one of the two above it)")
     with open(source, "rb") as fh:
-        return "coco" if fh.read(4096).lstrip()[:1] == b"{" else "csv"
+        return "coco" if fh.read(4096).removeprefix(codecs.BOM_UTF8).lstrip()[:1] == b"{" else "csv"
 
 
 def read_boxes(source: str | os.PathLike, box_format: str = "auto", keep_empty: bool = False,

@@ -42,7 +42,7 @@ def label_files(folder: Path) -> list[Path]:
 def read_class_names(path: Path) -> list[str]:
     """The class names of a classes.txt or data.yaml, in class-index order; ValueError when unreadable."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
         if path.name == "classes.txt":
             names = [line.strip() for line in text.strip("\r\n").splitlines()]
             if "" in names:
@@ -187,7 +187,7 @@ def read_yolo(folder: Path, sizes: ImageSizes) -> BoxSet:
             found.skip(file, f"{missing}: YOLO's normalised boxes need the image's size")
             continue
         try:
-            lines = label.read_text(encoding="utf-8").splitlines()
+            lines = label.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             found.skip(file, f"unreadable ({getattr(exc, 'strerror', None) or exc}); its image is unknown")
             continue

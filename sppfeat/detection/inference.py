@@ -169,6 +169,8 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     if draw is None and draw_threshold is not None:
         raise ValueError(f"draw_threshold={draw_threshold} needs a draw folder")
+    if detector.score_kind == "probability" and threshold is not None and not 0 <= threshold < 1:
+        raise ValueError(f"threshold={threshold} with probabilities (in [0, 1]): keep it in [0, 1)")
     rule = draw_rule(detector.score_kind, draw_threshold)
     processes, threads = split_cores(check_cores(cores), searching=proposals is None)
     image_list = list_inputs(images)

@@ -47,7 +47,7 @@ def read_coco_ids(path: str | os.PathLike) -> CocoIds:
     """The ids of a COCO ground-truth file (images[].file_name -> id, categories[].name -> id);
     ValueError when it is not one, or gives an id, file name or category name twice."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
         ids = CocoIds({str(image["file_name"]): int(image["id"]) for image in data["images"]},
                       {str(c["name"]): int(c["id"]) for c in data["categories"]})
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
@@ -173,7 +173,7 @@ def read_detections(path: str | os.PathLike, coco_ids: CocoIds | None = None) ->
         raise ValueError(f"{path}: COCO results name images and classes by number; reading them needs the COCO "
                          f"ground truth that numbered them")
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             if suffix == ".json":
                 data = json.load(fh)
                 if not isinstance(data, list):

@@ -97,6 +97,8 @@ def load_proposals(source: str | os.PathLike) -> ProposalSet:
         found = read_proposals(source)
         found.settings = {**found.settings, "source": str(Path(source).resolve())}
         return found
+    if Path(source).is_file() and h5py.is_hdf5(source):
+        raise ValueError(f"{source} is an HDF5 file but not a proposal file (made by sppfeat proposals)")
     box_set = read_boxes(source)
     counts = np.bincount(box_set.image, minlength=len(box_set.paths))
     return ProposalSet(list(box_set.paths), box_set.boxes.astype(np.float32),

@@ -278,6 +278,9 @@ def test_a_head_detects_with_probabilities(voc_small, proposal_file, tmp_path):
     assert r.returncode == 0, r.stderr
     scores = [float(row["score"]) for row in csv.DictReader(open(dets))]
     assert scores and 0 <= min(scores) and max(scores) <= 1
+    r = run_sppfeat("detect", model, voc_small / "images", "--proposals", proposal_file, "--threshold", 1.5)
+    assert r.returncode == 2 and r.stderr == "sppfeat: --threshold 1.5 with probabilities (in [0, 1]): keep it in " \
+                                             "[0, 1)\n", r.stderr
     r = run_sppfeat("eval-detections", dets, voc_small / "boxes", "--report", tmp_path / "r.json")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "r.json").read_text())["mAP"] > 0.35  # its own images (0.49 at these tiny sizes)

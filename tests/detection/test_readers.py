@@ -52,6 +52,25 @@ def test_csv_with_score_and_difficult_columns(tmp_path):
         read_boxes(tmp_path / "bad2.csv")
 
 
+def test_flags_that_are_not_0_or_1_are_refused_and_a_bom_is_read(tmp_path):
+    coco = {"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 3, "name": "cat"}],
+            "annotations": [{"image_id": 1, "category_id": 3, "bbox": [0, 0, 10, 20]},
+                            {"image_id": 1, "category_id": 3, "bbox": [5, 5, 10, 10], "iscrowd": "yes"},
+                            {"image_id": 1, "category_id": 3, "bbox": [True, 1, 2, 2]}]}
+    (tmp_path / "b.json").write_text(json.dumps(coco), encoding="utf-8-sig")
+    boxes = read_boxes(tmp_path / "b.json")
+    assert boxes.boxes.tolist() == [[0, 0, 10, 20]]
+    assert [reason for _, reason in boxes.skipped] == [
+        "annotation 1 (id None, a.jpg, cat) iscrowd 'yes' or ignore 0 is not 0 or 1",
+        "annotation 2 (id None, a.jpg, cat) bbox [True, 1, 2, 2] is not 4 numbers"]
+    (tmp_path / "voc").mkdir()
+    (tmp_path / "voc" / "1.xml").write_text(voc_xml("1.jpg", [((0, 0, 10, 10), "dog", False)]).replace(
+        "<difficult>0</difficult>", "<difficult>yes</difficult>"))
+    assert read_boxes(tmp_path / "voc").skipped == [("voc/1.xml", "object 0 (dog) <difficult> 'yes' is not 0 or 1")]
+    (tmp_path / "b.csv").write_text("path,x1,y1,x2,y2,label\na.jpg,0,0,5,5,cat\n", encoding="utf-8-sig")
+    assert read_boxes(tmp_path / "b.csv").class_names == ["cat"]  # Excel's "CSV UTF-8" starts with a BOM
+
+
 @pytest.mark.parametrize("name", ["d.csv", "d.jsonl"])
 def test_detections_read_back(tmp_path, name):
     rows = [Detection("x/a.jpg", 1.0, 2.0, 30.5, 40.0, "cat", 0.71234), Detection("b.jpg", 0, 0, 9, 9, "dog", -1.5)]
