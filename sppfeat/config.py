@@ -78,8 +78,8 @@ def pyramid_dim(channels: int, levels: Sequence[int]) -> int:
 def as_levels(levels: Sequence[int]) -> tuple[int, ...]:
     """Pyramid levels as a tuple of positive ints; ValueError otherwise."""
     values = _int_tuple(levels, "levels", "(6, 3, 2, 1)")
-    if not values or any(not 1 <= n <= MAX_LEVEL for n in values):
-        raise ValueError(f"levels must be one or more integers from 1 to {MAX_LEVEL}, got {levels!r}")
+    if not values or any(not 1 <= n <= MAX_LEVEL for n in values) or len(set(values)) != len(values):
+        raise ValueError(f"levels must be one or more distinct integers from 1 to {MAX_LEVEL}, got {levels!r}")
     return values
 
 

@@ -24,9 +24,10 @@ def test_settings_take_real_types_and_are_normalised():
 
 @pytest.mark.parametrize("changes, message", [
     (dict(levels="6,3,2,1"), "levels must be a sequence of integers"),
-    (dict(levels=(6, 0)), "levels must be one or more integers from 1 to 16"),
-    (dict(levels=()), "levels must be one or more integers from 1 to 16"),
-    (dict(levels=(17, 1)), "levels must be one or more integers from 1 to 16"),
+    (dict(levels=(6, 0)), "levels must be one or more distinct integers from 1 to 16"),
+    (dict(levels=()), "levels must be one or more distinct integers from 1 to 16"),
+    (dict(levels=(17, 1)), "levels must be one or more distinct integers from 1 to 16"),
+    (dict(levels=(2, 2, 1)), "levels must be one or more distinct integers from 1 to 16"),
     (dict(levels=(2.5,)), "levels must be integers"),
     (dict(scales="224"), "scales must be a sequence"),
     (dict(scales=(224, 224)), "scales must be distinct"),

@@ -35,6 +35,8 @@ def check_output(path: str | os.PathLike, replace: bool, inputs: tuple = ()) -> 
         inside = given.is_dir() and path.exists() and given.resolve() in path.resolve().parents
         if inside or path.resolve() == given.resolve():
             raise ValueError(f"{path} is one of the inputs ({given}): write it elsewhere")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a file")
     if path.exists() and not replace:
         raise ValueError(f"{path} exists; pass overwrite=True to replace it")
     if not path.parent.is_dir():

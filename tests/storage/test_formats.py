@@ -71,3 +71,23 @@ def test_an_old_progress_folder_is_refused_with_one_line(old_files):
     assert "--overwrite" in refused.output
     extract(old_files / "imgs", out, config, Runtime(workers=0), overwrite=True, quiet=True)
     assert np.isfinite(open_features(out).read_features()).all()
+
+
+def test_an_output_must_be_a_new_or_replaceable_file_that_is_no_input(tmp_path):
+    from sppfeat.storage.hdf5 import check_output
+
+    (tmp_path / "d.csv").mkdir()
+    for path in (tmp_path / "d.csv", tmp_path):
+        with pytest.raises(ValueError, match="is a folder, not a file"):
+            check_output(path, replace=True)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.xml").write_text("<annotation/>")
+    (tmp_path / "m.h5").write_text("")
+    with pytest.raises(ValueError, match="m.h5 exists; pass overwrite=True"):
+        check_output(tmp_path / "m.h5", replace=False)
+    for inputs in ((tmp_path / "in",), (None, tmp_path / "in" / "a.xml")):  # a folder's file, or the file itself
+        with pytest.raises(ValueError, match=r"a.xml is one of the inputs"):
+            check_output(tmp_path / "in" / "a.xml", replace=True, inputs=inputs)
+    assert check_output(tmp_path / "in" / "new.h5", replace=False, inputs=(tmp_path / "in",)) == tmp_path / "in" / "new.h5"
+    with pytest.raises(ValueError, match="output folder does not exist"):
+        check_output(tmp_path / "nowhere" / "m.h5", replace=False)
