@@ -88,6 +88,7 @@ def test_an_output_must_be_a_new_or_replaceable_file_that_is_no_input(tmp_path):
     for inputs in ((tmp_path / "in",), (None, tmp_path / "in" / "a.xml")):  # a folder's file, or the file itself
         with pytest.raises(ValueError, match=r"a.xml is one of the inputs"):
             check_output(tmp_path / "in" / "a.xml", replace=True, inputs=inputs)
-    assert check_output(tmp_path / "in" / "new.h5", replace=False, inputs=(tmp_path / "in",)) == tmp_path / "in" / "new.h5"
+    new = tmp_path / "in" / "new.h5"  # a new file beside the inputs replaces none of them
+    assert check_output(new, replace=False, inputs=(tmp_path / "in",)) == new
     with pytest.raises(ValueError, match="output folder does not exist"):
         check_output(tmp_path / "nowhere" / "m.h5", replace=False)
