@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,22 @@ from .hdf5 import (GZIP_LEVEL, STR, ChunkCompressor, default_threads, direct_rea
 CHUNK_BYTES = 1 << 20  # about 1 MiB of raw features per chunk
 READ_ROWS = 512  # rows per read when loading features
 PLACEMENT = ("listing_sha256", "n_listed_images", "shard_index", "shard_count", "shard_start")
+
+
+def reason_kind(reason: str) -> str:
+    """A skip reason without its details: 'cannot decode (OSError: ...)' -> 'cannot decode'."""
+    return reason.split(" (")[0]
+
+
+def reasons_text(reasons: dict[str, int]) -> str:
+    """{'cannot decode': 2, 'too small': 1} -> '2 cannot decode, 1 too small' (sorted by reason)."""
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+
+
+def nothing_decoded(image_root: str, reasons: dict[str, int]) -> ValueError:
+    """The error of a run (or of all the shards of one) that yields no row."""
+    return ValueError(f"no image of {image_root} could be decoded"
+                      + (f" ({reasons_text(reasons)})" if reasons else ""))
 
 
 def _growable(f: h5py.File, name: str, width: int | None, dtype, chunk_rows: int) -> h5py.Dataset:
@@ -199,6 +216,11 @@ class FeatureFile:
     @property
     def format_version(self) -> int:
         return int(self.record.get("format_version", 1))
+
+    @property
+    def skip_reasons(self) -> Counter:
+        """{reason without details: count} of the skipped files."""
+        return Counter(reason_kind(reason) for _, reason in self.skipped)
 
     @property
     def multilabel(self) -> bool:

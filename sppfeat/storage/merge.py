@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import h5py
 
 from ..config import MERGE, changed_settings
-from .feature_file import (PLACEMENT, FeatureFile, FeatureWriter, mark_complete, open_features, stacked_datasets,
-                           write_header)
+from .feature_file import (PLACEMENT, FeatureFile, FeatureWriter, mark_complete, nothing_decoded, open_features,
+                           stacked_datasets, write_header)
 from ..shards import check_shard, record_path
 from .hdf5 import STR, check_output, partial_path
 
@@ -28,7 +29,8 @@ STANDARD = ("features", "paths", "labels", "image_sizes", "skipped", "targets") 
 
 def check_shards(paths: list[str | os.PathLike]) -> list[FeatureFile]:
     """Open the shard files and check that they are all the shards of one extraction; returns them
-    in shard order. ValueError naming the first problem (a missing or foreign shard, for example)."""
+    in shard order. ValueError naming the first problem (a missing or foreign shard, for example),
+    or when no shard holds a row (as a single run with no image decoded)."""
     shards = [open_features(p) for p in paths]
     for shard in shards:
         absent = [k for k in PLACEMENT if k not in shard.attributes]
@@ -45,7 +47,10 @@ def check_shards(paths: list[str | os.PathLike]) -> list[FeatureFile]:
         if shard.attributes["listing_sha256"] != first.attributes["listing_sha256"]:
             raise ValueError(f"{shard.path} and {first.path} were extracted from different image lists")
     places = [(s.attributes["shard_index"], s.attributes["shard_count"]) for s in shards]
-    return shard_order(shards, [s.path for s in shards], places, "extract")
+    ordered = shard_order(shards, [s.path for s in shards], places, "extract")
+    if not any(s.paths for s in shards):
+        raise nothing_decoded(first.record["image_root"], sum((s.skip_reasons for s in shards), Counter()))
+    return ordered
 
 
 def shard_order(shards: list, paths: list[Path], places: list[tuple[int, int]], command: str) -> list:
