@@ -30,7 +30,7 @@ def assemble(output: Path, progress: ProgressFolder, job: ImageJob, manifest: di
     """Copy the segments covering [lo, hi), in order, into the feature file `output` (compressed in
     `threads` threads), their rows laid out by `job`. Files refused while listing go to the `skipped`
     list of shard 0. A shard may hold no row (no image in its range, or none decoded); a whole run
-    without rows is refused (ValueError). Returns (rows, skip reasons)."""
+    without rows is refused (ValueError; its progress folder removed). Returns (rows, skip reasons)."""
     segments = progress.listed()  # each one is checked as it is read below
     if missing_ranges(segments, lo, hi) or any(a.end > b.start for a, b in zip(segments, segments[1:])):
         raise ValueError(f"{progress.path} lost segments during the run; run again with resume=True")
@@ -54,6 +54,7 @@ def assemble(output: Path, progress: ProgressFolder, job: ImageJob, manifest: di
             skip(segment_skips(image_list.paths, segment))
         n_rows = writer.n_rows
         if n_rows == 0 and manifest["shard"][1] == 1:
+            progress.remove()  # nothing to resume: a rerun starts afresh and fails alike
             raise nothing_decoded(record["image_root"], reasons)
     return n_rows, reasons
 

@@ -231,3 +231,12 @@ def test_merging_shards_without_any_row_is_refused_as_a_single_run_is(all_bad, t
     with pytest.raises(ValueError, match=r"could be decoded \(1 cannot decode, 1 empty file\)$"):
         merge([shard_path(out, i, 2) for i in range(2)], tmp_path / "m.h5")
     assert not (tmp_path / "m.h5").exists()
+
+
+def test_a_run_where_every_image_fails_says_why_in_words_and_a_rerun_says_the_same(all_bad, tmp_path):
+    out = tmp_path / "ab.h5"
+    for _ in range(2):
+        result = CliRunner().invoke(main, ["extract", str(all_bad), str(out), *FAST])
+        assert result.exit_code == 2 and result.output.strip().splitlines() == [
+            f"sppfeat: no image of {all_bad} could be decoded (1 cannot decode, 1 empty file)"], result.output
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
