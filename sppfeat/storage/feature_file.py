@@ -21,6 +21,7 @@ A merged file (:mod:`sppfeat.storage.merge`) has the same datasets as virtual da
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -262,6 +263,29 @@ def missing_sources(f: h5py.File) -> list[str]:
     return sorted(set(missing))
 
 
+def shard_fingerprint(f: h5py.File) -> str:
+    """sha256 of what makes a shard file's rows: its record (settings, provenance, creation time),
+    its place in the image list and its row counts; a merged file keeps each of its shards'."""
+    values = [plain(f.attrs.get(key)) for key in ("config", *PLACEMENT, "n_images", "n_skipped")]
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()
+
+
+def changed_shards(f: h5py.File) -> list[str]:
+    """The shards (relative paths) of a merged file `f` that exist but are no longer the files it was
+    merged from (extracted again since, with other settings or images: it would read their rows)."""
+    folder = Path(f.filename).parent
+    changed = []
+    for name, fingerprint in json.loads(f.attrs.get("shard_fingerprints", "{}")).items():
+        try:
+            with h5py.File(folder / name, "r") as g:
+                changed += [] if shard_fingerprint(g) == fingerprint else [name]
+        except FileNotFoundError:
+            continue  # a shard with rows is named by missing_sources; an empty one is not read
+        except OSError:
+            changed.append(name)
+    return changed
+
+
 def open_features(path: str | os.PathLike) -> FeatureFile:
     """Read a feature file's metadata; ValueError with a one-line reason if it is not one."""
     path = Path(path)
@@ -273,6 +297,10 @@ def open_features(path: str | os.PathLike) -> FeatureFile:
         if lost:
             raise ValueError(f"{path} is a merged file whose shard {lost[0]} is missing "
                              f"({len(lost)} missing); keep the shards next to it or merge with consolidate=True")
+        changed = changed_shards(f)
+        if changed:
+            raise ValueError(f"{path} is a merged file whose shard {changed[0]} changed since the merge "
+                             f"({len(changed)} changed); merge the shards again")
         return FeatureFile(
             path=path,
             record=json.loads(f.attrs["config"]),

@@ -19,7 +19,7 @@ import h5py
 
 from ..config import MERGE, changed_settings
 from .feature_file import (PLACEMENT, FeatureFile, FeatureWriter, mark_complete, nothing_decoded, open_features,
-                           stacked_datasets, write_header)
+                           shard_fingerprint, stacked_datasets, write_header)
 from ..shards import check_shard, record_path
 from .hdf5 import STR, check_output, partial_path
 
@@ -162,9 +162,11 @@ def _link(shards: list[FeatureFile], output: Path, record: dict, placement: dict
     with h5py.File(shards[0].path, "r") as g:
         names = list(stacked_datasets(g))
     sources: dict[str, list[h5py.VirtualSource]] = {name: [] for name in names}
+    fingerprints = {}  # checked each time the merged file is opened
     for shard in shards:  # each shard opened once; its datasets become sources, linked by relative path
         relative = os.path.relpath(shard.path.resolve(), output.resolve().parent)
         with h5py.File(shard.path, "r") as g:
+            fingerprints[relative] = shard_fingerprint(g)
             for name in names:
                 sources[name].append(h5py.VirtualSource(relative, name, shape=g[name].shape, dtype=g[name].dtype))
     with h5py.File(tmp, "w") as f:
@@ -182,5 +184,6 @@ def _link(shards: list[FeatureFile], output: Path, record: dict, placement: dict
             f.create_virtual_dataset(name, layout, fillvalue=None)
         write_header(f, record, placement, shards[0].class_names)
         f.create_dataset("merged_from", data=[s.path.name for s in shards], dtype=STR)
+        f.attrs["shard_fingerprints"] = json.dumps(fingerprints)
         mark_complete(f, sum(len(s.paths) for s in shards), sum(len(s.skipped) for s in shards))
     os.replace(tmp, output)

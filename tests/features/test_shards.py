@@ -240,3 +240,16 @@ def test_a_run_where_every_image_fails_says_why_in_words_and_a_rerun_says_the_sa
         assert result.exit_code == 2 and result.output.strip().splitlines() == [
             f"sppfeat: no image of {all_bad} could be decoded (1 cannot decode, 1 empty file)"], result.output
         assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_merged_file_refuses_a_shard_extracted_again_after_the_merge(few, tmp_path):
+    out, merged = tmp_path / "o.h5", tmp_path / "m.h5"
+    for i in range(2):
+        extract_fast(few, out, shard=(i, 2))
+    merge([shard_path(out, i, 2) for i in range(2)], merged)
+    assert len(open_features(merged).paths) == 2
+    extract(few, out, fast_config(scales=(96,)), one_process(), shard=(1, 2), overwrite=True, quiet=True)
+    result = CliRunner().invoke(main, ["info", str(merged)])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        f"sppfeat: {merged} is a merged file whose shard {shard_path(out, 1, 2).name} changed since the merge "
+        "(1 changed); merge the shards again"], result.output
