@@ -72,13 +72,30 @@ def shard_order(shards: list, paths: list[Path], places: list[tuple[int, int]], 
     return [shards[by_index[i]] for i in range(count)]
 
 
+def check_rows(path: Path) -> None:
+    """ValueError naming the shard `path` and the line of a row that is not a detection (fields,
+    numbers), or of a last line without its line end (a shard cut short mid-row)."""
+    from ..detection.outputs import read_detections  # detection imports storage
+
+    read_detections(path)
+    with open(path, "rb") as fh:
+        if fh.seek(0, os.SEEK_END) == 0:
+            return
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        lines = sum(1 for _ in fh)
+    raise ValueError(f"{path}, line {lines}: cut short (no line end); run its detect shard again")
+
+
 def merge_detections(shard_paths: list[str | os.PathLike], output: str | os.PathLike, *,
                      overwrite: bool = False) -> Path:
     """Join the detection files (CSV or JSONL, the suffix of `output`) of the shards of one detect
     run (``detect(shard=(i, n))``) into `output`: their rows in shard order, which is the order of
     a single run. Each shard's run record (shards.record_path, beside it) names the model, the
-    settings and the image list; shards of different runs, a missing, repeated or foreign shard are
-    refused (ValueError). Returns the path written."""
+    settings and the image list; shards of different runs, a missing, repeated or foreign shard, and
+    a shard with a row that is not a detection are refused (ValueError). Returns the path written."""
     if not shard_paths:
         raise ValueError("no shard files given")
     output = check_output(output, overwrite)
@@ -102,6 +119,8 @@ def merge_detections(shard_paths: list[str | os.PathLike], output: str | os.Path
             raise ValueError(f"{path} and {paths[0]} come from different detect runs (they differ in "
                              f"{', '.join(changed)})")
     ordered = shard_order(paths, paths, [place for _, place in records], "detect")
+    for path in ordered:
+        check_rows(path)
     if any(output.resolve() == p.resolve() for p in paths):
         raise ValueError(f"{output} is one of the shards")
     tmp, header = partial_path(output), None
