@@ -12,6 +12,7 @@ from ..config import (COMPUTES, DATASET_SETTINGS, DTYPES, GENERAL_SCALES, MAX_BA
                       ExtractionConfig, as_levels, as_scales)
 from ..data.decode import DEFAULT_DECODE_TIMEOUT, MAX_DECODE_TIMEOUT
 from ..shards import check_shard
+from ..storage.feature_file import reasons_text
 from ..storage.prediction_file import prediction_format
 from . import say
 
@@ -217,5 +218,5 @@ def steady_summary(result) -> str:
 
 
 def skip_summary(result) -> str:
-    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(result.skip_reasons.items()))
+    reasons = reasons_text(result.skip_reasons)
     return f"{result.n_skipped} skipped" + (f" ({reasons})" if reasons else "")

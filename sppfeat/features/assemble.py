@@ -7,14 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 from ..config import RESUME, changed_settings
-from ..storage.feature_file import FeatureFile, FeatureWriter, open_features
+from ..storage.feature_file import FeatureFile, FeatureWriter, nothing_decoded, open_features, reason_kind
 from ..storage.progress import ProgressFolder, Segment, missing_ranges
 from .jobs import ImageJob
-
-
-def reason_kind(reason: str) -> str:
-    """A skip reason without its details: 'cannot decode (OSError: ...)' -> 'cannot decode'."""
-    return reason.split(" (")[0]
 
 
 def placement(manifest: dict, lo: int) -> dict:
@@ -34,8 +29,8 @@ def assemble(output: Path, progress: ProgressFolder, job: ImageJob, manifest: di
              dim: int, threads: int) -> tuple[int, Counter]:
     """Copy the segments covering [lo, hi), in order, into the feature file `output` (compressed in
     `threads` threads), their rows laid out by `job`. Files refused while listing go to the `skipped`
-    list of shard 0. Returns
-    (rows, skip reasons)."""
+    list of shard 0. A shard may hold no row (no image in its range, or none decoded); a whole run
+    without rows is refused (ValueError; its progress folder removed). Returns (rows, skip reasons)."""
     segments = progress.listed()  # each one is checked as it is read below
     if missing_ranges(segments, lo, hi) or any(a.end > b.start for a, b in zip(segments, segments[1:])):
         raise ValueError(f"{progress.path} lost segments during the run; run again with resume=True")
@@ -50,7 +45,7 @@ def assemble(output: Path, progress: ProgressFolder, job: ImageJob, manifest: di
                 writer.skip(path, reason)
                 reasons[reason_kind(reason)] += 1
 
-        skip(image_list.skipped if lo == 0 else [])
+        skip(image_list.skipped if manifest["shard"][0] == 0 else [])
         for info in segments:
             segment = progress.load(info.name, dim)
             if segment is None:
@@ -58,8 +53,9 @@ def assemble(output: Path, progress: ProgressFolder, job: ImageJob, manifest: di
             writer.append(**job.rows(segment))
             skip(segment_skips(image_list.paths, segment))
         n_rows = writer.n_rows
-        if n_rows == 0:
-            raise ValueError(f"no image of {record['image_root']} could be decoded ({dict(reasons)})")
+        if n_rows == 0 and manifest["shard"][1] == 1:
+            progress.remove()  # nothing to resume: a rerun starts afresh and fails alike
+            raise nothing_decoded(record["image_root"], reasons)
     return n_rows, reasons
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from ..meter import Meter
 from ..shards import check_shard, shard_bounds, shard_path
 from ..storage.hdf5 import check_output
 from ..storage.progress import ProgressFolder, SegmentBuffer, missing_ranges
-from .assemble import assemble, check_finished, reason_kind
+from .assemble import assemble, check_finished
 from .descriptor import DecodedItem, build_descriptor
 from .interrupts import StopSignals, reported_stops, worker_failure
 from .jobs import ImageJob
@@ -111,8 +110,8 @@ def run(make_job: Callable[[], ImageJob], images: str | os.PathLike, output: str
     if output.exists() and resume and not overwrite:
         finished = check_finished(output, manifest)
         log.info("%s is already complete", output)
-        reasons = Counter(reason_kind(reason) for _, reason in finished.skipped)
-        return ExtractResult(output, len(finished.paths), len(finished.skipped), finished.dim, 0.0, dict(reasons))
+        return ExtractResult(output, len(finished.paths), len(finished.skipped), finished.dim, 0.0,
+                             dict(finished.skip_reasons))
 
     progress = ProgressFolder(output)
     with StopSignals() as stop, reported_stops(progress, hi - lo, model.dim * np.dtype(config.dtype).itemsize):

@@ -21,8 +21,10 @@ A merged file (:mod:`sppfeat.storage.merge`) has the same datasets as virtual da
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,22 @@ from .hdf5 import (GZIP_LEVEL, STR, ChunkCompressor, default_threads, direct_rea
 CHUNK_BYTES = 1 << 20  # about 1 MiB of raw features per chunk
 READ_ROWS = 512  # rows per read when loading features
 PLACEMENT = ("listing_sha256", "n_listed_images", "shard_index", "shard_count", "shard_start")
+
+
+def reason_kind(reason: str) -> str:
+    """A skip reason without its details: 'cannot decode (OSError: ...)' -> 'cannot decode'."""
+    return reason.split(" (")[0]
+
+
+def reasons_text(reasons: dict[str, int]) -> str:
+    """{'cannot decode': 2, 'too small': 1} -> '2 cannot decode, 1 too small' (sorted by reason)."""
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+
+
+def nothing_decoded(image_root: str, reasons: dict[str, int]) -> ValueError:
+    """The error of a run (or of all the shards of one) that yields no row."""
+    return ValueError(f"no image of {image_root} could be decoded"
+                      + (f" ({reasons_text(reasons)})" if reasons else ""))
 
 
 def _growable(f: h5py.File, name: str, width: int | None, dtype, chunk_rows: int) -> h5py.Dataset:
@@ -201,6 +219,11 @@ class FeatureFile:
         return int(self.record.get("format_version", 1))
 
     @property
+    def skip_reasons(self) -> Counter:
+        """{reason without details: count} of the skipped files."""
+        return Counter(reason_kind(reason) for _, reason in self.skipped)
+
+    @property
     def multilabel(self) -> bool:
         return self.targets is not None
 
@@ -240,6 +263,29 @@ def missing_sources(f: h5py.File) -> list[str]:
     return sorted(set(missing))
 
 
+def shard_fingerprint(f: h5py.File) -> str:
+    """sha256 of what makes a shard file's rows: its record (settings, provenance, creation time),
+    its place in the image list and its row counts; a merged file keeps each of its shards'."""
+    values = [plain(f.attrs.get(key)) for key in ("config", *PLACEMENT, "n_images", "n_skipped")]
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()
+
+
+def changed_shards(f: h5py.File) -> list[str]:
+    """The shards (relative paths) of a merged file `f` that exist but are no longer the files it was
+    merged from (extracted again since, with other settings or images: it would read their rows)."""
+    folder = Path(f.filename).parent
+    changed = []
+    for name, fingerprint in json.loads(f.attrs.get("shard_fingerprints", "{}")).items():
+        try:
+            with h5py.File(folder / name, "r") as g:
+                changed += [] if shard_fingerprint(g) == fingerprint else [name]
+        except FileNotFoundError:
+            continue  # a shard with rows is named by missing_sources; an empty one is not read
+        except OSError:
+            changed.append(name)
+    return changed
+
+
 def open_features(path: str | os.PathLike) -> FeatureFile:
     """Read a feature file's metadata; ValueError with a one-line reason if it is not one."""
     path = Path(path)
@@ -251,6 +297,10 @@ def open_features(path: str | os.PathLike) -> FeatureFile:
         if lost:
             raise ValueError(f"{path} is a merged file whose shard {lost[0]} is missing "
                              f"({len(lost)} missing); keep the shards next to it or merge with consolidate=True")
+        changed = changed_shards(f)
+        if changed:
+            raise ValueError(f"{path} is a merged file whose shard {changed[0]} changed since the merge "
+                             f"({len(changed)} changed); merge the shards again")
         return FeatureFile(
             path=path,
             record=json.loads(f.attrs["config"]),

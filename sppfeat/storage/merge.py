@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import h5py
 
 from ..config import MERGE, changed_settings
-from .feature_file import (PLACEMENT, FeatureFile, FeatureWriter, mark_complete, open_features, stacked_datasets,
-                           write_header)
+from .feature_file import (PLACEMENT, FeatureFile, FeatureWriter, mark_complete, nothing_decoded, open_features,
+                           shard_fingerprint, stacked_datasets, write_header)
 from ..shards import check_shard, record_path
 from .hdf5 import STR, check_output, partial_path
 
@@ -28,7 +29,8 @@ STANDARD = ("features", "paths", "labels", "image_sizes", "skipped", "targets") 
 
 def check_shards(paths: list[str | os.PathLike]) -> list[FeatureFile]:
     """Open the shard files and check that they are all the shards of one extraction; returns them
-    in shard order. ValueError naming the first problem (a missing or foreign shard, for example)."""
+    in shard order. ValueError naming the first problem (a missing or foreign shard, for example),
+    or when no shard holds a row (as a single run with no image decoded)."""
     shards = [open_features(p) for p in paths]
     for shard in shards:
         absent = [k for k in PLACEMENT if k not in shard.attributes]
@@ -45,7 +47,10 @@ def check_shards(paths: list[str | os.PathLike]) -> list[FeatureFile]:
         if shard.attributes["listing_sha256"] != first.attributes["listing_sha256"]:
             raise ValueError(f"{shard.path} and {first.path} were extracted from different image lists")
     places = [(s.attributes["shard_index"], s.attributes["shard_count"]) for s in shards]
-    return shard_order(shards, [s.path for s in shards], places, "extract")
+    ordered = shard_order(shards, [s.path for s in shards], places, "extract")
+    if not any(s.paths for s in shards):
+        raise nothing_decoded(first.record["image_root"], sum((s.skip_reasons for s in shards), Counter()))
+    return ordered
 
 
 def shard_order(shards: list, paths: list[Path], places: list[tuple[int, int]], command: str) -> list:
@@ -67,13 +72,30 @@ def shard_order(shards: list, paths: list[Path], places: list[tuple[int, int]], 
     return [shards[by_index[i]] for i in range(count)]
 
 
+def check_rows(path: Path) -> None:
+    """ValueError naming the shard `path` and the line of a row that is not a detection (fields,
+    numbers), or of a last line without its line end (a shard cut short mid-row)."""
+    from ..detection.outputs import read_detections  # detection imports storage
+
+    read_detections(path)
+    with open(path, "rb") as fh:
+        if fh.seek(0, os.SEEK_END) == 0:
+            return
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        lines = sum(1 for _ in fh)
+    raise ValueError(f"{path}, line {lines}: cut short (no line end); run its detect shard again")
+
+
 def merge_detections(shard_paths: list[str | os.PathLike], output: str | os.PathLike, *,
                      overwrite: bool = False) -> Path:
     """Join the detection files (CSV or JSONL, the suffix of `output`) of the shards of one detect
     run (``detect(shard=(i, n))``) into `output`: their rows in shard order, which is the order of
     a single run. Each shard's run record (shards.record_path, beside it) names the model, the
-    settings and the image list; shards of different runs, a missing, repeated or foreign shard are
-    refused (ValueError). Returns the path written."""
+    settings and the image list; shards of different runs, a missing, repeated or foreign shard, and
+    a shard with a row that is not a detection are refused (ValueError). Returns the path written."""
     if not shard_paths:
         raise ValueError("no shard files given")
     output = check_output(output, overwrite)
@@ -97,6 +119,8 @@ def merge_detections(shard_paths: list[str | os.PathLike], output: str | os.Path
             raise ValueError(f"{path} and {paths[0]} come from different detect runs (they differ in "
                              f"{', '.join(changed)})")
     ordered = shard_order(paths, paths, [place for _, place in records], "detect")
+    for path in ordered:
+        check_rows(path)
     if any(output.resolve() == p.resolve() for p in paths):
         raise ValueError(f"{output} is one of the shards")
     tmp, header = partial_path(output), None
@@ -157,9 +181,11 @@ def _link(shards: list[FeatureFile], output: Path, record: dict, placement: dict
     with h5py.File(shards[0].path, "r") as g:
         names = list(stacked_datasets(g))
     sources: dict[str, list[h5py.VirtualSource]] = {name: [] for name in names}
+    fingerprints = {}  # checked each time the merged file is opened
     for shard in shards:  # each shard opened once; its datasets become sources, linked by relative path
         relative = os.path.relpath(shard.path.resolve(), output.resolve().parent)
         with h5py.File(shard.path, "r") as g:
+            fingerprints[relative] = shard_fingerprint(g)
             for name in names:
                 sources[name].append(h5py.VirtualSource(relative, name, shape=g[name].shape, dtype=g[name].dtype))
     with h5py.File(tmp, "w") as f:
@@ -177,5 +203,6 @@ def _link(shards: list[FeatureFile], output: Path, record: dict, placement: dict
             f.create_virtual_dataset(name, layout, fillvalue=None)
         write_header(f, record, placement, shards[0].class_names)
         f.create_dataset("merged_from", data=[s.path.name for s in shards], dtype=STR)
+        f.attrs["shard_fingerprints"] = json.dumps(fingerprints)
         mark_complete(f, sum(len(s.paths) for s in shards), sum(len(s.skipped) for s in shards))
     os.replace(tmp, output)

@@ -168,3 +168,88 @@ def test_a_failed_rank_is_named_and_the_other_shard_kept(images, single, tmp_pat
     extract_fast(images, out, shard=(1, 2))
     merge([shard_path(out, i, 2) for i in range(2)], out)
     assert_same_rows(out, single)
+
+
+@pytest.fixture(scope="module")
+def few(tmp_path_factory):
+    """Two demo photos, a file refused while listing (empty) and a truncated JPEG, in one class folder."""
+    root = tmp_path_factory.mktemp("few") / "images"
+    (root / "pizza").mkdir(parents=True)
+    photos = sorted((DEMO / "starfish").glob("*.jpg"))[:2]
+    for photo in photos:
+        shutil.copy(photo, root / "pizza" / photo.name)
+    (root / "pizza" / "empty.jpg").write_bytes(b"")
+    (root / "pizza" / "zz_truncated.jpg").write_bytes(photos[0].read_bytes()[:3000])
+    return root
+
+
+def test_shards_without_images_are_empty_files_and_merge_equals_a_single_run(few, tmp_path):
+    single = tmp_path / "single.h5"
+    extract_fast(few, single)
+    out = tmp_path / "p.h5"
+    results = [extract_fast(few, out, shard=(i, 5)) for i in range(5)]  # 3 listed images, 5 shards
+    assert [r.n_images for r in results] == [0, 1, 0, 1, 0]
+    assert not list(tmp_path.glob("*.parts"))
+    empty = open_features(shard_path(out, 0, 5))  # no image in its range; the file refused while listing
+    assert empty.paths == [] and empty.read_features().shape == (0, empty.dim) and len(empty.skipped) == 1
+    assert empty.config == open_features(shard_path(out, 1, 5)).config
+    failed = open_features(shard_path(out, 4, 5))  # its one image cannot be decoded
+    assert failed.paths == [] and failed.skip_reasons == {"cannot decode": 1}
+    assert extract_fast(few, out, shard=(2, 5), resume=True).seconds == 0.0  # complete: nothing redone
+    result = CliRunner().invoke(main, ["merge", *(str(shard_path(out, i, 5)) for i in range(5)), str(out)])
+    assert result.exit_code == 0, result.output
+    assert_same_rows(out, single)
+    merge([shard_path(out, i, 5) for i in range(5)], tmp_path / "one.h5", consolidate=True)
+    assert_same_rows(tmp_path / "one.h5", single)
+
+
+def test_torchrun_with_more_ranks_than_images(few, tmp_path):
+    one = tmp_path / "one"
+    (one / "pizza").mkdir(parents=True)
+    shutil.copy(next((few / "pizza").glob("image_*.jpg")), one / "pizza")
+    extract_fast(one, tmp_path / "single.h5")
+    run = torchrun(one, tmp_path / "dist.h5")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert open_features(shard_path(tmp_path / "dist.h5", 0, 2)).paths == []  # rank 0 has no image
+    assert_same_rows(tmp_path / "dist.h5", tmp_path / "single.h5")
+
+
+@pytest.fixture(scope="module")
+def all_bad(few, tmp_path_factory):
+    """The bad files of `few` only: an empty file (refused while listing) and a truncated JPEG."""
+    root = tmp_path_factory.mktemp("bad") / "images"
+    (root / "pizza").mkdir(parents=True)
+    for name in ("empty.jpg", "zz_truncated.jpg"):
+        shutil.copy(few / "pizza" / name, root / "pizza" / name)
+    return root
+
+
+def test_merging_shards_without_any_row_is_refused_as_a_single_run_is(all_bad, tmp_path):
+    out = tmp_path / "bad.h5"
+    for i in range(2):
+        extract_fast(all_bad, out, shard=(i, 2))
+    with pytest.raises(ValueError, match=r"could be decoded \(1 cannot decode, 1 empty file\)$"):
+        merge([shard_path(out, i, 2) for i in range(2)], tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists()
+
+
+def test_a_run_where_every_image_fails_says_why_in_words_and_a_rerun_says_the_same(all_bad, tmp_path):
+    out = tmp_path / "ab.h5"
+    for _ in range(2):
+        result = CliRunner().invoke(main, ["extract", str(all_bad), str(out), *FAST])
+        assert result.exit_code == 2 and result.output.strip().splitlines() == [
+            f"sppfeat: no image of {all_bad} could be decoded (1 cannot decode, 1 empty file)"], result.output
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_merged_file_refuses_a_shard_extracted_again_after_the_merge(few, tmp_path):
+    out, merged = tmp_path / "o.h5", tmp_path / "m.h5"
+    for i in range(2):
+        extract_fast(few, out, shard=(i, 2))
+    merge([shard_path(out, i, 2) for i in range(2)], merged)
+    assert len(open_features(merged).paths) == 2
+    extract(few, out, fast_config(scales=(96,)), one_process(), shard=(1, 2), overwrite=True, quiet=True)
+    result = CliRunner().invoke(main, ["info", str(merged)])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        f"sppfeat: {merged} is a merged file whose shard {shard_path(out, 1, 2).name} changed since the merge "
+        "(1 changed); merge the shards again"], result.output

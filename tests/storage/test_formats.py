@@ -92,3 +92,25 @@ def test_an_output_must_be_a_new_or_replaceable_file_that_is_no_input(tmp_path):
     assert check_output(new, replace=False, inputs=(tmp_path / "in",)) == new
     with pytest.raises(ValueError, match="output folder does not exist"):
         check_output(tmp_path / "nowhere" / "m.h5", replace=False)
+
+
+@pytest.mark.parametrize("cut", [4, 30])  # inside the last score; before the label
+def test_merge_refuses_a_detection_shard_cut_short_mid_row(tmp_path, cut):
+    import json
+
+    from sppfeat.detection.inference import Detection
+    from sppfeat.detection.outputs import write_detections
+    from sppfeat.shards import record_path, shard_path
+
+    photos = sorted(p.relative_to(DEMO).as_posix() for p in (DEMO / "starfish").glob("*.jpg"))[:4]
+    shards = [shard_path(tmp_path / "d.csv", i, 2) for i in range(2)]
+    for i, shard in enumerate(shards):
+        rows = [Detection(p, 10.0, 20.0, 110.5, 90.0, "starfish", 0.87654) for p in photos[2 * i:2 * i + 2]]
+        write_detections(shard, rows)
+        record_path(shard).write_text(json.dumps({"model": "m.h5", "shard": [i, 2]}))
+    runner = CliRunner()
+    assert runner.invoke(main, ["merge", *map(str, shards), str(tmp_path / "ok.csv")]).exit_code == 0
+    shards[1].write_bytes(shards[1].read_bytes()[:-cut])
+    result = runner.invoke(main, ["merge", *map(str, shards), str(tmp_path / "d.csv")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert f"{shards[1]}, line 3" in result.output and not (tmp_path / "d.csv").exists()
