@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import DEMO, SUBPROCESS_TIMEOUT, fast_config, one_process, run_sppfeat, sppfeat_command
+from conftest import DEMO, SUBPROCESS_TIMEOUT, damage_chunk, fast_config, one_process, run_sppfeat, sppfeat_command
 from sppfeat import Prediction, evaluate, extract, predict, train_svm
 from sppfeat.cli import main
 from sppfeat.storage.feature_file import open_features
@@ -171,6 +171,16 @@ def test_refusals_are_one_line_exit_2(fast_model, demo_features, tmp_path):
     (tmp_path / "p.csv").write_text("")
     assert "--overwrite" in one_line_error(run_cli("predict", fast, fast_features, "-o", tmp_path / "p.csv"))
     assert "'--output'" in one_line_error(run_cli("predict", fast, fast_features, "-o", tmp_path / "p.xlsx"))
+
+
+def test_a_damaged_feature_file_is_one_line_in_every_command_that_reads_it(fast_model, tmp_path):
+    fast_features, fast = fast_model
+    damaged = tmp_path / "damaged.h5"
+    shutil.copy(fast_features, damaged)
+    damage_chunk(damaged, 0)
+    for args in [("train-svm", damaged, tmp_path / "m.h5", "--C", "1"), ("eval", fast, damaged),
+                 ("predict", fast, damaged)]:
+        assert f"{damaged} is damaged: its features rows 0-" in one_line_error(run_cli(*args)), args
 
 
 def test_ctrl_c_keeps_the_rows_so_far(fast_model, tmp_path):
