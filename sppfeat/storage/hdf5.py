@@ -74,6 +74,16 @@ def read_strings(dataset: h5py.Dataset) -> list:
     return dataset.asstr()[()].tolist()
 
 
+UNREADABLE = (KeyError, TypeError, ValueError, RuntimeError, OSError)  # what a damaged file's arrays raise when read
+
+
+def damaged_file(path: str | os.PathLike, what: str, exc: Exception) -> ValueError:
+    """The one-line error for a `what` file (e.g. 'detector model') that raised `exc` (one of
+    UNREADABLE: a missing array or attribute, broken JSON) while being read."""
+    detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+    return ValueError(f"{path} is a damaged {what} ({type(exc).__name__}: {detail})")
+
+
 def plain(value):
     """An HDF5 attribute as a plain Python value."""
     return value.item() if isinstance(value, np.generic) else value

@@ -183,6 +183,31 @@ def test_a_damaged_feature_file_is_one_line_in_every_command_that_reads_it(fast_
         assert f"{damaged} is damaged: its features rows 0-" in one_line_error(run_cli(*args)), args
 
 
+def test_a_damaged_model_file_is_one_line_in_info_eval_and_predict(fast_model, tmp_path):
+    """sppfeat_kind says svm_model, but arrays or attributes are missing, broken or do not fit."""
+    fast_features, fast = fast_model
+    bare = tmp_path / "bare.h5"
+    with h5py.File(bare, "w") as f:
+        f.attrs["sppfeat_kind"] = "svm_model"
+    expected = {bare: " (KeyError: "}
+
+    def changed(name: str, change, message: str) -> None:
+        path = tmp_path / f"{name}.h5"
+        shutil.copy(fast, path)
+        with h5py.File(path, "r+") as f:
+            change(f)
+        expected[path] = message
+
+    changed("nan", lambda f: f["coef"].__setitem__(0, np.nan), ": its SVMs are not finite (NaN or infinity)")
+    changed("shape", lambda f: (f.__delitem__("intercept"), f.create_dataset("intercept", data=np.zeros(2))),
+            f": SVMs of shape {load_model(fast).coef.shape} and biases of shape (2,) for 6 class names")
+    changed("json", lambda f: f.attrs.__setitem__("split", "{"), " (JSONDecodeError: ")
+    for path, message in expected.items():
+        for args in [("info", path), ("eval", path, fast_features), ("predict", path, fast_features)]:
+            line = one_line_error(run_cli(*args))
+            assert line.startswith(f"sppfeat: {path} is a damaged SVM model file{message}"), (args, line)
+
+
 def test_ctrl_c_keeps_the_rows_so_far(fast_model, tmp_path):
     _, model = fast_model
     folder = tmp_path / "many"
