@@ -152,6 +152,8 @@ def evaluation_text(result: Evaluation, worst: int = 10) -> str:
         lines = [f"mAP {100 * result.mAP:.2f} % over {len(result.ap)} classes, {result.n_test} images "
                  f"({result.evaluated_on})"]
         lines += [f"  {name:<20}{100 * ap:6.2f}" for name, ap in sorted(result.ap.items(), key=lambda kv: kv[1])]
+        if result.no_positives:
+            lines.append(f"left out of the mAP (no positives in the test images): {', '.join(result.no_positives)}")
     else:
         lines = [f"accuracy {100 * result.accuracy:.2f} %, mean per-class accuracy "
                  f"{100 * result.mean_class_accuracy:.2f} % on {result.n_test} images ({result.evaluated_on})"]

@@ -69,6 +69,19 @@ def assert_same_rows(path, reference_path, min_cosine: float = 0.9999) -> None:
     assert cosine(a.read_features(), b.read_features()).min() >= min_cosine
 
 
+
+def damage_chunk(path, chunk: int) -> None:
+    """XOR bytes 100..300 of a stored chunk of a feature file's `features` (a damaged disk block)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        offset = f["features"].id.get_chunk_info(chunk).byte_offset
+    with open(path, "r+b") as file:
+        file.seek(offset + 100)
+        block = bytes(b ^ 0xFF for b in file.read(200))
+        file.seek(offset + 100)
+        file.write(block)
+
 @pytest.fixture(scope="session")
 def demo_features(tmp_path_factory):
     """The demo images (6 Caltech 101 classes × 10) extracted once with the default settings."""

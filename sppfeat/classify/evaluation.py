@@ -84,8 +84,14 @@ def evaluate(model_path: str | os.PathLike, features_path: str | os.PathLike,
     common = dict(left_out_training=left_out_training, unknown_classes=unknown, n_unlabelled=n_unlabelled,
                   class_names=tuple(model.class_names), predictions=images)
     if model.multilabel:
-        ap = {name: average_precision_11pt(scores[:, k], truth[:, k]) for k, name in enumerate(model.class_names)}
-        result = Evaluation(len(rows), evaluated_on, mAP=float(np.mean(list(ap.values()))), ap=ap, **common)
+        positive = (truth > 0).any(axis=0)  # AP is undefined without positives (the devkit divides by 0)
+        if not positive.any():
+            raise ValueError(f"{features_path} has no positive image of any of the model's classes among "
+                             f"the {len(rows)} test images: no AP to compute")
+        ap = {name: average_precision_11pt(scores[:, k], truth[:, k])
+              for k, name in enumerate(model.class_names) if positive[k]}
+        result = Evaluation(len(rows), evaluated_on, mAP=float(np.mean(list(ap.values()))), ap=ap,
+                            no_positives=tuple(n for n, p in zip(model.class_names, positive) if not p), **common)
     else:
         predicted = scores.argmax(axis=1)
         per_class = per_class_accuracy(truth, predicted, len(model.class_names))

@@ -4,8 +4,9 @@ Single-label: ``confusion_matrix.png`` (rows true, columns predicted, each row n
 ``per_class_accuracy.png`` (worst class first) and ``mistakes.png`` (contact sheet of the most
 confident mistakes). Multi-label: ``precision_recall.png`` (each class's curve and 11-point AP),
 ``average_precision.png`` and ``false_positives.png`` (each class's highest-scored images that do
-not show it). Contact sheets need the test images: they are read from the feature file's image
-folder, and left out with a warning when it is not reachable. A folder that is not empty is
+not show it), of the classes with a positive test image (the others have no AP). Contact sheets
+need the test images: they are read from the feature file's image folder, and left out with a
+warning when it is not reachable. A folder that is not empty is
 refused unless the caller allows overwriting, which removes the earlier pictures first.
 
 Charts are drawn by matplotlib's Agg canvas (no pyplot, no display, nothing global changed),
@@ -155,7 +156,13 @@ def accuracy_figure(figure_class, result: Evaluation):
 def average_precision_figure(figure_class, result: Evaluation):
     return _bar_chart(figure_class, result.ap, {name: name for name in result.ap}, result.mAP,
                       "11-point average precision (%)",
-                      f"average precision per class, worst first; dashed: mAP {100 * result.mAP:.1f} %")
+                      f"average precision per class, worst first; dashed: {map_text(result)}")
+
+
+def map_text(result: Evaluation) -> str:
+    """'mAP 52.3 %', and the classes left out of it for want of positives."""
+    left_out = f" (left out, no positives: {', '.join(result.no_positives)})" if result.no_positives else ""
+    return f"mAP {100 * result.mAP:.1f} %{left_out}"
 
 
 def class_targets(result: Evaluation, name: str) -> np.ndarray:
@@ -169,7 +176,7 @@ def class_scores(result: Evaluation, name: str) -> np.ndarray:
 
 
 def precision_recall_figure(figure_class, result: Evaluation):
-    names = result.class_names
+    names = list(result.ap)  # the classes with an AP: a class without positives has no curve
     columns = min(5, len(names))
     rows = math.ceil(len(names) / columns)
     figure = figure_class(figsize=(2.8 * columns, 2.5 * rows), layout="constrained")
@@ -188,7 +195,7 @@ def precision_recall_figure(figure_class, result: Evaluation):
         ax.set_xlabel("recall", fontsize=8)
         ax.set_ylabel("precision", fontsize=8)
     figure.suptitle(f"precision-recall per class (light: at each rank; dark: best at recall ≥ r, as in the "
-                    f"11-point AP), mAP {100 * result.mAP:.1f} %, "
+                    f"11-point AP), {map_text(result)}, "
                     f"{result.n_test} images")
     return figure
 
@@ -205,7 +212,7 @@ def mistake_tiles(result: Evaluation) -> tuple[str, list[tuple[str, list[str]]],
 def false_positive_tiles(result: Evaluation) -> tuple[str, list[tuple[str, list[str]]], int]:
     """Each class's FALSE_POSITIVES highest-scored negatives (difficult ones excluded), a row per class."""
     tiles = []
-    for name in result.class_names:
+    for name in result.ap:
         scores = class_scores(result, name)
         negatives = np.flatnonzero(class_targets(result, name) < 0)
         for i in negatives[np.argsort(-scores[negatives], kind="stable")][:FALSE_POSITIVES]:

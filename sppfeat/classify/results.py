@@ -37,8 +37,9 @@ class Evaluation:
     whose paths are the model's training images, left out unless asked for; unknown_classes {class
     name: rows} of classes the model does not know and n_unlabelled rows without a class (both not
     scored). Single-label models: accuracy, mean_class_accuracy and per_class {class name:
-    ClassAccuracy} (classes with test images only). Multi-label models: mAP and ap {class name:
-    11-point AP}. The fields of the other kind are None. class_names: the model's classes;
+    ClassAccuracy} (classes with test images only). Multi-label models: ap {class name: 11-point
+    AP} of the classes with a positive test image, mAP their mean, and no_positives the classes
+    without one (AP undefined: left out of ap and mAP). The fields of the other kind are None. class_names: the model's classes;
     predictions: one ScoredImage per scored row, in file order. Scores in ``to_json()`` are rounded
     to 4 decimals.
     """
@@ -53,6 +54,7 @@ class Evaluation:
     per_class: dict[str, ClassAccuracy] | None = None
     mAP: float | None = None
     ap: dict[str, float] | None = None
+    no_positives: tuple[str, ...] | None = None
     class_names: tuple[str, ...] = ()
     predictions: tuple[ScoredImage, ...] = ()
 

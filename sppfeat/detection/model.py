@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..config import FORMAT_VERSION, ExtractionConfig
-from ..storage.hdf5 import STR, open_hdf5, read_strings, written_hdf5
+from ..storage.hdf5 import STR, UNREADABLE, damaged_file, open_hdf5, read_strings, written_hdf5
 from ..classify.svm import normalize_features
 from .head import WindowHead
 from .maps import ImageMap, RegionVectors
@@ -183,9 +183,8 @@ def load_detector(path: str | Path) -> DetectorModel:
                                   read_strings(f["class_names"]), json.loads(f.attrs["feature_config"]),
                                   json.loads(f.attrs["proposals"]), json.loads(f.attrs["training"]),
                                   f["regression"][()] if "regression" in f else None, head)
-        except (KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
-            raise ValueError(f"{path} is a damaged detector model ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+        except UNREADABLE as exc:
+            raise damaged_file(path, "detector model", exc) from None
     problem = model.problem()
     if problem:
         raise ValueError(f"{path} is a damaged detector model: {problem}")

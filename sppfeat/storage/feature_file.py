@@ -32,8 +32,8 @@ import h5py
 import numpy as np
 
 from ..config import ExtractionConfig
-from .hdf5 import (GZIP_LEVEL, STR, ChunkCompressor, default_threads, direct_readable, open_hdf5, partial_path, plain,
-                   read_rows, read_strings)
+from .hdf5 import (GZIP_LEVEL, STR, ChunkCompressor, damaged, default_threads, direct_readable, open_hdf5, partial_path,
+                   plain, read_rows, read_strings)
 
 CHUNK_BYTES = 1 << 20  # about 1 MiB of raw features per chunk
 READ_ROWS = 512  # rows per read when loading features
@@ -246,7 +246,11 @@ class FeatureFile:
             for start in range(0, len(sorted_rows), READ_ROWS):
                 chunk = sorted_rows[start:start + READ_ROWS]
                 lo, hi = int(chunk[0]), int(chunk[-1]) + 1
-                out[order[start:start + READ_ROWS]] = data[lo:hi][chunk - lo]
+                try:
+                    block = data[lo:hi]
+                except OSError as exc:  # HDF5 could not read or inflate a block
+                    raise damaged(data, lo, hi, str(exc).splitlines()[0]) from None
+                out[order[start:start + READ_ROWS]] = block[chunk - lo]
         return out
 
 

@@ -76,6 +76,16 @@ def read_strings(dataset: h5py.Dataset) -> list:
     return dataset.asstr()[()].tolist()
 
 
+UNREADABLE = (KeyError, TypeError, ValueError, RuntimeError, OSError)  # what a damaged file's arrays raise when read
+
+
+def damaged_file(path: str | os.PathLike, what: str, exc: Exception) -> ValueError:
+    """The one-line error for a `what` file (e.g. 'detector model') that raised `exc` (one of
+    UNREADABLE: a missing array or attribute, broken JSON) while being read."""
+    detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+    return ValueError(f"{path} is a damaged {what} ({type(exc).__name__}: {detail})")
+
+
 def plain(value):
     """An HDF5 attribute as a plain Python value."""
     return value.item() if isinstance(value, np.generic) else value
@@ -139,17 +149,30 @@ def direct_readable(dataset: h5py.Dataset) -> bool:
             and dataset.chunks[1:] == dataset.shape[1:])
 
 
+def damaged(dataset: h5py.Dataset, lo: int, hi: int, reason) -> ValueError:
+    """The one-line error for rows lo..hi-1 of `dataset` that cannot be read (a damaged block)."""
+    return ValueError(f"{dataset.file.filename} is damaged: its {dataset.name.lstrip('/')} rows "
+                      f"{lo}-{min(hi, len(dataset)) - 1} of {len(dataset)} cannot be read ({reason}); extract it again")
+
+
 def read_rows(dataset: h5py.Dataset, rows: np.ndarray, out: np.ndarray, threads: int) -> None:
     """out[k] = dataset[rows[k]] for ascending `rows`, reading only the chunks that hold them and
-    decompressing those in `threads` threads (HDF5 alone inflates one chunk at a time)."""
+    decompressing those in `threads` threads (HDF5 alone inflates one chunk at a time).
+    ValueError (:func:`damaged`) for a chunk that cannot be read or inflated to its size."""
     chunk_rows = dataset.chunks[0]
     width = int(np.prod(dataset.shape[1:]))
+    chunk_bytes = chunk_rows * width * dataset.dtype.itemsize  # HDF5 stores edge chunks whole
     chunk_of = rows // chunk_rows
     chunks = np.unique(chunk_of)
     bounds = np.searchsorted(chunk_of, np.append(chunks, chunks[-1] + 1)) if len(chunks) else []
 
-    def decode(mask: int, raw: bytes) -> np.ndarray:
-        data = raw if mask else zlib.decompress(raw)  # a set mask bit: the filter was skipped for this chunk
+    def decode(start: int, mask: int, raw: bytes) -> np.ndarray:
+        try:
+            data = raw if mask else zlib.decompress(raw)  # a set mask bit: the filter was skipped for this chunk
+        except zlib.error as exc:
+            raise damaged(dataset, start, start + chunk_rows, exc) from None
+        if len(data) != chunk_bytes:
+            raise damaged(dataset, start, start + chunk_rows, f"{len(data)} bytes, not {chunk_bytes}")
         return np.frombuffer(data, dtype=dataset.dtype).reshape(-1, width)
 
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="sppfeat-gunzip") as pool:
@@ -161,8 +184,12 @@ def read_rows(dataset: h5py.Dataset, rows: np.ndarray, out: np.ndarray, threads:
             out[lo:hi] = future.result()[rows[lo:hi] - chunks[k] * chunk_rows]
 
         for k, chunk in enumerate(chunks):
-            mask, raw = dataset.id.read_direct_chunk((int(chunk) * chunk_rows,) + (0,) * (dataset.ndim - 1))
-            pending.append((k, pool.submit(decode, mask, raw)))
+            start = int(chunk) * chunk_rows
+            try:
+                mask, raw = dataset.id.read_direct_chunk((start,) + (0,) * (dataset.ndim - 1))
+            except OSError as exc:
+                raise damaged(dataset, start, start + chunk_rows, str(exc).splitlines()[0]) from None
+            pending.append((k, pool.submit(decode, start, mask, raw)))
             if len(pending) > 2 * max(1, threads):
                 take_oldest()
         while pending:

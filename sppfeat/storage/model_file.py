@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import FORMAT_VERSION, MODEL, ExtractionConfig, changed_settings, setting_text
-from .hdf5 import STR, open_hdf5, read_strings, written_hdf5
+from .hdf5 import STR, UNREADABLE, damaged_file, open_hdf5, read_strings, written_hdf5
 
 KIND = "svm_model"
 
@@ -65,20 +65,40 @@ def save_model(path: str | Path, model: SVMModel) -> None:
 
 
 def load_model(path: str | Path) -> SVMModel:
-    """Read a model file (format 1 or 2); ValueError with a one-line reason if it is not one."""
+    """Read a model file (format 1 or 2); ValueError with a one-line reason if it is not one or is
+    damaged (arrays or attributes missing or unreadable, shapes that disagree, weights not finite)."""
     with open_hdf5(path, "model file") as f:
         if f.attrs.get("sppfeat_kind") != KIND:
             raise ValueError(f"{path} is not an sppfeat SVM model file")
-        return SVMModel(
-            coef=f["coef"][()], intercept=f["intercept"][()],
-            class_names=read_strings(f["class_names"]),
-            C=float(f.attrs["C"]), power=float(f.attrs["power"]), multilabel=bool(f.attrs["multilabel"]),
-            feature_record=json.loads(f.attrs["feature_config"]),
-            features_fingerprint=str(f.attrs["features_fingerprint"]),
-            train_paths=read_strings(f["train_paths"]), test_paths=read_strings(f["test_paths"]),
-            split=json.loads(f.attrs["split"]), cv_scores=json.loads(f.attrs["cv_scores"]),
-            format_version=int(f.attrs.get("format_version", 1)),
-        )
+        try:
+            model = SVMModel(
+                coef=f["coef"][()], intercept=f["intercept"][()],
+                class_names=read_strings(f["class_names"]),
+                C=float(f.attrs["C"]), power=float(f.attrs["power"]), multilabel=bool(f.attrs["multilabel"]),
+                feature_record=json.loads(f.attrs["feature_config"]),
+                features_fingerprint=str(f.attrs["features_fingerprint"]),
+                train_paths=read_strings(f["train_paths"]), test_paths=read_strings(f["test_paths"]),
+                split=json.loads(f.attrs["split"]), cv_scores=json.loads(f.attrs["cv_scores"]),
+                format_version=int(f.attrs.get("format_version", 1)),
+            )
+        except UNREADABLE as exc:
+            raise damaged_file(path, "SVM model file", exc) from None
+    problem = weights_problem(model)
+    if problem:
+        raise ValueError(f"{path} is a damaged SVM model file: {problem}")
+    return model
+
+
+def weights_problem(model: SVMModel) -> str | None:
+    """Why coef (K×D), intercept (K) and the K class names cannot score features, or None."""
+    k = len(model.class_names)
+    if model.coef.dtype.kind != "f" or model.intercept.dtype.kind != "f":
+        return f"SVMs of type {model.coef.dtype} and biases of type {model.intercept.dtype}, not floats"
+    if model.coef.ndim != 2 or len(model.coef) != k or model.intercept.shape != (k,):
+        return f"SVMs of shape {model.coef.shape} and biases of shape {model.intercept.shape} for {k} class names"
+    if not (np.isfinite(model.coef).all() and np.isfinite(model.intercept).all()):
+        return "its SVMs are not finite (NaN or infinity)"
+    return None
 
 
 def check_compatible(model: SVMModel, feature_record: dict, dim: int, features_path) -> None:

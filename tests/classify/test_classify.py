@@ -202,6 +202,28 @@ def test_too_few_images_for_cross_validation_are_refused_in_one_line(three_image
                                         "images of every class: a has 1, b has 1; pass a fixed --C N or more images"]
 
 
+def test_a_class_whose_images_were_all_skipped_is_refused(tmp_path):
+    """A folder of JPEGs that cannot be decoded is a class of the file with no row: training it would
+    make a constant SVM that predict ranks among the others."""
+    for name, source in (("a", "pizza"), ("b", "starfish")):
+        (tmp_path / "img" / name).mkdir(parents=True)
+        for path in sorted((DEMO / source).iterdir())[:3]:
+            shutil.copy(path, tmp_path / "img" / name)
+    (tmp_path / "img" / "broken").mkdir()
+    header = next((DEMO / "pizza").iterdir()).read_bytes()[:400]
+    for k in range(2):  # a JPEG's header, then noise: listed as an image, skipped when decoded
+        (tmp_path / "img" / "broken" / f"{k}.jpg").write_bytes(header + np.random.default_rng(k).bytes(3000))
+    extract(tmp_path / "img", tmp_path / "f.h5", fast_config(), one_process(), quiet=True)
+    features = open_features(tmp_path / "f.h5")
+    assert features.class_names == ["a", "b", "broken"] and np.bincount(features.labels).tolist() == [3, 3]
+    for protocol in ("stratified", "per-class", "all"):
+        result = run_cli("train-svm", tmp_path / "f.h5", tmp_path / "m.h5", "--C", "1", "--protocol", protocol)
+        assert result.exit_code == 2 and result.stderr.splitlines() == [
+            f"sppfeat: {tmp_path / 'f.h5'} has no image of 1 of its classes: broken (2 files skipped); every class "
+            "needs training images (remove the class folder, or replace its files, and extract again)"], protocol
+        assert not (tmp_path / "m.h5").exists()
+
+
 def test_enough_images_names_the_classes_short_of_them():
     names = [f"c{k}" for k in range(8)]
     check_enough_images(np.repeat(np.arange(8), 3), names, 3)

@@ -5,6 +5,7 @@ import json
 import shutil
 import sys
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -190,6 +191,49 @@ def test_multilabel_plots_and_predictions(mini_voc, tmp_path):
     sheet = png(tmp_path / "plots" / "false_positives.png")
     assert 700 <= sheet.width <= 1000 and 20 * 150 < sheet.height < 20 * 250
     assert image_folder(ff.record) == root and image_folder({**ff.record, "image_root": "/nowhere"}) is None
+
+
+def brute_force_ap(scores, targets) -> float:
+    """VOC 2007 11-point AP written out rank by rank (difficult images dropped, ties in input order)."""
+    order = sorted((i for i in range(len(scores)) if targets[i] != 0), key=lambda i: -scores[i])
+    n_pos = sum(targets[i] > 0 for i in order)
+    points = [(sum(targets[i] > 0 for i in order[:r]) / n_pos, sum(targets[i] > 0 for i in order[:r]) / r)
+              for r in range(1, len(order) + 1)]  # (recall, precision) at each rank
+    return sum(max([p for r, p in points if r >= t - 1e-12], default=0.0) for t in np.linspace(0, 1, 11)) / 11
+
+
+def test_a_class_without_positives_is_left_out_of_the_map_and_the_plots(mini_voc, tmp_path):
+    """As in the VOC devkit, AP is undefined without positives: not 0 averaged into the mAP, and
+    no empty curve for matplotlib to fail on."""
+    from matplotlib.figure import Figure
+
+    from sppfeat.classify.plots import precision_recall_figure
+    from sppfeat.report import evaluation_text
+
+    root, folder = mini_voc
+    val = tmp_path / "val.h5"
+    shutil.copy(folder / "val.h5", val)
+    with h5py.File(val, "r+") as f:
+        cow = VOC_CLASSES.index("cow")
+        targets = f["targets"][()]
+        assert (targets[:, cow] > 0).any()
+        targets[targets[:, cow] > 0, cow] = -1  # the val images now show no cow
+        f["targets"][...] = targets
+    result = evaluate(folder / "m.h5", val, tmp_path / "r.json", tmp_path / "plots")
+    assert result.no_positives == ("cow",) and set(result.ap) == set(VOC_CLASSES) - {"cow"}
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["no_positives"] == ["cow"] and "cow" not in report["ap"]
+    scores = np.array([[image.scores[name] for name in VOC_CLASSES] for image in result.predictions])
+    expected = [brute_force_ap(scores[:, k], targets[:, k]) for k, name in enumerate(VOC_CLASSES) if name != "cow"]
+    assert result.mAP == pytest.approx(np.mean(expected))
+    assert "left out of the mAP (no positives in the test images): cow" in evaluation_text(result).splitlines()
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "average_precision.png", "false_positives.png", "precision_recall.png"]
+    assert len(precision_recall_figure(Figure, result).axes) == 19
+    with h5py.File(val, "r+") as f:
+        f["targets"][...] = -1  # no positive of any class: no mAP at all
+    with pytest.raises(ValueError, match="no positive image of any of the model's classes"):
+        evaluate(folder / "m.h5", val)
 
 
 def test_predict_with_a_multilabel_model_on_images(mini_voc, tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import DEMO, SUBPROCESS_TIMEOUT, fast_config, one_process, run_sppfeat, sppfeat_command
+from conftest import DEMO, SUBPROCESS_TIMEOUT, damage_chunk, fast_config, one_process, run_sppfeat, sppfeat_command
 from sppfeat import Prediction, evaluate, extract, predict, train_svm
 from sppfeat.cli import main
 from sppfeat.storage.feature_file import open_features
@@ -171,6 +171,41 @@ def test_refusals_are_one_line_exit_2(fast_model, demo_features, tmp_path):
     (tmp_path / "p.csv").write_text("")
     assert "--overwrite" in one_line_error(run_cli("predict", fast, fast_features, "-o", tmp_path / "p.csv"))
     assert "'--output'" in one_line_error(run_cli("predict", fast, fast_features, "-o", tmp_path / "p.xlsx"))
+
+
+def test_a_damaged_feature_file_is_one_line_in_every_command_that_reads_it(fast_model, tmp_path):
+    fast_features, fast = fast_model
+    damaged = tmp_path / "damaged.h5"
+    shutil.copy(fast_features, damaged)
+    damage_chunk(damaged, 0)
+    for args in [("train-svm", damaged, tmp_path / "m.h5", "--C", "1"), ("eval", fast, damaged),
+                 ("predict", fast, damaged)]:
+        assert f"{damaged} is damaged: its features rows 0-" in one_line_error(run_cli(*args)), args
+
+
+def test_a_damaged_model_file_is_one_line_in_info_eval_and_predict(fast_model, tmp_path):
+    """sppfeat_kind says svm_model, but arrays or attributes are missing, broken or do not fit."""
+    fast_features, fast = fast_model
+    bare = tmp_path / "bare.h5"
+    with h5py.File(bare, "w") as f:
+        f.attrs["sppfeat_kind"] = "svm_model"
+    expected = {bare: " (KeyError: "}
+
+    def changed(name: str, change, message: str) -> None:
+        path = tmp_path / f"{name}.h5"
+        shutil.copy(fast, path)
+        with h5py.File(path, "r+") as f:
+            change(f)
+        expected[path] = message
+
+    changed("nan", lambda f: f["coef"].__setitem__(0, np.nan), ": its SVMs are not finite (NaN or infinity)")
+    changed("shape", lambda f: (f.__delitem__("intercept"), f.create_dataset("intercept", data=np.zeros(2))),
+            f": SVMs of shape {load_model(fast).coef.shape} and biases of shape (2,) for 6 class names")
+    changed("json", lambda f: f.attrs.__setitem__("split", "{"), " (JSONDecodeError: ")
+    for path, message in expected.items():
+        for args in [("info", path), ("eval", path, fast_features), ("predict", path, fast_features)]:
+            line = one_line_error(run_cli(*args))
+            assert line.startswith(f"sppfeat: {path} is a damaged SVM model file{message}"), (args, line)
 
 
 def test_ctrl_c_keeps_the_rows_so_far(fast_model, tmp_path):

@@ -116,6 +116,27 @@ def test_normalize_features_takes_arrays_and_tensors_and_leaves_them_alone(power
     np.testing.assert_array_equal(x, kept)
 
 
+@pytest.mark.parametrize("signed", [True, False])
+def test_normalize_features_does_not_overflow_at_large_powers(signed):
+    """6^50 overflows float32: the result must still be the float64 computation's, and at a power
+    that overflows float64 too, its limit (the sign of the largest |x| of the row, ties shared)."""
+    x = np.random.default_rng(1).uniform(-6, 6, size=(4, 9))
+    x[:, 0] = 6.0  # the largest |x| of every row, the value of the fuzzed SPP vectors
+    x[1, 3] = -6.0 if signed else 6.0  # a tie
+    x[3] = 0.0  # a row of zeros stays zeros
+    if not signed:
+        x = np.abs(x)
+    expected = np.sign(x) * np.abs(x) ** 50.0  # float64: 6^50 ≈ 8e38 is finite
+    expected /= np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-300)
+    got = normalize_features(x, 50.0)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    limit = np.where(np.abs(x) == 6.0, np.sign(x), 0.0)
+    limit /= np.maximum(np.sqrt((limit != 0).sum(axis=1, keepdims=True)), 1.0)
+    np.testing.assert_array_equal(normalize_features(x, 1e300), limit.astype(np.float32))
+    np.testing.assert_allclose(normalize_features(torch.from_numpy(x), 1e300).numpy(), limit)
+
+
 def test_the_c_grid_grows_until_the_best_c_is_inside_it(demo_split):
     """Started below the useful range, cross-validation walks up the 1-3-10 ladder and stops where a
     grid spanning both sides picks the same C."""
