@@ -29,9 +29,9 @@ def normalize_features(x: np.ndarray | torch.Tensor, power: float = 1.0) -> np.n
     """Signed power normalisation x -> sign(x)|x|^power, then L2 normalisation of each row.
 
     x: n×d float array or tensor; returns float32 n×d of the same kind (x is not modified).
-    power = 1 is plain L2 normalisation (the paper's); 0.5 is the signed square root. Before the
-    power each row is divided by its largest |x| (no change after the L2 step), so |x|^power ≤ 1
-    cannot overflow float32 however large the power (6^50 would).
+    power = 1 is plain L2 normalisation (the paper's); 0.5 is the signed square root. Above 1, each
+    row is first divided by its largest |x| (no change after the L2 step), so |x|^power ≤ 1 cannot
+    overflow float32 however large the power (6^50 would); at or below 1 no power can overflow.
     """
     is_array = not isinstance(x, torch.Tensor)
     t = torch.from_numpy(np.asarray(x, dtype=np.float32)) if is_array else x
@@ -40,7 +40,8 @@ def normalize_features(x: np.ndarray | torch.Tensor, power: float = 1.0) -> np.n
         signed = not bool(out.amin() >= 0)  # ReLU features are not: no sign to restore
         if signed:
             out.abs_()
-        out.div_(out.amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny))
+        if power > 1:
+            out.div_(out.amax(dim=1, keepdim=True).clamp_min_(torch.finfo(torch.float32).tiny))
         if power == 0.5 and out.device.type == "cpu" and not out.requires_grad:
             np.sqrt(out.numpy(), out=out.numpy())  # torch's CPU sqrt is ~8x slower on zeros
         else:
