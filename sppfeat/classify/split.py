@@ -13,14 +13,15 @@ def per_class_split(labels: np.ndarray, train_per_class: int = 30, test_per_clas
     Rows labelled -1 are ignored. A class with no image left for testing raises ValueError.
     """
     if train_per_class < 1 or test_per_class < 0:
-        raise ValueError("train-per-class must be >= 1 and test-per-class >= 0")
+        raise ValueError(f"train_per_class={train_per_class} must be >= 1 and test_per_class={test_per_class} >= 0")
     rng = np.random.default_rng(seed)
     train, test = [], []
     for k in np.unique(labels[labels >= 0]):
         members = rng.permutation(np.flatnonzero(labels == k))
         if len(members) <= train_per_class:
             name = class_names[k] if class_names else str(k)
-            raise ValueError(f"class {name} has {len(members)} images, needs more than train-per-class={train_per_class}")
+            raise ValueError(f"class {name} has {len(members)} images, needs more than "
+                             f"train_per_class={train_per_class}")
         train.append(members[:train_per_class])
         rest = members[train_per_class:]
         test.append(rest[:test_per_class] if test_per_class else rest)

@@ -174,6 +174,8 @@ def test_one_class_missing_folders_and_protocol_options(tmp_path, demo_features)
     assert split["protocol"] == "per-class" and split["n_train"] == 24 and split["n_test"] == 36
     both = run_cli("train-svm", plain, tmp_path / "x.h5", "--train-per-class", "4", "--test-fraction", "0.5")
     assert both.exit_code == 2 and "pass the options of one protocol" in both.output
+    short = run_cli("train-svm", plain, tmp_path / "x.h5", "--train-per-class", "10")  # 10 images a class
+    assert short.exit_code == 2 and "has 10 images, needs more than --train-per-class 10" in short.output, short.output
 
 
 @pytest.fixture
