@@ -135,8 +135,9 @@ class ProgressFolder:
                              "run again with overwrite=True")
         changed = changed_settings(old.get("config", {}), manifest["config"], RESUME)
         if changed:
+            shown = [k for k in changed if k != "feature_dim"] or changed  # the length follows from the settings shown
             details = ", ".join(f"{setting_text(k, old['config'])} (now {setting_text(k, manifest['config'])})"
-                                for k in changed)
+                                for k in shown)
             raise ValueError(f"cannot resume: the interrupted run used other settings: {details}; "
                              "use the same settings, or overwrite=True to start over")
         if old.get("listing_sha256") != manifest["listing_sha256"]:

@@ -185,7 +185,8 @@ def test_resume_refuses_other_settings_and_a_changed_folder(many_images, tmp_pat
     proc.communicate(timeout=60)
     assert proc.returncode == 130
     refused = extract_cli(images, out, *FAST, "--levels", "3,1", "--resume")
-    assert refused.returncode == 2 and "other settings" in refused.stderr and "levels" in refused.stderr
+    assert refused.returncode == 2 and "other settings" in refused.stderr and "(now --levels 3,1)" in refused.stderr
+    assert "feature_dim" not in refused.stderr, refused.stderr  # the vector length follows from the levels
     no_flag = extract_cli(images, out, *FAST)
     assert no_flag.returncode == 2 and "--resume" in no_flag.stderr
     shutil.copy(DEMO / "pizza" / "image_0011.jpg", images / "pizza" / "new.jpg")
