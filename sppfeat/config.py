@@ -75,18 +75,21 @@ def pyramid_dim(channels: int, levels: Sequence[int]) -> int:
     return channels * sum(n * n for n in levels)
 
 
-def as_levels(levels: Sequence[int]) -> tuple[int, ...]:
-    """Pyramid levels as a tuple of positive ints; ValueError otherwise."""
+def as_levels(levels: Sequence[int], bounded: bool = True) -> tuple[int, ...]:
+    """Pyramid levels as a tuple of distinct ints from 1 to MAX_LEVEL (bounded=False, for settings
+    read back from files made before those bounds: any positive ints); ValueError otherwise."""
     values = _int_tuple(levels, "levels", "(6, 3, 2, 1)")
-    if not values or any(not 1 <= n <= MAX_LEVEL for n in values) or len(set(values)) != len(values):
+    if not values or any(n < 1 for n in values) or bounded and (max(values) > MAX_LEVEL or
+                                                                 len(set(values)) != len(values)):
         raise ValueError(f"levels must be one or more distinct integers from 1 to {MAX_LEVEL}, got {levels!r}")
     return values
 
 
-def as_scales(scales: Sequence[int]) -> tuple[int, ...]:
-    """Shorter sides in pixels (0 = native size) as a tuple of distinct ints >= 0; ValueError otherwise."""
+def as_scales(scales: Sequence[int], bounded: bool = True) -> tuple[int, ...]:
+    """Shorter sides in pixels (0 = native size) as a tuple of distinct ints from 0 to MAX_SIDE
+    (bounded=False: any ints >= 0, as in files made before that bound); ValueError otherwise."""
     values = _int_tuple(scales, "scales", "(224,) or (224, 288)")
-    if not values or any(not 0 <= s <= MAX_SIDE for s in values) or len(set(values)) != len(values):
+    if not values or min(values) < 0 or bounded and max(values) > MAX_SIDE or len(set(values)) != len(values):
         raise ValueError(f"scales must be distinct integers from 0 to {MAX_SIDE}, got {scales!r}")
     return values
 
@@ -133,12 +136,14 @@ class ExtractionConfig:
     def __post_init__(self, recorded: bool):
         get_backbone_spec(self.backbone)
         set_ = object.__setattr__  # frozen: normalise the types once, here
-        set_(self, "levels", as_levels(self.levels))
+        set_(self, "_recorded", recorded)  # not a field: kept by replace(), not compared
+        set_(self, "levels", as_levels(self.levels, bounded=not recorded))
         if self.scales is not None:
-            set_(self, "scales", as_scales(self.scales))
+            set_(self, "scales", as_scales(self.scales, bounded=not recorded))
         set_(self, "weights", None if self.weights is None else Path(self.weights))
         check_pool(self.pool)
-        if not isinstance(self.max_side, numbers.Integral) or not 1 <= self.max_side <= MAX_SIDE:
+        if not isinstance(self.max_side, numbers.Integral) or not 1 <= self.max_side <= (
+                self.max_side if recorded else MAX_SIDE):
             raise ValueError(f"max_side must be an integer from 1 to {MAX_SIDE}, got {self.max_side!r}")
         if self.scales is not None and max(self.scales) > self.max_side and not recorded:
             raise ValueError(f"scales={self.scales} cannot take effect with max_side={self.max_side}: every image "
@@ -209,7 +214,8 @@ class ExtractionConfig:
         return [ResizePolicy(s, self.max_side, spec.min_input, spec.interpolation, stride) for s in self.scales]
 
     def replace(self, **changes) -> "ExtractionConfig":
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes`; settings rebuilt from a file stay judged as recorded ones."""
+        return dataclasses.replace(self, **changes, recorded=self._recorded)
 
     def to_record(self) -> dict:
         """The settings as file attributes (JSON-able), with what the backbone implies."""

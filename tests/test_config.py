@@ -116,3 +116,14 @@ def test_shapes_and_compute_change_vectors_and_old_records_read_as_exact_float32
     for name, value in (("shapes", "padded"), ("compute", "int8")):
         with pytest.raises(ValueError, match=f"{name} must be one of"):
             ExtractionConfig(**{name: value})
+
+
+def test_settings_read_back_from_files_keep_values_made_before_the_bounds():
+    """--max-side 100000 ('no cap') and --levels 20 were accepted before the bounds: their files still open."""
+    record = ExtractionConfig(scales=(224,)).resolved("folder", None, "cpu").to_record()
+    record.update(levels=[20, 1], max_side=100_000)
+    config = ExtractionConfig.from_record(record)
+    assert config.levels == (20, 1) and config.max_side == 100_000
+    assert config.replace(weights_sha256="0" * 64).levels == (20, 1)  # as predict fills in the checksum
+    with pytest.raises(ValueError, match="levels must be one or more distinct integers from 1 to 16"):
+        ExtractionConfig(levels=(20, 1))  # settings made anew are bounded

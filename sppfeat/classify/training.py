@@ -96,8 +96,8 @@ def check_enough_images(y: np.ndarray, class_names: list[str], folds: int | None
     """ValueError naming the classes with too few training images: fewer than `folds` (C chosen by
     cross-validation over that many stratified folds), or none (folds None: a fixed C).
 
-    y: the training targets, class indices n (single-label: a class without rows is not checked:
-    :func:`split_rows` refuses it) or n×K targets in {1, -1, 0} (multi-label: positive images of
+    y: the training targets, class indices n (single-label: a class without rows is not checked: it
+    is not trained, or :func:`split_rows` refuses it) or n×K targets in {1, -1, 0} (multi-label: positive images of
     every class counted).
     """
     if y.ndim == 1:
@@ -123,7 +123,7 @@ def check_enough_images(y: np.ndarray, class_names: list[str], folds: int | None
 def split_rows(features: FeatureFile, protocol: Protocol, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train rows, test rows, targets of every row: class indices, or N×K targets when multi-label);
     ValueError when the labels cannot train one-vs-rest SVMs (fewer than 2 classes, or a class
-    without rows: its folder's files were all skipped when extracting)."""
+    whose folder's files were all skipped when extracting)."""
     if features.multilabel:
         return np.arange(len(features.paths)), np.zeros(0, dtype=np.int64), features.targets.astype(np.int8)
     labels = features.labels
@@ -133,11 +133,14 @@ def split_rows(features: FeatureFile, protocol: Protocol, seed: int) -> tuple[np
                  f"one class ({features.class_names[present[0]]}, {int((labels == present[0]).sum())} rows)")
         raise ValueError(f"{features.path} has {found}; training needs at least 2 classes "
                          "(class folders under the image folder)")
-    empty = [name for k, name in enumerate(features.class_names) if k not in present]
-    if empty:
-        skipped = [sum(path.split("/")[0] == name for path, _ in features.skipped) for name in empty]
-        named = ", ".join(f"{name} ({n} files skipped)" for name, n in zip(empty, skipped))
-        raise ValueError(f"{features.path} has no image of {len(empty)} of its classes: {named}; every class needs "
+    # a class folder whose files were all skipped; a class without rows and without skipped files (a box
+    # file's unused category, a shard's absent class) is not trained, as before
+    lost = {name: sum(path.split("/")[0] == name for path, _ in features.skipped)
+            for k, name in enumerate(features.class_names) if k not in present}
+    lost = {name: n for name, n in lost.items() if n}
+    if lost:
+        named = ", ".join(f"{name} ({n} files skipped)" for name, n in lost.items())
+        raise ValueError(f"{features.path} has no image of {len(lost)} of its classes: {named}; every class needs "
                          "training images (remove the class folder, or replace its files, and extract again)")
     if protocol.name == "per-class":
         train, test = per_class_split(labels, protocol.train_per_class, protocol.test_per_class, seed,

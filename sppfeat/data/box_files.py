@@ -85,7 +85,7 @@ def read_coco(path: Path, sizes: ImageSizes) -> BoxSet:
         except (TypeError, ValueError):
             found.reject(file, f"{where} bbox {a['bbox']!r} is not 4 numbers", image)
             continue
-        flags = [a.get(key, 0) for key in ("iscrowd", "ignore")]
+        flags = [a.get(key) or 0 for key in ("iscrowd", "ignore")]  # absent or null: 0
         if any(flag not in (0, 1) for flag in flags):  # True and False are 1 and 0
             problem = problem or f"iscrowd {flags[0]!r} or ignore {flags[1]!r} is not 0 or 1"
         crowd = any(flags)

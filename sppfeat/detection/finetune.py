@@ -163,8 +163,6 @@ def fit_head(images: list[HeadImage], n_classes: int, rv: RegionVectors, setting
             optimizer.step()
             schedule.step()
             step += 1
-            if not all(torch.isfinite(p).all() for p in head.parameters()):
-                diverged(f"weights not finite after step {step} of {total}", settings.lr)
             for key in sums:
                 sums[key] += parts[key]
             meter.update(1)

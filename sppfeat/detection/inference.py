@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable
@@ -164,7 +165,7 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
         output = shard_path(output, index, count) if shard is not None else Path(output)
     elif resume or shard is not None:
         raise ValueError(f"{'resume=True' if resume else f'shard={shard}'} needs an output file")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)
                                   or not math.isfinite(threshold)):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     if draw is None and draw_threshold is not None:
@@ -183,8 +184,7 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
     ids = coco_ids_for(output, coco_ids, image_list.paths, detector.class_names)
     source = WindowSource(load_proposals(proposals) if proposals is not None else None,
                           detector.proposal_settings)
-    if source.proposal_set is not None and lo < hi and all(source.proposal_set.of(p) is None
-                                                           for p in image_list.paths[lo:hi]):
+    if source.proposal_set is not None and all(source.proposal_set.of(p) is None for p in image_list.paths):
         raise ValueError(f"none of the images of {images} is in the proposal file {proposals} (its paths, e.g. "
                          f"{source.proposal_set.paths[0] if source.proposal_set.paths else 'none'}, are relative "
                          f"to the folder it was made from)")

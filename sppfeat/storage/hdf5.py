@@ -26,13 +26,17 @@ def partial_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".partial")
 
 
+ANNOTATIONS = (".xml", ".txt", ".yaml", ".yml")  # what box readers read in a folder: VOC XML, YOLO labels
+
+
 def check_output(path: str | os.PathLike, replace: bool, inputs: tuple = ()) -> Path:
     """ValueError unless `path` can be written: its folder exists, it does not exist or `replace`
     allows replacing it (the CLI's --overwrite), and it is none of the same call's `inputs` (files,
-    or folders whose files it would replace; None is skipped)."""
+    or folders of annotations: an existing file in one with a suffix of ANNOTATIONS; None is skipped)."""
     path = Path(path)
     for given in map(Path, filter(None, inputs)):
-        inside = given.is_dir() and path.exists() and given.resolve() in path.resolve().parents
+        inside = (given.is_dir() and path.exists() and path.suffix.lower() in ANNOTATIONS
+                  and given.resolve() in path.resolve().parents)
         if inside or path.resolve() == given.resolve():
             raise ValueError(f"{path} is one of the inputs ({given}): write it elsewhere")
     if path.is_dir():

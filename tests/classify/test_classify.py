@@ -224,6 +224,12 @@ def test_a_class_whose_images_were_all_skipped_is_refused(tmp_path):
             f"sppfeat: {tmp_path / 'f.h5'} has no image of 1 of its classes: broken (2 files skipped); every class "
             "needs training images (remove the class folder, or replace its files, and extract again)"], protocol
         assert not (tmp_path / "m.h5").exists()
+    # a class without rows and without skipped files (a box file's unused category, a shard's absent
+    # class) is no lost folder: trained as before, without a row
+    with h5py.File(tmp_path / "f.h5", "r+") as f:
+        del f["skipped"]
+    result = run_cli("train-svm", tmp_path / "f.h5", tmp_path / "m.h5", "--C", "1", "--protocol", "all")
+    assert result.exit_code == 0, result.output
 
 
 def test_enough_images_names_the_classes_short_of_them():

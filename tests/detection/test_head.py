@@ -181,7 +181,7 @@ def test_a_diverging_training_stops_with_a_reason():
 def test_a_training_that_diverges_in_its_last_step_stops_too(lr):
     """One step only: its loss was finite, the weights it leaves are not usable."""
     settings = HeadSettings(reduced=4, hidden=(16,), epochs=1, images_per_batch=4, windows_per_image=8, lr=lr)
-    with pytest.raises(ValueError, match="diverged .*after the last step|diverged .*not finite after step 1"):
+    with pytest.raises(ValueError, match="diverged .scores not finite after the last step"):
         fit_head(synthetic_images(4, np.random.default_rng(5)), 3, fake_rv(), settings, quiet=True)
 
 

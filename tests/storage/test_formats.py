@@ -90,6 +90,8 @@ def test_an_output_must_be_a_new_or_replaceable_file_that_is_no_input(tmp_path):
             check_output(tmp_path / "in" / "a.xml", replace=True, inputs=inputs)
     new = tmp_path / "in" / "new.h5"  # a new file beside the inputs replaces none of them
     assert check_output(new, replace=False, inputs=(tmp_path / "in",)) == new
+    new.write_text("")  # nor does an earlier output there (YOLO labels often sit beside the images)
+    assert check_output(new, replace=True, inputs=(tmp_path / "in",)) == new
     with pytest.raises(ValueError, match="output folder does not exist"):
         check_output(tmp_path / "nowhere" / "m.h5", replace=False)
 
