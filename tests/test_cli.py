@@ -244,10 +244,12 @@ def test_a_scale_beyond_max_side_is_refused():
     assert ExtractionConfig(scales=(2048,)).scales == (2048,)
     made_before = {**ExtractionConfig(scales=(224,)).resolved("folder", None, "cpu").to_record(), "scale": [4096]}
     assert ExtractionConfig.from_record(made_before).scales == (4096,)  # a file written before the check still opens
-    result = run_cli("extract", DEMO, "o.h5", "--scale", "224,100000")
+    result = run_cli("extract", DEMO, "o.h5", "--scale", "224,10000")
     assert result.exit_code == 2, result.output
-    assert result.output.startswith("sppfeat: --scale 224,100000 cannot take effect with --max-side 2048: "), \
+    assert result.output.startswith("sppfeat: --scale 224,10000 cannot take effect with --max-side 2048: "), \
         result.output
+    beyond = run_cli("extract", DEMO, "o.h5", "--scale", "224,100000")  # past any image format's side
+    assert beyond.exit_code == 2 and "'--scale': scales must be distinct integers from 0 to 65535" in beyond.output
     assert run_cli("extract", DEMO, "o.h5", "--scale", "640", "--max-side", "600").output.startswith(
         "sppfeat: --scale 640 cannot take effect with --max-side 600: ")
 
