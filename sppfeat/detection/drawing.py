@@ -3,7 +3,6 @@ to see: DrawRule), precision-recall curves and AP per class of an evaluation."""
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from ..classify.plots import check_plots_folder
 from .proposals import stored_rgb
+from .settings import check_threshold
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
            (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
@@ -47,8 +47,7 @@ def draw_rule(score_kind: str, threshold: float | None = None) -> DrawRule:
     (DRAW_THRESHOLDS). ValueError for a threshold that is not a finite number."""
     if threshold is None:
         return DrawRule(DRAW_THRESHOLDS[score_kind], score_kind)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        raise ValueError(f"draw_threshold must be a finite number, got {threshold!r}")
+    check_threshold("draw_threshold", threshold)
     return DrawRule(float(threshold), score_kind)
 
 

@@ -10,8 +10,6 @@ Probabilities are comparable across classes; SVM margins only within a class.
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import os
 import time
 from collections.abc import Callable
@@ -31,6 +29,7 @@ from .model import DetectorModel, load_detector
 from .proposal_file import is_proposal_file, load_proposals
 from .proposals import list_inputs
 from .runs import ImageResult, check_cores, run_images, split_cores, start_run, torch_threads
+from .settings import check_threshold
 from .training import WindowSource
 
 MAX_PER_IMAGE = 100
@@ -165,9 +164,8 @@ def detect(model: str | os.PathLike, images: str | os.PathLike, output: str | os
         output = shard_path(output, index, count) if shard is not None else Path(output)
     elif resume or shard is not None:
         raise ValueError(f"{'resume=True' if resume else f'shard={shard}'} needs an output file")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)
-                                  or not math.isfinite(threshold)):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    if threshold is not None:
+        check_threshold("threshold", threshold)
     if draw is None and draw_threshold is not None:
         raise ValueError(f"draw_threshold={draw_threshold} needs a draw folder")
     if detector.score_kind == "probability" and threshold is not None and not 0 <= threshold < 1:

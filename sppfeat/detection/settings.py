@@ -4,7 +4,14 @@ record all read them here). No heavy imports: the CLI reads the defaults at star
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
+
+
+def check_threshold(name: str, value) -> None:
+    """ValueError unless `value` is a finite real number (not a bool): a score threshold `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 def check_context(context: float) -> None:
